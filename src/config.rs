@@ -1,0 +1,411 @@
+//! Configuration: one typed tree read from `config.toml`, then `RAGBOX__SECTION__KEY`
+//! environment variables, then command-line flags.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Paths searched, in order, when `--config` is not given.
+pub fn default_config_paths() -> Vec<PathBuf> {
+    let mut paths = vec![PathBuf::from("config.toml")];
+    if let Some(home) = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+    {
+        paths.push(home.join("ragbox/config.toml"));
+    }
+    paths.push(PathBuf::from("/etc/ragbox/config.toml"));
+    paths
+}
+
+/// The whole configuration of one ragbox process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Where ragbox keeps its data.
+    pub storage: StorageConfig,
+    /// Operator token and tenant credentials.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Health probes.
+    pub health: HealthConfig,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub bind: SocketAddr,
+    /// When set (e.g. `ragbox.example.com`), `acme.ragbox.example.com` names tenant `acme`
+    /// and must agree with the credential.
+    pub base_domain: Option<String>,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: u64,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    pub shutdown_timeout_secs: u64,
+    /// Cross-origin requests from browsers.
+    pub cors: CorsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_domain: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            shutdown_timeout_secs: 30,
+            cors: CorsConfig::default(),
+        }
+    }
+}
+
+/// CORS settings; off unless `enabled`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Answer CORS preflights and add CORS headers.
+    pub enabled: bool,
+    /// Origins allowed, e.g. `["https://app.example.com"]`; empty means any origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory for the SQLite file, the admin token and tenants' files.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("ragbox.sqlite")
+    }
+
+    /// The file holding the generated operator token.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+
+    /// The folder of one tenant's files.
+    pub fn tenant_dir(&self, tenant_id: &str) -> PathBuf {
+        self.data_dir.join("tenants").join(tenant_id)
+    }
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Operator token for `/api/v1/admin`; when unset, one is generated into
+    /// `<data_dir>/admin.token` at first start.
+    pub admin_token: Option<Secret>,
+    /// Tenant JWTs; absent means JWTs are not accepted.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// Which JWT signature algorithm is accepted (exactly one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with `secret`.
+    HS256,
+    /// RSA PKCS#1 v1.5 SHA-256 with `public_key_file`.
+    RS256,
+    /// ECDSA P-256 SHA-256 with `public_key_file`.
+    ES256,
+}
+
+/// JWT verification settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The one algorithm accepted.
+    pub algorithm: JwtAlgorithm,
+    /// Shared secret, for HS256.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// PEM public key file, for RS256 and ES256.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Claim that names the tenant, by id or slug.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_tenant_claim() -> String {
+    "tenant".to_owned()
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax, e.g. `info` or `ragbox=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Health probe settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Milliseconds each health check may take before it counts as failed.
+    pub check_timeout_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            check_timeout_ms: 2000,
+        }
+    }
+}
+
+/// A secret string: never shown by `Debug` or in serialised output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Env values that look like numbers arrive as numbers; a secret is always text.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match value {
+            serde_json::Value::String(s) => Ok(Secret(s)),
+            serde_json::Value::Number(n) => Ok(Secret(n.to_string())),
+            _ => Err(serde::de::Error::custom("expected a string")),
+        }
+    }
+}
+
+/// Overrides given on the command line; they win over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    /// `--bind`.
+    pub bind: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    /// A key is unknown or a value has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The file to read: `explicit` (which must exist), else the first default path
+    /// that exists, else none (built-in defaults).
+    pub fn find_file(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+        match explicit {
+            Some(p) if !p.exists() => Err(ConfigError::Missing(p.to_path_buf())),
+            Some(p) => Ok(Some(p.to_path_buf())),
+            None => Ok(default_config_paths().into_iter().find(|p| p.exists())),
+        }
+    }
+
+    /// Loads the configuration: defaults < file < environment < CLI flags.
+    pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("RAGBOX__").split("__"));
+        let mut config: Config = figment.extract().map_err(describe)?;
+        if let Some(bind) = overrides.bind {
+            config.server.bind = bind;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        if let Some(format) = overrides.log_format {
+            config.log.format = format;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a configuration from TOML text alone (no environment), for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(describe)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes must be greater than 0");
+        }
+        if let Some(token) = &self.auth.admin_token
+            && token.expose().len() < 16
+        {
+            return invalid("auth.admin_token must be at least 16 characters");
+        }
+        if let Some(domain) = &self.server.base_domain
+            && (domain.is_empty() || domain.starts_with('.') || domain.contains(':'))
+        {
+            return invalid("server.base_domain must be a host name like `ragbox.example.com`");
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            match jwt.algorithm {
+                JwtAlgorithm::HS256 => match &jwt.secret {
+                    Some(s) if s.expose().len() >= 32 => {}
+                    _ => {
+                        return invalid(
+                            "auth.jwt.secret must be set to at least 32 bytes for HS256",
+                        );
+                    }
+                },
+                JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
+                    if jwt.public_key_file.is_none() {
+                        return invalid("auth.jwt.public_key_file must be set for RS256/ES256");
+                    }
+                }
+            }
+            if jwt.tenant_claim.is_empty() {
+                return invalid("auth.jwt.tenant_claim must not be empty");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(err: figment::Error) -> ConfigError {
+    let messages: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" (from {s})"))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Invalid(messages.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[server]\nbindd = \"1.2.3.4:5\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("bindd"), "{text}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_toml("[server]\nbind = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("server.bind"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config =
+            Config::from_toml("[auth]\nadmin_token = \"super-secret-token-123\"\n").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("super-secret"), "{debug}");
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(!json.contains("super-secret"), "{json}");
+    }
+
+    #[test]
+    fn hs256_needs_a_long_secret() {
+        let err = Config::from_toml("[auth.jwt]\nalgorithm = \"HS256\"\nsecret = \"short\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("auth.jwt.secret"), "{err}");
+    }
+}

@@ -1,0 +1,246 @@
+//! One error type for the HTTP API: every error, ours or poem's, leaves as
+//! `{"error": {"code", "message"}}` with the status from one table.
+
+use poem::http::{StatusCode, header};
+use poem::{IntoResponse, Response};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::domain::InvalidInput;
+use crate::store::StoreError;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code and human-readable message.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `invalid_tenant`, `not_found`, `validation_failed`.
+    pub code: String,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// Every kind of error the API answers with, and its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: the request could not be parsed.
+    BadRequest,
+    /// 401: no credential was given.
+    MissingCredentials,
+    /// 401: the credential names no usable tenant.
+    InvalidTenant,
+    /// 401: the operator token is wrong.
+    InvalidAdminToken,
+    /// 403: the credential lacks the scope.
+    InsufficientScope,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 409: it exists already.
+    Conflict,
+    /// 413.
+    PayloadTooLarge,
+    /// 415.
+    UnsupportedMediaType,
+    /// 422: well-formed but invalid.
+    ValidationFailed,
+    /// 429.
+    RateLimited,
+    /// 500: details only in the log.
+    Internal,
+    /// 503.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status and the stable code string.
+    pub fn parts(self) -> (StatusCode, &'static str) {
+        use ErrorCode::*;
+        match self {
+            BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            MissingCredentials => (StatusCode::UNAUTHORIZED, "missing_credentials"),
+            InvalidTenant => (StatusCode::UNAUTHORIZED, "invalid_tenant"),
+            InvalidAdminToken => (StatusCode::UNAUTHORIZED, "invalid_admin_token"),
+            InsufficientScope => (StatusCode::FORBIDDEN, "insufficient_scope"),
+            NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Conflict => (StatusCode::CONFLICT, "conflict"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ValidationFailed => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// Which error.
+    pub code: ErrorCode,
+    /// Message shown to the client.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 404 for a named thing.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, what)
+    }
+
+    /// 422.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationFailed, message)
+    }
+
+    /// 500; the cause goes to the log, never to the client.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.code.parts().0
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.parts().1.to_owned(),
+                message: self.message.clone(),
+            },
+        }
+    }
+
+    /// The full response, with `WWW-Authenticate` on 401.
+    pub fn to_response(&self) -> Response {
+        let body = self.body().to_json_string();
+        let mut builder = Response::builder()
+            .status(self.status())
+            .content_type("application/json; charset=utf-8");
+        if self.status() == StatusCode::UNAUTHORIZED {
+            let challenge = match self.code {
+                ErrorCode::MissingCredentials => "Bearer realm=\"ragbox\"",
+                _ => "Bearer realm=\"ragbox\", error=\"invalid_token\"",
+            };
+            builder = builder.header(header::WWW_AUTHENTICATE, challenge);
+        }
+        builder.body(body)
+    }
+
+    /// Maps any poem error (parse errors, 404/405 from routing, ...) into our shape.
+    pub fn from_poem(err: &poem::Error) -> Self {
+        if let Some(api) = err.downcast_ref::<ApiError>() {
+            return api.clone();
+        }
+        let status = err.status();
+        let code = match status {
+            StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+            StatusCode::UNAUTHORIZED => ErrorCode::MissingCredentials,
+            StatusCode::FORBIDDEN => ErrorCode::InsufficientScope,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::ValidationFailed,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+            s if s.is_client_error() => ErrorCode::BadRequest,
+            _ => return Self::internal(err),
+        };
+        let message = match code {
+            ErrorCode::NotFound => "no such route".to_owned(),
+            ErrorCode::MethodNotAllowed => "method not allowed on this route".to_owned(),
+            _ => err.to_string(),
+        };
+        Self::new(code, message)
+    }
+}
+
+impl poem::error::ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        ApiError::status(self)
+    }
+
+    fn as_response(&self) -> Response {
+        self.to_response()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.to_response()
+    }
+}
+
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "Error, in the shared shape; the status says which.",
+                status: None,
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "application/json; charset=utf-8",
+                    schema: <ErrorBody as poem_openapi::types::Type>::schema_ref(),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        <ErrorBody as poem_openapi::types::Type>::register(registry);
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(err: InvalidInput) -> Self {
+        Self::invalid(err.0)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Busy => Self::new(ErrorCode::Unavailable, "database busy; retry"),
+            other => Self::internal(&other),
+        }
+    }
+}
+
+/// Turns every error that reaches the top of the app into the shared JSON shape,
+/// keeping the route pattern for metrics.
+pub async fn json_errors<E: poem::Endpoint>(ep: E, req: poem::Request) -> poem::Result<Response> {
+    match ep.call(req).await {
+        Ok(resp) => Ok(resp.into_response()),
+        Err(err) => {
+            let pattern = err.data::<poem::PathPattern>().cloned();
+            let mut resp = ApiError::from_poem(&err).to_response();
+            if let Some(pattern) = pattern {
+                resp.set_data(pattern);
+            }
+            Ok(resp)
+        }
+    }
+}

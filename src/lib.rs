@@ -1,0 +1,16 @@
+//! ragbox: a self-hosted, multi-tenant RAG appliance in one binary.
+//!
+//! The crate is a library so that the integration tests drive the same code as the
+//! binary; `main.rs` only dispatches the command line.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod services;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

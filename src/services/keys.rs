@@ -1,0 +1,173 @@
+//! Tenant API keys: `rbx_` + 32 random bytes, shown once, stored as SHA-256.
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tracing::instrument;
+
+use super::{Core, ServiceError, required_text, tenants};
+use crate::domain::{Scopes, TenantRef};
+use crate::store::keys::{self, ApiKey};
+use crate::store::tenants::Tenant;
+
+/// Every tenant key starts with this.
+pub const KEY_PREFIX: &str = "rbx_";
+const SHOWN_PREFIX_LEN: usize = 12;
+const MAX_KEY_LEN: usize = 256;
+
+/// What a new key is made of.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Label.
+    pub name: String,
+    /// Scopes.
+    pub scopes: Scopes,
+    /// Expiry, in the future.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key just created: the record and the secret, which is never shown again.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    /// The stored record.
+    pub key: ApiKey,
+    /// The secret.
+    pub secret: String,
+}
+
+/// SHA-256 of a key's text.
+pub fn hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether a bearer token looks like a tenant key.
+pub fn looks_like_key(token: &str) -> bool {
+    token.starts_with(KEY_PREFIX) && token.len() <= MAX_KEY_LEN
+}
+
+/// Creates a key for a tenant.
+#[instrument(skip_all, fields(tenant = %tenant_ref))]
+pub async fn create(
+    core: &Core,
+    tenant_ref: &TenantRef,
+    new: NewKey,
+) -> Result<CreatedKey, ServiceError> {
+    let tenant = tenants::get(core, tenant_ref).await?;
+    let now = core.clock.now();
+    let name = required_text("name", &new.name, 100)?;
+    if new.scopes.to_list().is_empty() {
+        return Err(ServiceError::Invalid(
+            "at least one scope is required".into(),
+        ));
+    }
+    if let Some(exp) = new.expires_at
+        && exp <= now
+    {
+        return Err(ServiceError::Invalid(
+            "expires_at must be in the future".into(),
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let key = ApiKey {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: tenant.id.clone(),
+        name,
+        prefix: secret[..SHOWN_PREFIX_LEN].to_owned(),
+        scopes: new.scopes,
+        expires_at: new.expires_at,
+        revoked_at: None,
+        last_used_at: None,
+        created_at: now,
+    };
+    let row = key.clone();
+    let digest = hash(&secret);
+    core.db
+        .call(move |c| keys::insert(c, &row, &digest))
+        .await?;
+    tracing::info!(tenant = %tenant.slug, key_id = %key.id, "api key created");
+    Ok(CreatedKey { key, secret })
+}
+
+/// Lists a tenant's keys, never their secrets.
+pub async fn list(core: &Core, tenant_ref: &TenantRef) -> Result<Vec<ApiKey>, ServiceError> {
+    let tenant = tenants::get(core, tenant_ref).await?;
+    Ok(core.db.call(move |c| keys::list(c, &tenant.id)).await?)
+}
+
+/// Revokes a key; takes effect on the next request. Revoking twice is harmless.
+#[instrument(skip_all, fields(tenant = %tenant_ref, key_id = %key_id))]
+pub async fn revoke(
+    core: &Core,
+    tenant_ref: &TenantRef,
+    key_id: &str,
+) -> Result<ApiKey, ServiceError> {
+    let tenant = tenants::get(core, tenant_ref).await?;
+    let now = core.clock.now();
+    let id = key_id.to_owned();
+    let found = core
+        .db
+        .call(move |c| {
+            if !keys::revoke(c, &tenant.id, &id, now)? {
+                return Ok(None);
+            }
+            keys::get(c, &tenant.id, &id)
+        })
+        .await?;
+    let key = found
+        .ok_or_else(|| ServiceError::NotFound(format!("no key `{key_id}` for this tenant")))?;
+    tracing::info!(key_id = %key.id, "api key revoked");
+    Ok(key)
+}
+
+/// Why a key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// No such key.
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+/// Looks a presented key up and checks it is usable now; records its use at most
+/// once a minute so that hot keys do not turn every read into a write.
+pub async fn authenticate(
+    core: &Core,
+    secret: &str,
+) -> Result<Result<(ApiKey, Tenant), KeyRefusal>, ServiceError> {
+    let digest = hash(secret);
+    let now = core.clock.now();
+    let found = core
+        .db
+        .call(move |c| keys::find_by_hash(c, &digest))
+        .await?;
+    let Some((key, tenant)) = found else {
+        return Ok(Err(KeyRefusal::Unknown));
+    };
+    if key.revoked_at.is_some() {
+        return Ok(Err(KeyRefusal::Revoked));
+    }
+    if key.expires_at.is_some_and(|exp| exp <= now) {
+        return Ok(Err(KeyRefusal::Expired));
+    }
+    let stale = key
+        .last_used_at
+        .is_none_or(|t| now - t > chrono::Duration::seconds(60));
+    if stale {
+        let db = core.db.clone();
+        let id = key.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = db.call(move |c| keys::touch(c, &id, now)).await {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        });
+    }
+    Ok(Ok((key, tenant)))
+}

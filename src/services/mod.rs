@@ -1,0 +1,81 @@
+//! Use-cases shared by the HTTP API, the CLI and background jobs.
+
+pub mod health;
+pub mod keys;
+pub mod tenants;
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::InvalidInput;
+use crate::error::{ApiError, ErrorCode};
+use crate::store::{Db, StoreError};
+
+/// What every use-case needs: configuration, the database and the clock.
+#[derive(Clone)]
+pub struct Core {
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// The SQLite store.
+    pub db: Db,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Why a use-case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The thing does not exist (or belongs to someone else).
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The input is well-formed but not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file operation failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<InvalidInput> for ServiceError {
+    fn from(err: InvalidInput) -> Self {
+        Self::Invalid(err.0)
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
+            ServiceError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            ServiceError::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Io(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+/// Checks a required, trimmed, length-limited text field.
+pub fn required_text(field: &str, value: &str, max_chars: usize) -> Result<String, ServiceError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ServiceError::Invalid(format!("{field} must not be empty")));
+    }
+    limited_text(field, value, max_chars)
+}
+
+/// Checks a length-limited text field.
+pub fn limited_text(field: &str, value: &str, max_chars: usize) -> Result<String, ServiceError> {
+    if value.chars().count() > max_chars {
+        return Err(ServiceError::Invalid(format!(
+            "{field} must be at most {max_chars} characters"
+        )));
+    }
+    Ok(value.to_owned())
+}

@@ -1,0 +1,230 @@
+//! Builds the application state and runs the HTTP server: the same path for
+//! `ragbox serve` and for the integration tests.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use futures_util::future::BoxFuture;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use rand::RngCore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::jwt::JwtVerifier;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Secret};
+use crate::services::Core;
+use crate::store::Db;
+use crate::telemetry::Metrics;
+
+/// Everything a request handler may use; built once at startup.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+/// The fields of [`AppState`].
+pub struct StateInner {
+    /// Configuration, database and clock.
+    pub core: Core,
+    /// JWT verifier, when `[auth.jwt]` is configured.
+    pub jwt: Option<JwtVerifier>,
+    /// The operator token.
+    pub admin_token: Secret,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Set once startup has finished.
+    pub ready: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = StateInner;
+
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Whether startup has completed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Points where tests may step into startup.
+#[derive(Default)]
+pub struct Hooks {
+    /// Replaces the system clock.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Awaited after the server listens and before it reports ready.
+    pub before_ready: Option<BoxFuture<'static, ()>>,
+}
+
+/// Opens the stores named by the configuration (creating the data dir and
+/// applying migrations); used by `serve`, `check` and the CLI commands.
+pub async fn open_core(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Core> {
+    let data_dir = config.storage.data_dir.clone();
+    create_private_dir(&data_dir)
+        .with_context(|| format!("creating storage.data_dir {}", data_dir.display()))?;
+    let path = config.storage.database_path();
+    let db = tokio::task::spawn_blocking(move || Db::open(&path))
+        .await?
+        .with_context(|| {
+            format!(
+                "opening database {}",
+                config.storage.database_path().display()
+            )
+        })?;
+    Ok(Core {
+        config: Arc::new(config),
+        db,
+        clock,
+    })
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The operator token: from config, else from `<data_dir>/admin.token`, else a new one
+/// written there with mode 0600. The token itself is never logged.
+pub fn admin_token(config: &Config) -> anyhow::Result<Secret> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(token) = &config.auth.admin_token {
+        return Ok(token.clone());
+    }
+    let path = config.storage.admin_token_path();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let token = text.trim();
+            anyhow::ensure!(
+                token.len() >= 16,
+                "{} is too short to be an operator token; delete it to generate a new one",
+                path.display()
+            );
+            return Ok(Secret::new(token));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!(
+        "rbxadm_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(path = %path.display(), "generated an operator token; read it from this file");
+    Ok(Secret::new(token))
+}
+
+/// A server that is listening.
+pub struct Running {
+    /// The address it listens on (the real port when the config asked for port 0).
+    pub addr: SocketAddr,
+    /// Its state.
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// A token that stops the server gracefully when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped (after the shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server
+            .await
+            .context("server task")?
+            .context("server")?;
+        Ok(())
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Opens every store, binds the listener, serves, and marks the server ready once
+/// startup is complete. `/health/live` answers from the moment it listens.
+pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
+    let clock = hooks.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let core = open_core(config, clock).await?;
+    let config = core.config.clone();
+    let admin_token = admin_token(&config)?;
+    let jwt = config
+        .auth
+        .jwt
+        .as_ref()
+        .map(JwtVerifier::from_config)
+        .transpose()?;
+    let metrics = Metrics::new().context("registering metrics")?;
+    let state = AppState(Arc::new(StateInner {
+        core,
+        jwt,
+        admin_token,
+        metrics,
+        ready: AtomicBool::new(false),
+    }));
+
+    let acceptor = TcpListener::bind(config.server.bind)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("binding server.bind {}", config.server.bind))?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .context("listener has no socket address")?;
+    let app = crate::api::build(state.clone());
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let signal = shutdown.clone();
+    let server = tokio::spawn(async move {
+        poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, async move { signal.cancelled().await }, Some(grace))
+            .await
+    });
+    tracing::info!(%addr, "listening");
+
+    let ready_state = state.clone();
+    let before_ready = hooks.before_ready;
+    tokio::spawn(async move {
+        if let Some(gate) = before_ready {
+            gate.await;
+        }
+        ready_state.ready.store(true, Ordering::Release);
+        tracing::info!("ready");
+    });
+
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server,
+    })
+}
