@@ -60,8 +60,7 @@ impl AuthContext {
 #[derive(Debug, Clone, Copy)]
 pub struct Operator;
 
-/// Tenant credential, as documented in OpenAPI; the tenant itself was resolved by the
-/// middleware before the handler runs.
+/// A tenant API key (`rbx_…`) or, when `[auth.jwt]` is configured, a JWT naming the tenant.
 #[derive(SecurityScheme)]
 #[oai(
     rename = "TenantKey",
@@ -75,7 +74,7 @@ async fn resolved_tenant(req: &Request, _: Bearer) -> Option<AuthContext> {
     req.extensions().get::<AuthContext>().cloned()
 }
 
-/// Operator token, as documented in OpenAPI; checked by the middleware.
+/// The operator token: `auth.admin_token`, or the one generated into `<data_dir>/admin.token`.
 #[derive(SecurityScheme)]
 #[oai(rename = "AdminToken", ty = "bearer", checker = "resolved_operator")]
 pub struct AdminAuth(pub Operator);

@@ -119,8 +119,9 @@ impl Db {
         result
     }
 
-    /// Opens a fresh read-only connection and reads the schema, so that a damaged,
-    /// missing or unreadable file is noticed (pooled connections may hide it in cache).
+    /// Opens a fresh read-only connection, checks the schema version and reads a
+    /// table, so that a damaged, missing, emptied or unreadable file is noticed
+    /// (pooled connections may hide it behind their cache).
     pub fn probe(path: &Path) -> Result<i64, StoreError> {
         let conn = Connection::open_with_flags(
             path,
@@ -128,7 +129,12 @@ impl Db {
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let _: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let _: i64 = conn.query_row("SELECT count(*) FROM tenants", [], |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {version}, expected {SCHEMA_VERSION}"
+            )));
+        }
         Ok(version)
     }
 }

@@ -1,0 +1,132 @@
+//! Health, readiness, liveness and metrics.
+
+use std::io::{Seek, SeekFrom, Write};
+
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn health_is_200_with_every_check() {
+    let app = TestApp::spawn().await;
+    let r = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v,
+        json!({"status": "healthy", "checks": {"database": true, "storage": true}})
+    );
+}
+
+#[tokio::test]
+async fn health_is_503_when_the_database_is_broken() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    // Really break the file: move the WAL into it, then overwrite its header, as a
+    // failing disk would.
+    let path = app.dir.path().join("ragbox.sqlite");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.write_all(&[0xAB; 100]).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+
+    let r = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["checks"]["database"], false);
+    assert_eq!(v["checks"]["storage"], true);
+    let r = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    // Liveness only says the process serves.
+    let r = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn ready_is_503_until_startup_completes() {
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let app = TestApp::start(
+        |_| {},
+        Some(Box::pin(async move {
+            let _ = gate.await;
+        })),
+    )
+    .await;
+    let r = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["checks"]["startup"], false);
+    assert_eq!(v["status"], "degraded");
+    let r = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    release.send(()).unwrap();
+    app.wait_ready().await;
+    let v: Value = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["checks"]["startup"], true);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let key = app.create_key("acme").await;
+    for _ in 0..3 {
+        assert_eq!(app.tenant_get("/api/v1/tenant", &key).await.status(), 200);
+    }
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"ragbox_http_requests_total{method="GET",route="/api/v1/tenant",status="200"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("ragbox_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    // Keys are created under a templated route, never the raw path with the slug.
+    assert!(!text.contains("/tenants/acme/"), "{text}");
+}

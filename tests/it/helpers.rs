@@ -1,0 +1,161 @@
+//! Shared test helpers: start a server, make admin calls, create tenants and keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use ragbox::clock::ManualClock;
+use ragbox::config::Config;
+use ragbox::startup::{self, Hooks, Running};
+use reqwest::{Client, Method, Response};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789";
+
+/// A running server with its own data dir and a clock the test controls.
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub clock: ManualClock,
+    pub dir: TempDir,
+    pub running: Option<Running>,
+}
+
+/// A config for tests: loopback port 0, fresh data dir, known operator token.
+pub fn test_config(dir: &TempDir) -> Config {
+    let mut config = Config::from_toml(&format!(
+        "[server]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    config.log.level = "warn".into();
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let app = Self::start(tweak, None).await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Starts without waiting for readiness; `gate` holds startup open until it resolves.
+    pub async fn start(
+        tweak: impl FnOnce(&mut Config),
+        gate: Option<BoxFuture<'static, ()>>,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir);
+        tweak(&mut config);
+        let clock = ManualClock::new();
+        let running = startup::start(
+            config,
+            Hooks {
+                clock: Some(Arc::new(clock.clone())),
+                before_ready: gate,
+            },
+        )
+        .await
+        .unwrap();
+        Self {
+            base: format!("http://{}", running.addr),
+            client: Client::new(),
+            clock,
+            dir,
+            running: Some(running),
+        }
+    }
+
+    /// Polls `/health/ready` until it answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..500 {
+            if let Ok(r) = self.client.get(self.url("/health/ready")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn create_tenant(&self, slug: &str) -> Value {
+        let r = self
+            .admin(
+                Method::POST,
+                "/api/v1/admin/tenants",
+                Some(json!({"slug": slug, "name": slug.to_uppercase()})),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "create tenant {slug}");
+        r.json().await.unwrap()
+    }
+
+    /// Creates a key and returns the whole response (secret in `key`).
+    pub async fn create_key_with(&self, tenant: &str, body: Value) -> Value {
+        let r = self
+            .admin(
+                Method::POST,
+                &format!("/api/v1/admin/tenants/{tenant}/keys"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "create key for {tenant}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn create_key(&self, tenant: &str) -> String {
+        let v = self.create_key_with(tenant, json!({"name": "test"})).await;
+        v["key"].as_str().unwrap().to_owned()
+    }
+
+    /// GET as a tenant.
+    pub async fn tenant_get(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+    }
+}
+
+/// Asserts the shared error shape and returns the code.
+pub async fn error_code(r: Response, status: u16) -> String {
+    assert_eq!(r.status(), status, "status");
+    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("application/json"), "content type {ct}");
+    let v: Value = r.json().await.unwrap();
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 1, "only `error` at the top: {v}");
+    let err = v["error"].as_object().unwrap();
+    assert_eq!(err.len(), 2, "code and message only: {v}");
+    assert!(!err["message"].as_str().unwrap().is_empty());
+    err["code"].as_str().unwrap().to_owned()
+}

@@ -1,0 +1,13 @@
+//! Black-box tests: each starts the real server on 127.0.0.1:0 with a temporary data
+//! dir, through the same startup code as `ragbox serve`, and talks HTTP to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod errors;
+mod health;
+mod openapi;
+mod process;

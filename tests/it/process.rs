@@ -1,0 +1,266 @@
+//! The `ragbox` binary itself: signals, config errors and the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::ADMIN_TOKEN;
+
+fn ragbox() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragbox"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("RAGBOX") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Writes a config file for a data dir inside `dir` and returns its path.
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run(args: &[&str], config: &Path) -> Output {
+    ragbox()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Starts `ragbox serve` and returns the child and the address it listens on.
+fn serve(config: &Path) -> (Child, String) {
+    let mut child = ragbox()
+        .args(["--config"])
+        .arg(config)
+        .args(["--log-format", "json", "serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "listening"
+                && v["target"] == "ragbox::startup"
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not log its address");
+    (child, format!("http://{addr}"))
+}
+
+async fn wait_ready(base: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..500 {
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never ready");
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..1000 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("server did not exit after SIGTERM");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let (mut child, base) = serve(&config);
+    wait_ready(&base).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn an_unknown_config_key_stops_startup_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[log]\nverbosity = \"high\"\n");
+    let out = run(&["check"], &config);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("log.verbosity"), "{stderr}");
+
+    let config = write_config(dir.path(), "");
+    let out = ragbox()
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("RAGBOX__SERVER__PORTT", "9")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.portt"), "{stderr}");
+
+    let out = ragbox()
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .env("RAGBOX__SERVER__BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.bind"));
+}
+
+#[tokio::test]
+async fn cli_tenants_and_keys_work_against_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let out = run(
+        &["tenant", "create", "acme", "--name", "Acme Corp"],
+        &config,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        &["key", "create", "--tenant", "acme", "--name", "cli"],
+        &config,
+    );
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("rbx_"), "{key}");
+
+    let out = run(&["tenant", "list"], &config);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("acme"));
+    let out = run(&["tenant", "show", "acme"], &config);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["name"], "Acme Corp");
+
+    // The server, started afterwards on the same data dir, accepts the CLI's key.
+    let (mut child, base) = serve(&config);
+    wait_ready(&base).await;
+    let client = reqwest::Client::new();
+    let get = || {
+        client
+            .get(format!("{base}/api/v1/tenant"))
+            .bearer_auth(&key)
+            .send()
+    };
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["slug"], "acme");
+
+    // Revoked from the CLI while the server runs: refused on the next request.
+    let out = run(&["key", "list", "--tenant", "acme"], &config);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(!listing.contains(&key), "secrets are never listed");
+    let id = listing
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = run(&["key", "revoke", "--tenant", "acme", &id], &config);
+    assert!(out.status.success());
+    assert_eq!(get().await.unwrap().status(), 401);
+
+    // Deleting needs --yes.
+    let out = run(&["tenant", "delete", "acme"], &config);
+    assert!(!out.status.success());
+    let out = run(&["tenant", "delete", "acme", "--yes"], &config);
+    assert!(out.status.success());
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn check_reports_each_component_and_fails_on_a_broken_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let out = run(&["check"], &config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for component in ["config", "admin", "database", "storage"] {
+        assert!(stdout.contains(component), "{stdout}");
+    }
+    std::fs::write(dir.path().join("data/ragbox.sqlite"), b"this is not a database at all, not even close....................................................").unwrap();
+    let out = run(&["check"], &config);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+}
+
+#[test]
+fn a_generated_admin_token_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["check"], &path);
+    assert!(out.status.success());
+    let token_file = dir.path().join("data/admin.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(token.trim()), "the token is never printed");
+}
+
+#[test]
+fn help_has_examples_and_version_prints() {
+    let out = ragbox().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Examples:"));
+    let out = ragbox().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
