@@ -130,3 +130,49 @@ async fn metrics_count_requests_by_route_template() {
     // Keys are created under a templated route, never the raw path with the slug.
     assert!(!text.contains("/tenants/acme/"), "{text}");
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let mut app = TestApp::spawn().await;
+    app.create_tenant("acme").await;
+    let key = app.create_key("acme").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let request = app
+        .client
+        .patch(app.url("/api/v1/tenant"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send();
+    let in_flight = tokio::spawn(request);
+    tx.send(Ok(b"{\"system_prompt\": ".to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    // Ask the server to stop while the request's body is still arriving.
+    let running = app.running.take().unwrap();
+    let stopped = tokio::spawn(running.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tx.send(Ok(b"\"drained\"}".to_vec())).await.unwrap();
+    drop(tx);
+
+    let r = in_flight.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["system_prompt"], "drained");
+    stopped.await.unwrap().unwrap();
+    // Once stopped, new connections are refused.
+    assert!(
+        app.client
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
