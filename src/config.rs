@@ -36,6 +36,148 @@ pub struct Config {
     pub log: LogConfig,
     /// Health probes.
     pub health: HealthConfig,
+    /// Model files.
+    pub models: ModelsConfig,
+    /// The embedding model's runtime.
+    pub embedding: EmbeddingConfig,
+    /// How documents are cut into chunks.
+    pub chunking: ChunkingConfig,
+    /// Background jobs.
+    pub jobs: JobsConfig,
+    /// Vector index.
+    pub index: IndexConfig,
+    /// Documents.
+    pub documents: DocumentsConfig,
+}
+
+/// Where the model files are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    /// Folder with all-MiniLM-L6-v2's `config.json`, `tokenizer.json`, `model.safetensors`.
+    pub embedding_dir: PathBuf,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            embedding_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
+        }
+    }
+}
+
+/// Embedding runtime settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Requests waiting for the model before new ones get 503.
+    pub queue_capacity: usize,
+    /// Tokens per text; longer texts are truncated (the model was trained with 256).
+    pub max_tokens: usize,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            queue_capacity: 256,
+            max_tokens: 256,
+        }
+    }
+}
+
+/// Chunking settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunkingConfig {
+    /// Tokens per chunk, at most.
+    pub max_tokens: usize,
+    /// Tokens shared by neighbouring chunks.
+    pub overlap_tokens: usize,
+}
+
+impl Default for ChunkingConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 200,
+            overlap_tokens: 40,
+        }
+    }
+}
+
+/// Background job settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Retries after the first failure before a document is marked failed.
+    pub max_retries: u32,
+    /// Seconds between retries.
+    pub retry_delay_secs: u64,
+    /// Documents processed at once.
+    pub concurrency: usize,
+    /// Seconds between worker heartbeats; jobs of a worker silent for three
+    /// heartbeats (a crashed process) run again.
+    pub heartbeat_secs: u64,
+    /// Milliseconds between polls for new jobs.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            retry_delay_secs: 30,
+            concurrency: 2,
+            heartbeat_secs: 10,
+            poll_interval_ms: 200,
+        }
+    }
+}
+
+/// Vector index settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// Below this many vectors a tenant is searched exactly (no HNSW).
+    pub exact_threshold: usize,
+    /// HNSW links per node.
+    pub hnsw_m: usize,
+    /// HNSW candidate list while building.
+    pub hnsw_ef_construction: usize,
+    /// HNSW candidate list while searching (at least top_k).
+    pub hnsw_ef_search: usize,
+    /// Rebuild the HNSW graph once deleted vectors pass this fraction of it.
+    pub rebuild_deleted_fraction: f64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            exact_threshold: 10_000,
+            hnsw_m: 16,
+            hnsw_ef_construction: 200,
+            hnsw_ef_search: 64,
+            rebuild_deleted_fraction: 0.2,
+        }
+    }
+}
+
+/// Document settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentsConfig {
+    /// Largest document accepted, in bytes (413 above it).
+    pub max_bytes: u64,
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 20 * 1024 * 1024,
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -317,6 +459,39 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.chunking.overlap_tokens * 2 > self.chunking.max_tokens
+            || self.chunking.max_tokens < 16
+        {
+            return invalid(
+                "chunking.overlap_tokens must be at most half of chunking.max_tokens (>= 16)",
+            );
+        }
+        if self.chunking.max_tokens + 2 > self.embedding.max_tokens {
+            return invalid(
+                "chunking.max_tokens must leave room for 2 special tokens within embedding.max_tokens",
+            );
+        }
+        if self.embedding.batch_size == 0 || self.embedding.queue_capacity == 0 {
+            return invalid(
+                "embedding.batch_size and embedding.queue_capacity must be greater than 0",
+            );
+        }
+        if self.embedding.max_tokens > 512 {
+            return invalid(
+                "embedding.max_tokens must be at most 512 (the model's position limit)",
+            );
+        }
+        if self.jobs.concurrency == 0 || self.jobs.heartbeat_secs == 0 {
+            return invalid("jobs.concurrency and jobs.heartbeat_secs must be greater than 0");
+        }
+        if !(0.0..1.0).contains(&self.index.rebuild_deleted_fraction)
+            || self.index.hnsw_m < 2
+            || self.index.hnsw_m > 256
+        {
+            return invalid(
+                "index.rebuild_deleted_fraction must be in [0, 1) and index.hnsw_m in 2..=256",
+            );
+        }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be greater than 0");
         }

@@ -4,6 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// candle allocates per tensor op; mimalloc avoids glibc's page-fault churn there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = ragbox::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

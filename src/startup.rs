@@ -19,8 +19,12 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::jwt::JwtVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
-use crate::services::Core;
+use crate::domain::TenantId;
+use crate::jobs::JobQueue;
+use crate::ml::Embedder;
+use crate::services::{Core, Knowledge};
 use crate::store::Db;
+use crate::store::vectors::{LocalVectorStore, VectorStore};
 use crate::telemetry::Metrics;
 
 /// Everything a request handler may use; built once at startup.
@@ -31,6 +35,8 @@ pub struct AppState(Arc<StateInner>);
 pub struct StateInner {
     /// Configuration, database and clock.
     pub core: Core,
+    /// Embedding model, vectors and job queue.
+    pub knowledge: Knowledge,
     /// JWT verifier, when `[auth.jwt]` is configured.
     pub jwt: Option<JwtVerifier>,
     /// The operator token.
@@ -54,6 +60,13 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    /// Drops a deleted tenant's vectors.
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        if let Err(e) = self.knowledge.vectors.drop_tenant(tenant) {
+            tracing::warn!(tenant = %tenant, error = %e, "could not drop the tenant's vectors; they go at the next start");
+        }
+    }
 }
 
 /// Points where tests may step into startup.
@@ -63,6 +76,76 @@ pub struct Hooks {
     pub clock: Option<Arc<dyn Clock>>,
     /// Awaited after the server listens and before it reports ready.
     pub before_ready: Option<BoxFuture<'static, ()>>,
+    /// An already loaded embedding model (tests share one).
+    pub embedder: Option<Embedder>,
+}
+
+/// Loads the embedding model on a blocking thread; the error names the fix.
+pub async fn load_embedder(config: &Config) -> anyhow::Result<Embedder> {
+    let (models, embedding) = (config.models.clone(), config.embedding.clone());
+    let embedder =
+        tokio::task::spawn_blocking(move || Embedder::load(&models, &embedding)).await??;
+    Ok(embedder)
+}
+
+/// Opens the knowledge components: vectors, job queue, and the model unless given.
+pub async fn open_knowledge(core: Core, embedder: Option<Embedder>) -> anyhow::Result<Knowledge> {
+    let embedder = match embedder {
+        Some(e) => e,
+        None => load_embedder(&core.config).await?,
+    };
+    let data_dir = core.config.storage.data_dir.clone();
+    let index = core.config.index.clone();
+    let vectors = tokio::task::spawn_blocking(move || {
+        LocalVectorStore::open(&data_dir, crate::ml::embedder::DIM, index)
+    })
+    .await?
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (is another ragbox process using {}?)",
+            core.config.storage.data_dir.display()
+        )
+    })?;
+    let vectors: Arc<dyn VectorStore> = Arc::new(vectors);
+    let queue = JobQueue::open(
+        &core.config.storage.data_dir.join("jobs.sqlite"),
+        &core.config.jobs,
+    )
+    .await?;
+    let knowledge = Knowledge {
+        core,
+        embedder,
+        vectors,
+        queue,
+    };
+    drop_deleted_tenants(&knowledge).await;
+    Ok(knowledge)
+}
+
+/// Removes vectors of tenants deleted while the vector store was not open.
+async fn drop_deleted_tenants(k: &Knowledge) {
+    let Ok(known) = k
+        .core
+        .db
+        .call(|c| {
+            let mut stmt = c.prepare("SELECT id FROM tenants")?;
+            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(ids.collect::<Result<std::collections::HashSet<_>, _>>()?)
+        })
+        .await
+    else {
+        return;
+    };
+    let vectors = k.vectors.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for tenant in vectors.tenants() {
+            if !known.contains(tenant.as_str()) {
+                tracing::info!(tenant = %tenant, "dropping vectors of a deleted tenant");
+                let _ = vectors.drop_tenant(&tenant);
+            }
+        }
+    })
+    .await;
 }
 
 /// Opens the stores named by the configuration (creating the data dir and
@@ -145,6 +228,8 @@ pub struct Running {
     pub state: AppState,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    workers: JoinHandle<()>,
+    workers_stop: CancellationToken,
 }
 
 impl Running {
@@ -155,10 +240,17 @@ impl Running {
 
     /// Waits until the server has stopped (after the shutdown token is cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.server
-            .await
-            .context("server task")?
-            .context("server")?;
+        let served = self.server.await.context("server task")?.context("server");
+        // Then the job workers finish their current jobs, and index snapshots are written.
+        self.workers_stop.cancel();
+        let _ = self.workers.await;
+        let vectors = self.state.knowledge.vectors.clone();
+        match tokio::task::spawn_blocking(move || vectors.persist()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not write index snapshots"),
+            Err(e) => tracing::warn!(error = %e, "index snapshot task failed"),
+        }
+        served?;
         Ok(())
     }
 
@@ -183,8 +275,10 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .map(JwtVerifier::from_config)
         .transpose()?;
     let metrics = Metrics::new().context("registering metrics")?;
+    let knowledge = open_knowledge(core.clone(), hooks.embedder).await?;
     let state = AppState(Arc::new(StateInner {
         core,
+        knowledge,
         jwt,
         admin_token,
         metrics,
@@ -211,9 +305,21 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     });
     tracing::info!(%addr, "listening");
 
+    let workers_stop = CancellationToken::new();
+    let workers = tokio::spawn(
+        state
+            .knowledge
+            .queue
+            .clone()
+            .run(Arc::new(state.knowledge.clone()), workers_stop.clone()),
+    );
+
     let ready_state = state.clone();
     let before_ready = hooks.before_ready;
     tokio::spawn(async move {
+        if let Err(e) = crate::services::ingest::requeue_orphans(&ready_state.knowledge).await {
+            tracing::warn!(error = %e, "could not re-queue unfinished documents");
+        }
         if let Some(gate) = before_ready {
             gate.await;
         }
@@ -226,5 +332,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         state,
         shutdown,
         server,
+        workers,
+        workers_stop,
     })
 }

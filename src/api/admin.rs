@@ -260,7 +260,9 @@ impl AdminApi {
         _auth: AdminAuth,
         tenant: Path<String>,
     ) -> Result<Deleted, ApiError> {
-        tenants::delete(&self.state.core, &tenant_ref(&tenant)?).await?;
+        tenants::delete(&self.state.core, &tenant_ref(&tenant)?)
+            .await
+            .map(|t| self.state.forget_tenant(&t.id))?;
         Ok(Deleted::NoContent)
     }
 

@@ -2,8 +2,10 @@
 //! and the middleware stack around it.
 
 pub mod admin;
+pub mod documents;
 pub mod dto;
 pub mod health;
+pub mod search;
 pub mod tenant;
 
 use poem::http::{Method, header};
@@ -15,14 +17,26 @@ use crate::error::{ApiError, ErrorCode, json_errors};
 use crate::startup::AppState;
 
 /// The OpenAPI service with every API of ragbox.
+#[allow(clippy::type_complexity)]
 pub fn openapi(
     state: &AppState,
-) -> OpenApiService<(health::HealthApi, admin::AdminApi, tenant::TenantApi), ()> {
+) -> OpenApiService<
+    (
+        health::HealthApi,
+        admin::AdminApi,
+        tenant::TenantApi,
+        documents::DocumentsApi,
+        search::SearchApi,
+    ),
+    (),
+> {
     OpenApiService::new(
         (
             health::HealthApi::new(state.clone()),
             admin::AdminApi::new(state.clone()),
             tenant::TenantApi::new(state.clone()),
+            documents::DocumentsApi::new(state.clone()),
+            search::SearchApi::new(state.clone()),
         ),
         "ragbox",
         env!("CARGO_PKG_VERSION"),

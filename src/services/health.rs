@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Core;
+use super::{Core, Knowledge};
 use crate::store::Db;
 
 /// The result of one check.
@@ -37,8 +37,8 @@ where
     Check { name, ok, detail }
 }
 
-/// Runs every check of the components this build has.
-pub async fn run(core: &Core) -> Vec<Check> {
+/// Runs every check: the stores always, the knowledge components when given.
+pub async fn run(core: &Core, knowledge: Option<&Knowledge>) -> Vec<Check> {
     let timeout = Duration::from_millis(core.config.health.check_timeout_ms);
     let db_path = core.db.path().to_path_buf();
     let data_dir = core.config.storage.data_dir.clone();
@@ -55,5 +55,54 @@ pub async fn run(core: &Core) -> Vec<Check> {
             .map_err(|e| format!("{} not writable: {e}", data_dir.display()))
     });
     let (database, storage) = tokio::join!(database, storage);
-    vec![database, storage]
+    let mut checks = vec![database, storage];
+    if let Some(k) = knowledge {
+        let vectors = k.vectors.clone();
+        let queue = k.queue.clone();
+        let embedder = k.embedder.clone();
+        let (v, q, e) = tokio::join!(
+            timed("vectors", timeout, move || vectors
+                .check()
+                .map_err(|e| e.to_string())),
+            timed_async("jobs", timeout, async move {
+                queue
+                    .pending()
+                    .await
+                    .map(|n| format!("{n} unfinished"))
+                    .map_err(|e| e.to_string())
+            }),
+            timed_async("embedding", timeout, async move {
+                embedder
+                    .embed(vec!["health check".to_owned()])
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| match v.first() {
+                        Some(v) if v.len() == crate::ml::embedder::DIM => {
+                            Ok(format!("{}-d vectors", v.len()))
+                        }
+                        _ => Err("unexpected embedding shape".to_owned()),
+                    })
+            }),
+        );
+        checks.extend([v, q, e]);
+    }
+    checks
+}
+
+async fn timed_async<F>(name: &'static str, timeout: Duration, f: F) -> Check
+where
+    F: std::future::Future<Output = Result<String, String>>,
+{
+    let (ok, detail) = match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(detail)) => (true, detail),
+        Ok(Err(e)) => (false, e),
+        Err(_) => (
+            false,
+            format!("no answer within {} ms", timeout.as_millis()),
+        ),
+    };
+    if !ok {
+        tracing::warn!(check = name, %detail, "health check failed");
+    }
+    Check { name, ok, detail }
 }

@@ -1,7 +1,10 @@
 //! Use-cases shared by the HTTP API, the CLI and background jobs.
 
+pub mod documents;
 pub mod health;
+pub mod ingest;
 pub mod keys;
+pub mod search;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -41,6 +44,18 @@ pub enum ServiceError {
     /// A file operation failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The input is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The input's type is not accepted.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A bounded resource is full; retry later.
+    #[error("{0}")]
+    Busy(String),
+    /// A component failed (embedding, vectors, queue); details in the log.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<InvalidInput> for ServiceError {
@@ -57,8 +72,59 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
             ServiceError::Store(e) => e.into(),
             ServiceError::Io(e) => ApiError::internal(&e),
+            ServiceError::TooLarge(m) => ApiError::new(ErrorCode::PayloadTooLarge, m),
+            ServiceError::Unsupported(m) => ApiError::new(ErrorCode::UnsupportedMediaType, m),
+            ServiceError::Busy(m) => ApiError::new(ErrorCode::Unavailable, m),
+            ServiceError::Internal(m) => ApiError::internal(&m),
         }
     }
+}
+
+/// The knowledge components: what documents, jobs and search need beside [`Core`].
+#[derive(Clone)]
+pub struct Knowledge {
+    /// Configuration, database, clock.
+    pub core: Core,
+    /// The embedding model.
+    pub embedder: crate::ml::Embedder,
+    /// Vectors.
+    pub vectors: Arc<dyn crate::store::vectors::VectorStore>,
+    /// The job queue.
+    pub queue: crate::jobs::JobQueue,
+}
+
+impl From<crate::ml::EmbedError> for ServiceError {
+    fn from(e: crate::ml::EmbedError) -> Self {
+        match e {
+            crate::ml::EmbedError::Busy => {
+                Self::Busy("the embedding model is busy; retry shortly".into())
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::vectors::VectorError> for ServiceError {
+    fn from(e: crate::store::vectors::VectorError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<crate::jobs::QueueError> for ServiceError {
+    fn from(e: crate::jobs::QueueError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Runs blocking work (model, index, parsing) off the async runtime.
+pub async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))
 }
 
 /// Checks a required, trimmed, length-limited text field.

@@ -31,6 +31,50 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX api_keys_by_tenant ON api_keys(tenant_id);
     "#,
+    // 2: documents, their chunks, and full-text search over chunk text.
+    r#"
+    CREATE TABLE documents (
+        id           TEXT PRIMARY KEY,
+        tenant_id    TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        title        TEXT NOT NULL,
+        media_type   TEXT NOT NULL,
+        filename     TEXT,
+        metadata     TEXT NOT NULL DEFAULT '{}',
+        content_hash TEXT NOT NULL,
+        bytes        INTEGER NOT NULL,
+        status       TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        chunk_count  INTEGER NOT NULL DEFAULT 0,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        processed_at TEXT,
+        UNIQUE (tenant_id, content_hash)
+    );
+    CREATE INDEX documents_by_tenant ON documents(tenant_id, created_at);
+    -- AUTOINCREMENT: a chunk id is also its vector id and is never reused.
+    CREATE TABLE chunks (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+        chunk_index INTEGER NOT NULL,
+        text        TEXT NOT NULL,
+        start_char  INTEGER NOT NULL,
+        end_char    INTEGER NOT NULL,
+        tokens      INTEGER NOT NULL,
+        UNIQUE (document_id, chunk_index)
+    );
+    CREATE INDEX chunks_by_tenant ON chunks(tenant_id);
+    CREATE VIRTUAL TABLE chunks_fts USING fts5(
+        text, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
+        INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    "#,
 ];
 
 /// The newest schema version this binary knows.

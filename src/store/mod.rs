@@ -1,9 +1,11 @@
 //! SQLite: one file under the data dir, WAL, foreign keys on, versioned migrations,
 //! and a small pool so that every call runs on a blocking thread, off the runtime.
 
+pub mod documents;
 pub mod keys;
 mod migrations;
 pub mod tenants;
+pub mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -14,7 +14,9 @@ async fn health_is_200_with_every_check() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(
         v,
-        json!({"status": "healthy", "checks": {"database": true, "storage": true}})
+        json!({"status": "healthy", "checks": {
+            "database": true, "storage": true, "vectors": true, "jobs": true, "embedding": true
+        }})
     );
 }
 

@@ -13,6 +13,26 @@ use tempfile::TempDir;
 
 pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789";
 
+/// The model folder of this checkout (fetched by `./install.sh --models-only`).
+pub fn model_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+}
+
+/// One embedding model for all in-process servers of the test binary.
+pub fn shared_embedder() -> ragbox::ml::Embedder {
+    static EMBEDDER: std::sync::OnceLock<ragbox::ml::Embedder> = std::sync::OnceLock::new();
+    EMBEDDER
+        .get_or_init(|| {
+            let config = Config::default();
+            let models = ragbox::config::ModelsConfig {
+                embedding_dir: model_dir(),
+            };
+            ragbox::ml::Embedder::load(&models, &config.embedding)
+                .expect("embedding model: run ./install.sh --models-only first")
+        })
+        .clone()
+}
+
 /// A running server with its own data dir and a clock the test controls.
 pub struct TestApp {
     pub base: String,
@@ -30,6 +50,8 @@ pub fn test_config(dir: &TempDir) -> Config {
     ))
     .unwrap();
     config.log.level = "warn".into();
+    config.models.embedding_dir = model_dir();
+    config.jobs.poll_interval_ms = 50;
     config
 }
 
@@ -58,6 +80,7 @@ impl TestApp {
             Hooks {
                 clock: Some(Arc::new(clock.clone())),
                 before_ready: gate,
+                embedder: Some(shared_embedder()),
             },
         )
         .await

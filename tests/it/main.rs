@@ -7,7 +7,10 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod embedding;
 mod errors;
 mod health;
+mod knowledge;
 mod openapi;
 mod process;
+mod vectors;

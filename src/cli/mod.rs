@@ -1,5 +1,8 @@
-//! The command line: `serve`, `check`, `tenant …`, `key …`. Every command calls the
-//! same services as the HTTP API.
+//! The command line: `serve`, `check`, `tenant …`, `key …`, `ingest`, `search`,
+//! `reindex`, `bench …`. Every command calls the same services as the HTTP API.
+
+mod bench;
+mod knowledge;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +30,9 @@ Examples:
   ragbox tenant create acme --name \"Acme Corp\"
   ragbox key create --tenant acme --name web --scopes read
   ragbox key revoke --tenant acme KEY_ID
+  ragbox ingest ./docs --tenant acme             upload a folder (recursive) and wait for processing
+  ragbox search --tenant acme \"refund policy\"
+  ragbox bench embed --file passages.txt         embedding throughput and latency on this machine
 
 Environment: RAGBOX__SECTION__KEY overrides config.toml, e.g. RAGBOX__SERVER__BIND=127.0.0.1:9000";
 
@@ -65,6 +71,19 @@ pub enum Command {
     /// Manage tenant API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Add files and folders (recursively) to a tenant's knowledge.
+    Ingest(knowledge::IngestArgs),
+    /// Search a tenant's knowledge.
+    Search(knowledge::SearchArgs),
+    /// Rebuild a tenant's vector index from the stored vectors.
+    Reindex {
+        /// Tenant id or slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Measure this machine: embedding, ANN index, ingestion.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Tenant commands.
@@ -162,6 +181,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check => check(config, file).await,
         Command::Tenant(cmd) => with_core(config, |core| tenant(core, cmd)).await,
         Command::Key(cmd) => with_core(config, |core| key(core, cmd)).await,
+        Command::Ingest(args) => with_core(config, |core| knowledge::ingest(core, args)).await,
+        Command::Search(args) => with_core(config, |core| knowledge::search(core, args)).await,
+        Command::Reindex { tenant } => {
+            with_core(config, |core| knowledge::reindex(core, tenant)).await
+        }
+        Command::Bench(cmd) => bench::run(config, cmd).await,
     };
     match result {
         Ok(code) => code,
@@ -247,8 +272,18 @@ async fn check(config: Config, file: Option<PathBuf>) -> anyhow::Result<ExitCode
             Err(e) => report("jwt", false, &format!("{e:#}")),
         }
     }
-    for c in health::run(&core).await {
-        report(c.name, c.ok, &c.detail);
+    match startup::open_knowledge(core.clone(), None).await {
+        Ok(k) => {
+            for c in health::run(&core, Some(&k)).await {
+                report(c.name, c.ok, &c.detail);
+            }
+        }
+        Err(e) => {
+            for c in health::run(&core, None).await {
+                report(c.name, c.ok, &c.detail);
+            }
+            report("knowledge", false, &format!("{e:#}"));
+        }
     }
     Ok(if failed {
         ExitCode::FAILURE

@@ -1,0 +1,359 @@
+//! `ragbox bench …`: measurements an operator can run on their own machine and data.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hnsw_rs::prelude::{DistCosine, Hnsw};
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::services::tenants::{self, NewTenant};
+use crate::startup;
+use crate::text::chunker;
+
+/// Benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Embedding throughput (passages of ~max-tokens from a text file) and single-query latency.
+    Embed {
+        /// A UTF-8 text file; it is cut into passages of `--tokens` tokens.
+        #[arg(long)]
+        file: PathBuf,
+        /// Tokens per passage.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Passages to embed (at most).
+        #[arg(long, default_value_t = 1024)]
+        passages: usize,
+        /// Single queries for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
+    /// HNSW build time, QPS and recall@k for several `ef`, on `.npy` files
+    /// (base and queries float32 [n, d]; truth int32/int64 [nq, >=k]).
+    Ann {
+        /// Base vectors.
+        #[arg(long)]
+        base: PathBuf,
+        /// Query vectors.
+        #[arg(long)]
+        queries: PathBuf,
+        /// True nearest neighbours (indices into base), best first.
+        #[arg(long)]
+        truth: PathBuf,
+        /// `ef` values to try.
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        ef: Vec<usize>,
+        /// Neighbours per query.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Links per node.
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        /// Candidate list while building.
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+    },
+    /// End-to-end ingestion of files into a fresh data dir: documents/s and chunks/s,
+    /// beside the raw embedding throughput on the same chunks.
+    Ingest {
+        /// Files and folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Runs a benchmark.
+pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Embed {
+            file,
+            tokens,
+            passages,
+            queries,
+        } => embed(&config, &file, tokens, passages, queries).await?,
+        BenchCommand::Ann {
+            base,
+            queries,
+            truth,
+            ef,
+            k,
+            m,
+            ef_construction,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                ann(&base, &queries, &truth, &ef, k, m, ef_construction)
+            })
+            .await??
+        }
+        BenchCommand::Ingest { paths } => ingest(config, &paths).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn embed(
+    config: &Config,
+    file: &Path,
+    tokens: usize,
+    passages: usize,
+    queries: usize,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)?;
+    let embedder = startup::load_embedder(config).await?;
+    let tokenizer = embedder.tokenizer().clone();
+    let chunks = chunker::chunk(&tokenizer, &text, tokens, 0)?;
+    let texts: Vec<String> = chunks
+        .iter()
+        .take(passages)
+        .map(|c| c.text.clone())
+        .collect();
+    let token_count: usize = chunks.iter().take(passages).map(|c| c.tokens + 2).sum();
+    anyhow::ensure!(!texts.is_empty(), "the file has no text");
+    // Warm up.
+    embedder
+        .embed_waiting(texts.iter().take(32).cloned().collect())
+        .await?;
+    let started = Instant::now();
+    embedder.embed_waiting(texts.clone()).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "embed throughput: {} passages ({:.0} tokens avg) in {secs:.2} s = {:.1} passages/s, {:.0} tokens/s (batch {})",
+        texts.len(),
+        token_count as f64 / texts.len() as f64,
+        texts.len() as f64 / secs,
+        token_count as f64 / secs,
+        config.embedding.batch_size
+    );
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut latencies = Vec::with_capacity(queries);
+    for i in 0..queries {
+        let start = (i * 37) % words.len().max(1);
+        let query = words
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(8)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let t = Instant::now();
+        embedder.embed_waiting(vec![query]).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "single query (8 words) latency over {queries}: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        percentile(&latencies, 0.99)
+    );
+    Ok(())
+}
+
+/// A 2-D array read from a `.npy` file, as f32 (floats) or i64 (integers).
+struct Npy {
+    rows: usize,
+    cols: usize,
+    floats: Vec<f32>,
+    ints: Vec<i64>,
+}
+
+fn read_npy(path: &Path) -> anyhow::Result<Npy> {
+    let bytes = std::fs::read(path)?;
+    anyhow::ensure!(
+        bytes.starts_with(b"\x93NUMPY"),
+        "{} is not a .npy file",
+        path.display()
+    );
+    let major = bytes[6];
+    let (header_len, start) = if major == 1 {
+        (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len])?;
+    anyhow::ensure!(
+        header.contains("'fortran_order': False"),
+        "{}: Fortran order is not supported",
+        path.display()
+    );
+    let descr = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|s| s.split('\'').nth(1))
+        .ok_or_else(|| anyhow::anyhow!("{}: no dtype", path.display()))?;
+    let shape: Vec<usize> = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split(['(', ')']).nth(1))
+        .ok_or_else(|| anyhow::anyhow!("{}: no shape", path.display()))?
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    anyhow::ensure!(shape.len() == 2, "{}: expected a 2-D array", path.display());
+    let data = &bytes[start + header_len..];
+    let mut out = Npy {
+        rows: shape[0],
+        cols: shape[1],
+        floats: Vec::new(),
+        ints: Vec::new(),
+    };
+    match descr {
+        "<f4" => {
+            out.floats = data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+        "<i4" => {
+            out.ints = data
+                .chunks_exact(4)
+                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect()
+        }
+        "<i8" => {
+            out.ints = data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect()
+        }
+        other => anyhow::bail!(
+            "{}: dtype {other} is not supported (use <f4, <i4 or <i8)",
+            path.display()
+        ),
+    }
+    Ok(out)
+}
+
+fn ann(
+    base: &Path,
+    queries: &Path,
+    truth: &Path,
+    efs: &[usize],
+    k: usize,
+    m: usize,
+    ef_c: usize,
+) -> anyhow::Result<()> {
+    let base = read_npy(base)?;
+    let queries = read_npy(queries)?;
+    let truth = read_npy(truth)?;
+    anyhow::ensure!(
+        base.cols == queries.cols,
+        "base and queries differ in width"
+    );
+    anyhow::ensure!(
+        truth.rows == queries.rows && truth.cols >= k,
+        "truth must be [queries, >= k]"
+    );
+    let dim = base.cols;
+    let started = Instant::now();
+    let graph: Hnsw<f32, DistCosine> = Hnsw::new(m, base.rows, 16, ef_c, DistCosine {});
+    let items: Vec<(&[f32], usize)> = (0..base.rows)
+        .map(|i| (&base.floats[i * dim..(i + 1) * dim], i))
+        .collect();
+    graph.parallel_insert_slice(&items);
+    println!(
+        "ann build: {} x {dim} vectors, M {m}, ef_construction {ef_c}: {:.2} s",
+        base.rows,
+        started.elapsed().as_secs_f64()
+    );
+    for &ef in efs {
+        let started = Instant::now();
+        let mut hits = 0usize;
+        for q in 0..queries.rows {
+            let found = graph.search(&queries.floats[q * dim..(q + 1) * dim], k, ef.max(k));
+            let want = &truth.ints[q * truth.cols..q * truth.cols + k];
+            hits += found
+                .iter()
+                .filter(|n| want.contains(&(n.d_id as i64)))
+                .count();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "ef {ef:>4}: {:>8.0} QPS (one thread), recall@{k} {:.4}",
+            queries.rows as f64 / secs,
+            hits as f64 / (queries.rows * k) as f64
+        );
+    }
+    Ok(())
+}
+
+async fn ingest(mut config: Config, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let files = super::knowledge::collect_files(paths)?;
+    let dir = tempdir()?;
+    config.storage.data_dir = dir.clone();
+    let core = startup::open_core(config, Arc::new(SystemClock)).await?;
+    let tenant = tenants::create(
+        &core,
+        NewTenant {
+            slug: crate::domain::Slug::parse("bench")?,
+            name: None,
+            system_prompt: None,
+            settings: None,
+        },
+    )
+    .await?;
+    let k = startup::open_knowledge(core.clone(), None).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let workers = tokio::spawn(k.queue.clone().run(Arc::new(k.clone()), stop.clone()));
+    let started = Instant::now();
+    let summary = super::knowledge::upload_files(&k, &tenant.id, &files, false).await?;
+    let uploaded = started.elapsed().as_secs_f64();
+    let (ready, failed) =
+        super::knowledge::wait_for(&k, &tenant.id, &summary.queued, false).await?;
+    let secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    let _ = workers.await;
+    let t = tenant.id.clone();
+    let texts: Vec<String> = core
+        .db
+        .call(move |c| {
+            let mut stmt = c.prepare("SELECT text FROM chunks WHERE tenant_id = ?1")?;
+            let rows = stmt.query_map([t.as_str()], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    println!(
+        "ingest: {} files ({} duplicates, {} refused) -> {ready} ready, {} failed, {} chunks in {secs:.2} s (uploads {uploaded:.2} s)",
+        files.len(),
+        summary.duplicates,
+        summary.refused.len(),
+        failed.len(),
+        texts.len()
+    );
+    println!(
+        "ingest rate: {:.1} documents/s, {:.1} chunks/s",
+        ready as f64 / secs,
+        texts.len() as f64 / secs
+    );
+    let started = Instant::now();
+    k.embedder.embed_waiting(texts.clone()).await?;
+    let raw = started.elapsed().as_secs_f64();
+    println!(
+        "raw embedding of the same {} chunks: {raw:.2} s = {:.1} chunks/s; ingest reaches {:.0}% of it",
+        texts.len(),
+        texts.len() as f64 / raw,
+        100.0 * (texts.len() as f64 / secs) / (texts.len() as f64 / raw)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ragbox-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

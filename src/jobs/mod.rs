@@ -1,0 +1,142 @@
+//! Background jobs on apalis with its SQLite storage (durable: a job pushed is on
+//! disk; jobs of a crashed worker are picked up again once its heartbeats stop).
+
+pub mod process_document;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_sqlite::{
+    Config as QueueConfig, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::JobsConfig;
+
+pub use process_document::{IngestContext, ProcessDocument};
+
+const QUEUE: &str = "process_document";
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("job queue: {0}")]
+pub struct QueueError(String);
+
+/// The durable queue of document jobs.
+#[derive(Clone)]
+pub struct JobQueue {
+    path: std::path::PathBuf,
+    pool: SqlitePool,
+    config: QueueConfig,
+    jobs: JobsConfig,
+}
+
+impl JobQueue {
+    /// Opens (creating) the queue database and applies apalis' migrations.
+    pub async fn open(path: &Path, jobs: &JobsConfig) -> Result<Self, QueueError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| QueueError(format!("opening {}: {e}", path.display())))?;
+        SqliteStorage::<()>::setup(&pool)
+            .await
+            .map_err(|e| QueueError(format!("migrating {}: {e}", path.display())))?;
+        let heartbeat = Duration::from_secs(jobs.heartbeat_secs);
+        let config = QueueConfig::default()
+            .queue(QUEUE)
+            .heartbeat_interval(heartbeat)
+            .missed_heartbeats(3)
+            .batch_size(jobs.concurrency);
+        Ok(Self {
+            path: path.to_path_buf(),
+            pool,
+            config,
+            jobs: jobs.clone(),
+        })
+    }
+
+    fn storage(&self) -> SqliteStorage<ProcessDocument> {
+        SqliteStorage::new(&self.pool).with_config(self.config.clone())
+    }
+
+    /// Pushes a job, to run after `delay`; returns once it is on disk.
+    pub async fn enqueue(
+        &self,
+        job: ProcessDocument,
+        delay: Option<Duration>,
+    ) -> Result<(), QueueError> {
+        let mut task = TaskBuilder::new(job)
+            .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
+            .max_attempts(5);
+        if let Some(delay) = delay {
+            task = task.run_after(delay);
+        }
+        self.storage()
+            .push_task(task.build())
+            .await
+            .map_err(|e| QueueError(e.to_string()))
+    }
+
+    /// Jobs not finished yet (pending, queued or running), read through a fresh
+    /// read-only connection (also the health check).
+    pub async fn pending(&self) -> Result<i64, QueueError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.busy_timeout(Duration::from_secs(2))?;
+            conn.query_row(
+                "SELECT count(*) FROM Jobs WHERE job_type = ?1 AND status IN ('Pending', 'Queued', 'Running')",
+                [QUEUE],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map_err(|e| QueueError(e.to_string()))?
+        .map_err(|e| QueueError(e.to_string()))
+    }
+
+    /// Runs the workers until `stop` is cancelled; a worker that fails is restarted.
+    pub async fn run(self, ctx: Arc<IngestContext>, stop: CancellationToken) {
+        loop {
+            let backend = self
+                .storage()
+                .poll_with_interval(Duration::from_millis(self.jobs.poll_interval_ms));
+            // A fresh name each start: apalis refuses a name seen within one heartbeat,
+            // and the jobs of a crashed predecessor are recovered by heartbeat timeout.
+            let name = format!("ingest-{}", ulid::Ulid::generate());
+            let token = stop.clone();
+            let worker = WorkerBuilder::new(name)
+                .backend(backend)
+                .concurrency(self.jobs.concurrency)
+                .data(ctx.clone())
+                .build(process_document::handle);
+            let result = worker
+                .run_until(async move {
+                    token.cancelled().await;
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+            if stop.is_cancelled() {
+                break;
+            }
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "job worker stopped; restarting in 2 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tracing::info!("job worker stopped");
+    }
+}

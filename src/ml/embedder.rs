@@ -1,0 +1,261 @@
+//! all-MiniLM-L6-v2 on candle, with the sentence-transformers recipe: mean pooling over
+//! the attention mask, L2-normalised, at most `max_tokens` tokens per text.
+//!
+//! One model thread owns the model. Callers send texts through a bounded queue and
+//! wait on a oneshot reply; the thread merges waiting requests, sorts their texts by
+//! length and runs batches of similar lengths so that little compute goes to padding.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use tokenizers::Tokenizer;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{EmbeddingConfig, ModelsConfig};
+
+/// Width of every embedding.
+pub const DIM: usize = 384;
+
+/// Why embedding failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    /// Model files are missing or unreadable; the message names the fix.
+    #[error("{0}")]
+    Load(String),
+    /// The queue is full; retry later.
+    #[error("the embedding queue is full")]
+    Busy,
+    /// The model thread is gone.
+    #[error("the embedding model is not running")]
+    Stopped,
+    /// Tokenisation or the forward pass failed.
+    #[error("embedding failed: {0}")]
+    Compute(String),
+}
+
+struct Request {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+}
+
+/// Handle to the embedding model; cheap to clone.
+#[derive(Clone)]
+pub struct Embedder {
+    tx: mpsc::Sender<Request>,
+    tokenizer: Arc<Tokenizer>,
+    max_tokens: usize,
+}
+
+/// The model files in a folder.
+pub fn model_files(dir: &Path) -> [PathBuf; 3] {
+    [
+        dir.join("config.json"),
+        dir.join("tokenizer.json"),
+        dir.join("model.safetensors"),
+    ]
+}
+
+/// Loads the tokenizer alone (for chunking and counting tokens).
+pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, EmbedError> {
+    let path = dir.join("tokenizer.json");
+    let mut tokenizer = Tokenizer::from_file(&path)
+        .map_err(|e| EmbedError::Load(format!("reading {}: {e}", path.display())))?;
+    // The file carries padding and truncation for 128 tokens; ragbox does both itself.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| EmbedError::Load(e.to_string()))?;
+    Ok(tokenizer)
+}
+
+struct Model {
+    bert: BertModel,
+    tokenizer: Arc<Tokenizer>,
+    max_tokens: usize,
+    batch_size: usize,
+}
+
+impl Embedder {
+    /// Loads the model from `models.embedding_dir` and starts its thread.
+    pub fn load(models: &ModelsConfig, config: &EmbeddingConfig) -> Result<Self, EmbedError> {
+        let dir = &models.embedding_dir;
+        for file in model_files(dir) {
+            if !file.is_file() {
+                return Err(EmbedError::Load(format!(
+                    "embedding model file {} is missing: run `./install.sh --models-only` \
+                     (or set models.embedding_dir)",
+                    file.display()
+                )));
+            }
+        }
+        let [config_path, _, weights_path] = model_files(dir);
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| EmbedError::Load(format!("reading {}: {e}", config_path.display())))?;
+        let bert_config: BertConfig = serde_json::from_str(&text)
+            .map_err(|e| EmbedError::Load(format!("parsing {}: {e}", config_path.display())))?;
+        let weights = std::fs::read(&weights_path)
+            .map_err(|e| EmbedError::Load(format!("reading {}: {e}", weights_path.display())))?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
+            .map_err(|e| EmbedError::Load(format!("loading {}: {e}", weights_path.display())))?;
+        let bert = BertModel::load(vb, &bert_config)
+            .map_err(|e| EmbedError::Load(format!("building the model: {e}")))?;
+        let tokenizer = Arc::new(load_tokenizer(dir)?);
+        let model = Model {
+            bert,
+            tokenizer: tokenizer.clone(),
+            max_tokens: config.max_tokens,
+            batch_size: config.batch_size,
+        };
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        std::thread::Builder::new()
+            .name("ragbox-embed".into())
+            .spawn(move || model.serve(rx))
+            .map_err(|e| EmbedError::Load(format!("starting the model thread: {e}")))?;
+        Ok(Self {
+            tx,
+            tokenizer,
+            max_tokens: config.max_tokens,
+        })
+    }
+
+    /// The model's tokenizer (no padding, no truncation).
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// Tokens per text the model sees, special tokens included.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Embeds texts; refuses at once with [`EmbedError::Busy`] when the queue is full.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request { texts, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EmbedError::Busy,
+                mpsc::error::TrySendError::Closed(_) => EmbedError::Stopped,
+            })?;
+        rx.await.map_err(|_| EmbedError::Stopped)?
+    }
+
+    /// Embeds texts, waiting for room in the queue (background jobs, benchmarks).
+    pub async fn embed_waiting(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request { texts, reply })
+            .await
+            .map_err(|_| EmbedError::Stopped)?;
+        rx.await.map_err(|_| EmbedError::Stopped)?
+    }
+}
+
+impl Model {
+    fn serve(self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            // Merge whatever else is waiting, up to a few batches' worth of texts.
+            let mut requests = vec![first];
+            let mut count = requests[0].texts.len();
+            while count < self.batch_size * 4 {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        count += r.texts.len();
+                        requests.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let texts: Vec<&str> = requests
+                .iter()
+                .flat_map(|r| r.texts.iter().map(String::as_str))
+                .collect();
+            match self.embed_all(&texts) {
+                Ok(mut vectors) => {
+                    for r in requests.into_iter().rev() {
+                        let mine = vectors.split_off(vectors.len() - r.texts.len());
+                        let _ = r.reply.send(Ok(mine));
+                    }
+                }
+                Err(e) => {
+                    for r in requests {
+                        let _ = r.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn embed_all(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let compute = |e: &dyn std::fmt::Display| EmbedError::Compute(e.to_string());
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| compute(&e))?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in order.chunks(self.batch_size) {
+            let rows: Vec<Vec<u32>> = batch
+                .iter()
+                .map(|&i| truncate(encodings[i].get_ids(), self.max_tokens))
+                .collect();
+            let vectors = self.forward(&rows).map_err(|e| compute(&e))?;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn forward(&self, rows: &[Vec<u32>]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let len = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(rows.len() * len);
+        let mut mask = Vec::with_capacity(rows.len() * len);
+        for row in rows {
+            ids.extend_from_slice(row);
+            ids.resize(ids.len() + len - row.len(), 0);
+            mask.resize(mask.len() + row.len(), 1u32);
+            mask.resize(mask.len() + len - row.len(), 0);
+        }
+        let device = &self.bert.device;
+        let ids = Tensor::from_vec(ids, (rows.len(), len), device)?;
+        let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
+        let weights = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&weights)?.sum(1)?;
+        let counts = weights.sum(1)?.maximum(1e-9f32)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12f32)?;
+        mean.broadcast_div(&norm)?.to_vec2::<f32>()
+    }
+}
+
+/// Cuts a token sequence to `max` tokens, keeping its closing special token ([SEP]) as
+/// sentence-transformers does.
+fn truncate(ids: &[u32], max: usize) -> Vec<u32> {
+    if ids.len() <= max || max < 2 {
+        return ids.to_vec();
+    }
+    let mut out = ids[..max - 1].to_vec();
+    out.extend(ids.last());
+    out
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}

@@ -1,0 +1,233 @@
+//! Documents: upload (deduplicated by content), list, get, delete, reprocess.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tracing::instrument;
+
+use super::{Knowledge, ServiceError, blocking, limited_text};
+use crate::domain::TenantId;
+use crate::jobs::ProcessDocument;
+use crate::store::documents::{self, Document, Status};
+use crate::text::extract::{self, ExtractError};
+
+/// A document as given by a client.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    /// Title; else the file name, else the first line of the text.
+    pub title: Option<String>,
+    /// Uploaded file name.
+    pub filename: Option<String>,
+    /// Declared media type.
+    pub content_type: Option<String>,
+    /// Client metadata.
+    pub metadata: Option<Map<String, Value>>,
+    /// The original bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Where a tenant's original files are kept.
+pub fn file_path(k: &Knowledge, tenant: &TenantId, id: &str) -> PathBuf {
+    k.core
+        .config
+        .storage
+        .tenant_dir(tenant.as_str())
+        .join("documents")
+        .join(id)
+}
+
+fn extract_error(e: ExtractError) -> ServiceError {
+    match e {
+        ExtractError::Unsupported(m) => ServiceError::Unsupported(format!(
+            "unsupported document type{m}; accepted: {}",
+            extract::ACCEPTED
+        )),
+        other => ServiceError::Invalid(other.to_string()),
+    }
+}
+
+fn default_title(new: &NewDocument) -> String {
+    if let Some(name) = &new.filename
+        && !name.trim().is_empty()
+    {
+        return name.trim().to_owned();
+    }
+    let text = String::from_utf8_lossy(&new.bytes[..new.bytes.len().min(512)]).into_owned();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("Untitled");
+    line.chars().take(120).collect()
+}
+
+/// Stores a document and queues its processing. Returns the document and whether it
+/// is new (`false`: the tenant already had this content, and that document is returned).
+#[instrument(skip_all, fields(tenant = %tenant, bytes = new.bytes.len()))]
+pub async fn create(
+    k: &Knowledge,
+    tenant: &TenantId,
+    new: NewDocument,
+) -> Result<(Document, bool), ServiceError> {
+    let max = k.core.config.documents.max_bytes;
+    if new.bytes.len() as u64 > max {
+        return Err(ServiceError::TooLarge(format!(
+            "the document is larger than the limit of {max} bytes"
+        )));
+    }
+    if new.bytes.is_empty() {
+        return Err(ServiceError::Invalid("the document is empty".into()));
+    }
+    let kind = extract::detect(
+        new.content_type.as_deref(),
+        new.filename.as_deref(),
+        &new.bytes,
+    )
+    .map_err(extract_error)?;
+    let bytes = new.bytes.clone();
+    blocking(move || extract::precheck(kind, &bytes))
+        .await?
+        .map_err(extract_error)?;
+    let title = match &new.title {
+        Some(t) if !t.trim().is_empty() => limited_text("title", t.trim(), 500)?,
+        _ => default_title(&new),
+    };
+    let now = k.core.clock.now();
+    let doc = Document {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: tenant.clone(),
+        title,
+        media_type: kind.media_type().to_owned(),
+        filename: new.filename.clone(),
+        metadata: new.metadata.clone().unwrap_or_default(),
+        content_hash: hex::encode(Sha256::digest(&new.bytes)),
+        bytes: new.bytes.len() as u64,
+        status: Status::Queued,
+        attempts: 0,
+        last_error: None,
+        chunk_count: 0,
+        created_at: now,
+        updated_at: now,
+        processed_at: None,
+    };
+    // The original goes to disk first, under a temporary name, so that a stored row
+    // always has its file.
+    let path = file_path(k, tenant, &doc.id);
+    let tmp = path.with_extension("part");
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    tokio::fs::write(&tmp, &new.bytes).await?;
+    let row = doc.clone();
+    let inserted = k
+        .core
+        .db
+        .call(move |c| documents::insert_or_existing(c, &row))
+        .await;
+    let (stored, created) = match inserted {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e.into());
+        }
+    };
+    if !created {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Ok((stored, false));
+    }
+    tokio::fs::rename(&tmp, &path).await?;
+    enqueue(k, tenant, &stored.id).await?;
+    tracing::info!(document = %stored.id, media_type = %stored.media_type, "document queued");
+    Ok((stored, true))
+}
+
+async fn enqueue(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+    let job = ProcessDocument {
+        tenant_id: tenant.to_string(),
+        document_id: id.to_owned(),
+    };
+    if let Err(e) = k.queue.enqueue(job, None).await {
+        let (t, i, now) = (tenant.clone(), id.to_owned(), k.core.clock.now());
+        let msg = format!("could not queue processing: {e}");
+        let _ = k
+            .core
+            .db
+            .call(move |c| documents::set_status(c, &t, &i, Status::Failed, None, Some(&msg), now))
+            .await;
+        return Err(ServiceError::Busy(
+            "the job queue is unavailable; retry later".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One document; 404 when absent or another tenant's.
+pub async fn get(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<Document, ServiceError> {
+    let (t, i) = (tenant.clone(), id.to_owned());
+    k.core
+        .db
+        .call(move |c| documents::get(c, &t, &i))
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("no document `{id}`")))
+}
+
+/// A page of documents, newest first.
+pub async fn list(
+    k: &Knowledge,
+    tenant: &TenantId,
+    status: Option<Status>,
+    limit: u32,
+    offset: u32,
+) -> Result<(Vec<Document>, u64), ServiceError> {
+    let t = tenant.clone();
+    Ok(k.core
+        .db
+        .call(move |c| documents::list(c, &t, status, limit, offset))
+        .await?)
+}
+
+/// Deletes a document: its row and chunks, its vectors and its stored bytes. Search
+/// stops returning it at once.
+#[instrument(skip_all, fields(tenant = %tenant, document = %id))]
+pub async fn delete(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+    let (t, i) = (tenant.clone(), id.to_owned());
+    if !k
+        .core
+        .db
+        .call(move |c| documents::delete(c, &t, &i))
+        .await?
+    {
+        return Err(ServiceError::NotFound(format!("no document `{id}`")));
+    }
+    let (vectors, t, i) = (k.vectors.clone(), tenant.clone(), id.to_owned());
+    blocking(move || vectors.delete_document(&t, &i)).await??;
+    match tokio::fs::remove_file(file_path(k, tenant, id)).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!("document deleted");
+    Ok(())
+}
+
+/// Queues a document to be processed again from its stored bytes.
+pub async fn reprocess(
+    k: &Knowledge,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Document, ServiceError> {
+    let doc = get(k, tenant, id).await?;
+    if matches!(doc.status, Status::Queued | Status::Processing) {
+        return Err(ServiceError::Conflict(
+            "the document is already being processed".into(),
+        ));
+    }
+    let (t, i, now) = (tenant.clone(), id.to_owned(), k.core.clock.now());
+    k.core
+        .db
+        .call(move |c| documents::set_status(c, &t, &i, Status::Queued, Some(0), None, now))
+        .await?;
+    enqueue(k, tenant, id).await?;
+    get(k, tenant, id).await
+}

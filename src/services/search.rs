@@ -1,0 +1,157 @@
+//! Search over a tenant's ready documents: by meaning (vectors), by words (FTS5 BM25),
+//! or both fused by reciprocal rank.
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::instrument;
+
+use super::{Knowledge, ServiceError, blocking};
+use crate::domain::TenantId;
+use crate::store::documents::{self, ChunkHit};
+
+/// How to search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Vectors and keywords, fused by reciprocal rank (score: RRF).
+    Hybrid,
+    /// Vectors only (score: cosine similarity).
+    Vector,
+    /// Keywords only (score: BM25, higher is better).
+    Keyword,
+}
+
+/// A search.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The text to look for.
+    pub text: String,
+    /// How many results, 1-100.
+    pub top_k: usize,
+    /// Mode.
+    pub mode: Mode,
+    /// Only these documents.
+    pub document_ids: Option<Vec<String>>,
+    /// Drop results scoring below this (in the mode's own score).
+    pub min_score: Option<f32>,
+}
+
+/// One result.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The chunk.
+    pub chunk: ChunkHit,
+    /// Score in the mode's scale.
+    pub score: f32,
+}
+
+/// Constant of reciprocal rank fusion.
+const RRF_K: f32 = 60.0;
+
+/// Searches a tenant's knowledge.
+#[instrument(skip_all, fields(tenant = %tenant, mode = ?q.mode, top_k = q.top_k))]
+pub async fn search(
+    k: &Knowledge,
+    tenant: &TenantId,
+    q: Query,
+) -> Result<Vec<Found>, ServiceError> {
+    let text = q.text.trim().to_owned();
+    if text.is_empty() {
+        return Err(ServiceError::Invalid("query must not be empty".into()));
+    }
+    if text.chars().count() > 4000 {
+        return Err(ServiceError::Invalid(
+            "query must be at most 4000 characters".into(),
+        ));
+    }
+    if !(1..=100).contains(&q.top_k) {
+        return Err(ServiceError::Invalid(
+            "top_k must be between 1 and 100".into(),
+        ));
+    }
+    let candidates = (q.top_k * 4).max(40);
+
+    let vector_ranked = if q.mode == Mode::Keyword {
+        Vec::new()
+    } else {
+        let query = k
+            .embedder
+            .embed(vec![text.clone()])
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let filter: Option<HashSet<String>> =
+            q.document_ids.clone().map(|d| d.into_iter().collect());
+        let (store, t) = (k.vectors.clone(), tenant.clone());
+        blocking(move || store.search(&t, &query, candidates, filter.as_ref()))
+            .await??
+            .into_iter()
+            .map(|h| (h.id, h.score))
+            .collect()
+    };
+    let keyword_ranked: Vec<(u64, f32)> = if q.mode == Mode::Vector {
+        Vec::new()
+    } else {
+        let (t, docs, query) = (tenant.clone(), q.document_ids.clone(), text.clone());
+        k.core
+            .db
+            .call(move |c| documents::keyword_search(c, &t, &query, candidates, docs.as_deref()))
+            .await?
+            .into_iter()
+            .map(|(id, s)| (id, s as f32))
+            .collect()
+    };
+
+    let ranked: Vec<(u64, f32)> = match q.mode {
+        Mode::Vector => vector_ranked,
+        Mode::Keyword => keyword_ranked,
+        Mode::Hybrid => fuse(&[&vector_ranked, &keyword_ranked]),
+    };
+    let ids: Vec<u64> = ranked.iter().map(|(id, _)| *id).collect();
+    let t = tenant.clone();
+    let rows = k
+        .core
+        .db
+        .call(move |c| documents::chunks_by_ids(c, &t, &ids))
+        .await?;
+    let mut by_id: HashMap<u64, ChunkHit> = rows.into_iter().map(|r| (r.id, r)).collect();
+    let allowed: Option<HashSet<&String>> = q.document_ids.as_ref().map(|d| d.iter().collect());
+    Ok(ranked
+        .into_iter()
+        .filter(|(_, score)| q.min_score.is_none_or(|m| *score >= m))
+        .filter_map(|(id, score)| by_id.remove(&id).map(|chunk| Found { chunk, score }))
+        .filter(|f| {
+            allowed
+                .as_ref()
+                .is_none_or(|a| a.contains(&f.chunk.document_id))
+        })
+        .take(q.top_k)
+        .collect())
+}
+
+/// Reciprocal rank fusion of ranked lists (best first).
+pub fn fuse(lists: &[&[(u64, f32)]]) -> Vec<(u64, f32)> {
+    let mut scores: HashMap<u64, f32> = HashMap::new();
+    for list in lists {
+        for (rank, (id, _)) in list.iter().enumerate() {
+            *scores.entry(*id).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+        }
+    }
+    let mut fused: Vec<(u64, f32)> = scores.into_iter().collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    fused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_rewards_agreement() {
+        let vector = [(1, 0.9), (2, 0.8), (3, 0.7)];
+        let keyword = [(3, 9.0), (4, 5.0)];
+        let fused = fuse(&[&vector, &keyword]);
+        assert_eq!(fused[0].0, 3, "in both lists: first");
+        assert_eq!(fused.len(), 4);
+        assert!(fused.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+}

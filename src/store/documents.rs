@@ -1,0 +1,416 @@
+//! Document and chunk rows, and keyword search over chunks (FTS5).
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{StoreError, parse_timestamp, timestamp};
+use crate::domain::TenantId;
+
+/// Where a document is in its processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is on it.
+    Processing,
+    /// Chunks and vectors are in place; search finds it.
+    Ready,
+    /// Gave up after the retries; `last_error` says why.
+    Failed,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "processing" => Self::Processing,
+            "ready" => Self::Ready,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A document as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// Id (UUID).
+    pub id: String,
+    /// Owner.
+    pub tenant_id: TenantId,
+    /// Title.
+    pub title: String,
+    /// Media type of the original.
+    pub media_type: String,
+    /// Uploaded file name.
+    pub filename: Option<String>,
+    /// Client metadata (a JSON object).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// SHA-256 of the original bytes, hex.
+    pub content_hash: String,
+    /// Size of the original.
+    pub bytes: u64,
+    /// Status.
+    pub status: Status,
+    /// Processing attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Chunks stored.
+    pub chunk_count: u32,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Last processed successfully.
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, tenant_id, title, media_type, filename, metadata, content_hash, bytes, status, \
+                       attempts, last_error, chunk_count, created_at, updated_at, processed_at";
+
+fn from_row(row: &Row<'_>) -> Result<Document, StoreError> {
+    let metadata: String = row.get(5)?;
+    let status: String = row.get(8)?;
+    let created: String = row.get(12)?;
+    let updated: String = row.get(13)?;
+    let processed: Option<String> = row.get(14)?;
+    Ok(Document {
+        id: row.get(0)?,
+        tenant_id: TenantId::from_db(row.get(1)?),
+        title: row.get(2)?,
+        media_type: row.get(3)?,
+        filename: row.get(4)?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?,
+        content_hash: row.get(6)?,
+        bytes: row.get::<_, i64>(7)?.unsigned_abs(),
+        status: Status::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status `{status}`")))?,
+        attempts: u32::try_from(row.get::<_, i64>(9)?).unwrap_or(0),
+        last_error: row.get(10)?,
+        chunk_count: u32::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
+        created_at: parse_timestamp(&created)?,
+        updated_at: parse_timestamp(&updated)?,
+        processed_at: processed.as_deref().map(parse_timestamp).transpose()?,
+    })
+}
+
+/// Inserts a document; returns the existing one instead when the tenant already has
+/// the same content.
+pub fn insert_or_existing(
+    conn: &mut Connection,
+    d: &Document,
+) -> Result<(Document, bool), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let existing = tx
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM documents WHERE tenant_id = ?1 AND content_hash = ?2"),
+            params![d.tenant_id.as_str(), d.content_hash],
+            |row| Ok(from_row(row)),
+        )
+        .optional()?
+        .transpose()?;
+    if let Some(existing) = existing {
+        return Ok((existing, false));
+    }
+    tx.execute(
+        &format!("INSERT INTO documents ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
+        params![
+            d.id,
+            d.tenant_id.as_str(),
+            d.title,
+            d.media_type,
+            d.filename,
+            serde_json::Value::Object(d.metadata.clone()).to_string(),
+            d.content_hash,
+            d.bytes as i64,
+            d.status.as_str(),
+            d.attempts,
+            d.last_error,
+            d.chunk_count,
+            timestamp(d.created_at),
+            timestamp(d.updated_at),
+            d.processed_at.map(timestamp),
+        ],
+    )?;
+    tx.commit()?;
+    Ok((d.clone(), true))
+}
+
+/// One document of a tenant.
+pub fn get(conn: &Connection, tenant: &TenantId, id: &str) -> Result<Option<Document>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM documents WHERE tenant_id = ?1 AND id = ?2"),
+        params![tenant.as_str(), id],
+        |row| Ok(from_row(row)),
+    )
+    .optional()?
+    .transpose()
+}
+
+/// A page of a tenant's documents, newest first, optionally of one status.
+pub fn list(
+    conn: &Connection,
+    tenant: &TenantId,
+    status: Option<Status>,
+    limit: u32,
+    offset: u32,
+) -> Result<(Vec<Document>, u64), StoreError> {
+    let filter = status.map(Status::as_str);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM documents WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2)
+         ORDER BY created_at DESC, id DESC LIMIT ?3 OFFSET ?4"
+    ))?;
+    let rows = stmt.query_map(params![tenant.as_str(), filter, limit, offset], |row| {
+        Ok(from_row(row))
+    })?;
+    let items = rows.map(|r| r?).collect::<Result<Vec<_>, _>>()?;
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM documents WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2)",
+        params![tenant.as_str(), filter],
+        |r| r.get(0),
+    )?;
+    Ok((items, total.unsigned_abs()))
+}
+
+/// Sets a document's status (and attempts/error); false when it no longer exists.
+pub fn set_status(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+    status: Status,
+    attempts: Option<u32>,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE documents SET status = ?3, attempts = coalesce(?4, attempts), last_error = ?5, updated_at = ?6
+         WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant.as_str(), id, status.as_str(), attempts, error, timestamp(now)],
+    )?;
+    Ok(n == 1)
+}
+
+/// A chunk about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    /// Position in the document.
+    pub index: usize,
+    /// Text.
+    pub text: String,
+    /// First character.
+    pub start: usize,
+    /// One past the last character.
+    pub end: usize,
+    /// Tokens.
+    pub tokens: usize,
+}
+
+/// Replaces a document's chunks in one transaction; returns the new chunk ids in
+/// order, or `None` when the document was deleted meanwhile.
+pub fn replace_chunks(
+    conn: &mut Connection,
+    tenant: &TenantId,
+    document: &str,
+    chunks: &[NewChunk],
+) -> Result<Option<Vec<u64>>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let exists: bool = tx
+        .query_row(
+            "SELECT 1 FROM documents WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.as_str(), document],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if !exists {
+        return Ok(None);
+    }
+    tx.execute("DELETE FROM chunks WHERE document_id = ?1", [document])?;
+    let mut ids = Vec::with_capacity(chunks.len());
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO chunks (tenant_id, document_id, chunk_index, text, start_char, end_char, tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for c in chunks {
+            stmt.execute(params![
+                tenant.as_str(),
+                document,
+                c.index as i64,
+                c.text,
+                c.start as i64,
+                c.end as i64,
+                c.tokens as i64
+            ])?;
+            ids.push(tx.last_insert_rowid().unsigned_abs());
+        }
+    }
+    tx.commit()?;
+    Ok(Some(ids))
+}
+
+/// Marks a document ready with its chunk count.
+pub fn mark_ready(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+    chunk_count: usize,
+    attempts: u32,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE documents SET status = 'ready', chunk_count = ?3, attempts = ?4, last_error = NULL,
+                updated_at = ?5, processed_at = ?5
+         WHERE tenant_id = ?1 AND id = ?2",
+        params![
+            tenant.as_str(),
+            id,
+            chunk_count as i64,
+            attempts,
+            timestamp(now)
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// Deletes a document and its chunks.
+pub fn delete(conn: &Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM documents WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant.as_str(), id],
+    )? == 1)
+}
+
+/// A chunk found by search, with its document's title.
+#[derive(Debug, Clone)]
+pub struct ChunkHit {
+    /// Chunk id.
+    pub id: u64,
+    /// Document.
+    pub document_id: String,
+    /// Document title.
+    pub title: String,
+    /// Position in the document.
+    pub chunk_index: u32,
+    /// Text.
+    pub text: String,
+    /// First character.
+    pub start: u64,
+    /// One past the last character.
+    pub end: u64,
+}
+
+/// Loads chunks by id, only of the tenant's ready documents.
+pub fn chunks_by_ids(
+    conn: &Connection,
+    tenant: &TenantId,
+    ids: &[u64],
+) -> Result<Vec<ChunkHit>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT c.id, c.document_id, d.title, c.chunk_index, c.text, c.start_char, c.end_char
+         FROM chunks c JOIN documents d ON d.id = c.document_id
+         WHERE c.tenant_id = ?1 AND d.status = 'ready' AND c.id IN ({list})"
+    ))?;
+    let rows = stmt.query_map([tenant.as_str()], |r| {
+        Ok(ChunkHit {
+            id: r.get::<_, i64>(0)?.unsigned_abs(),
+            document_id: r.get(1)?,
+            title: r.get(2)?,
+            chunk_index: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            text: r.get(4)?,
+            start: r.get::<_, i64>(5)?.unsigned_abs(),
+            end: r.get::<_, i64>(6)?.unsigned_abs(),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Keyword search: chunk ids of the tenant's ready documents by BM25 rank, best first.
+pub fn keyword_search(
+    conn: &Connection,
+    tenant: &TenantId,
+    query: &str,
+    limit: usize,
+    documents: Option<&[String]>,
+) -> Result<Vec<(u64, f64)>, StoreError> {
+    let Some(expr) = fts_query(query) else {
+        return Ok(Vec::new());
+    };
+    let doc_filter = documents.map(|d| serde_json::to_string(d).unwrap_or_else(|_| "[]".into()));
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.id, bm25(chunks_fts) AS rank
+         FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id
+         WHERE chunks_fts MATCH ?1 AND c.tenant_id = ?2 AND d.status = 'ready'
+           AND (?3 IS NULL OR c.document_id IN (SELECT value FROM json_each(?3)))
+         ORDER BY rank LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![expr, tenant.as_str(), doc_filter, limit as i64],
+        |r| Ok((r.get::<_, i64>(0)?.unsigned_abs(), -r.get::<_, f64>(1)?)),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Words too common to say anything about relevance (English).
+const STOPWORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how",
+    "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the",
+    "their", "them", "there", "these", "this", "to", "was", "we", "what", "when", "where", "which",
+    "who", "why", "will", "with", "you", "your",
+];
+
+/// Turns free text into an FTS5 query: each word quoted, any of them may match;
+/// stopwords are left out unless the query has nothing else.
+fn fts_query(query: &str) -> Option<String> {
+    let words: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let content: Vec<&String> = words
+        .iter()
+        .filter(|w| !STOPWORDS.contains(&w.as_str()))
+        .collect();
+    let chosen: Vec<&String> = if content.is_empty() {
+        words.iter().collect()
+    } else {
+        content
+    };
+    let terms: Vec<String> = chosen
+        .into_iter()
+        .take(64)
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" OR "))
+}
+
+/// Counts a tenant's chunks (all documents).
+pub fn count_chunks(conn: &Connection, tenant: &TenantId) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM chunks WHERE tenant_id = ?1",
+        [tenant.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(n.unsigned_abs())
+}

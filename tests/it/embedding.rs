@@ -1,0 +1,51 @@
+//! The embedder against sentence-transformers' own vectors, and its queue.
+
+use serde_json::Value;
+
+use crate::helpers::shared_embedder;
+
+/// Reference vectors made by `scripts/make_embedding_fixture.py` with
+/// sentence-transformers; each of ours must have cosine >= 0.999 with its reference.
+#[tokio::test]
+async fn embeddings_match_sentence_transformers() {
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/embedding_parity.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let items = fixture["items"].as_array().unwrap();
+    assert!(items.len() >= 20);
+    let texts: Vec<String> = items
+        .iter()
+        .map(|i| i["text"].as_str().unwrap().to_owned())
+        .collect();
+    let ours = shared_embedder()
+        .embed_waiting(texts.clone())
+        .await
+        .unwrap();
+    for (item, v) in items.iter().zip(&ours) {
+        let reference: Vec<f32> = item["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(v.len(), 384);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "L2-normalised: {norm}");
+        let cos = ragbox::ml::embedder::cosine(v, &reference);
+        assert!(cos >= 0.999, "cosine {cos} for {:?}", item["text"]);
+    }
+    // One at a time gives the same vectors as in a batch (padding does not leak in).
+    for (text, batched) in texts.iter().zip(&ours).take(5) {
+        let single = shared_embedder()
+            .embed_waiting(vec![text.clone()])
+            .await
+            .unwrap();
+        let cos = ragbox::ml::embedder::cosine(&single[0], batched);
+        assert!(cos > 0.9999, "{cos} for {text:?}");
+    }
+}

@@ -1,0 +1,518 @@
+//! Documents, background processing and search through the real server and model.
+
+use std::time::Duration;
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, error_code};
+
+/// A one-page PDF whose text layer holds `text` (ASCII, no parentheses).
+pub fn make_pdf(text: &str) -> Vec<u8> {
+    let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).into_bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).into_bytes());
+    for o in offsets {
+        out.extend(format!("{o:010} 00000 n \n").into_bytes());
+    }
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .into_bytes(),
+    );
+    out
+}
+
+pub struct Tenant<'a> {
+    pub app: &'a TestApp,
+    pub key: String,
+}
+
+impl Tenant<'_> {
+    pub async fn new<'a>(app: &'a TestApp, slug: &str) -> Tenant<'a> {
+        app.create_tenant(slug).await;
+        Tenant {
+            app,
+            key: app.create_key(slug).await,
+        }
+    }
+
+    pub async fn upload(&self, name: &str, mime: &str, bytes: Vec<u8>) -> reqwest::Response {
+        let part = Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str(mime)
+            .unwrap();
+        self.app
+            .client
+            .post(self.app.url("/api/v1/documents/upload"))
+            .bearer_auth(&self.key)
+            .multipart(
+                Form::new()
+                    .part("file", part)
+                    .text("metadata", r#"{"source": "test"}"#),
+            )
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn add_text(&self, title: &str, text: &str) -> String {
+        let r = self
+            .app
+            .client
+            .post(self.app.url("/api/v1/documents"))
+            .bearer_auth(&self.key)
+            .json(&json!({"title": title, "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.app.tenant_get(path, &self.key).await
+    }
+
+    /// Polls a document until it leaves queued/processing.
+    pub async fn wait(&self, id: &str) -> Value {
+        for _ in 0..1200 {
+            let v: Value = self
+                .get(&format!("/api/v1/documents/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if v["status"] == "ready" || v["status"] == "failed" {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("document {id} never finished");
+    }
+
+    pub async fn search(&self, query: &str, mode: &str) -> Vec<Value> {
+        let r = self
+            .app
+            .client
+            .post(self.app.url("/api/v1/search"))
+            .bearer_auth(&self.key)
+            .json(&json!({"query": query, "mode": mode, "top_k": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["results"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn every_type_is_processed_and_found() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new(&app, "acme").await;
+    let cases: [(&str, &str, Vec<u8>, &str); 4] = [
+        ("notes.txt", "text/plain", b"Our office parrot is named Captain Feathers and loves sunflower seeds.".to_vec(), "parrot"),
+        ("guide.md", "text/markdown", b"# Volcano safety\n\nWhen the volcano erupts, walk calmly to the northern evacuation point.".to_vec(), "volcano"),
+        ("page.html", "text/html", b"<html><head><script>var hidden = 'zebra';</script></head><body><p>The submarine dives to four hundred metres beneath the arctic ice.</p></body></html>".to_vec(), "submarine"),
+        ("report.pdf", "application/pdf", make_pdf("Quarterly revenue from glacier tourism rose by twelve percent."), "glacier"),
+    ];
+    let mut ids = Vec::new();
+    for (name, mime, bytes, _) in &cases {
+        let r = t.upload(name, mime, bytes.clone()).await;
+        assert_eq!(r.status(), 202, "{name}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "processing");
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    for (id, (name, mime, bytes, _)) in ids.iter().zip(&cases) {
+        let doc = t.wait(id).await;
+        assert_eq!(doc["status"], "ready", "{name}: {doc}");
+        assert_eq!(doc["media_type"], *mime);
+        assert_eq!(doc["bytes"], bytes.len());
+        assert_eq!(doc["filename"], *name);
+        assert_eq!(doc["metadata"]["source"], "test");
+        assert!(doc["chunk_count"].as_u64().unwrap() >= 1);
+        assert_eq!(doc["attempts"], 1);
+    }
+    let queries = [
+        "what does the bird eat",
+        "what to do during an eruption",
+        "how deep does the boat go under the ice",
+        "tourism income growth",
+    ];
+    for (i, q) in queries.iter().enumerate() {
+        for mode in ["vector", "hybrid"] {
+            let results = t.search(q, mode).await;
+            assert_eq!(
+                results[0]["document_id"],
+                ids[i].as_str(),
+                "{mode} `{q}`: {results:?}"
+            );
+        }
+        let keyword = t.search(cases[i].3, "keyword").await;
+        assert_eq!(
+            keyword[0]["document_id"],
+            ids[i].as_str(),
+            "keyword {}",
+            cases[i].3
+        );
+        let first = &keyword[0];
+        assert!(
+            first["text"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains(cases[i].3)
+        );
+        assert!(first["end"].as_u64().unwrap() > first["start"].as_u64().unwrap());
+    }
+    // The HTML's script never reached the index.
+    assert!(t.search("zebra", "keyword").await.is_empty());
+}
+
+#[tokio::test]
+async fn delete_removes_a_document_from_search_at_once() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new(&app, "acme").await;
+    let keep = t
+        .add_text(
+            "keep",
+            "Penguins huddle together to survive the antarctic winter.",
+        )
+        .await;
+    let gone = t
+        .add_text(
+            "gone",
+            "The lighthouse keeper polishes the great brass lens every evening.",
+        )
+        .await;
+    t.wait(&keep).await;
+    t.wait(&gone).await;
+    assert_eq!(
+        t.search("lighthouse lens", "hybrid").await[0]["document_id"],
+        gone.as_str()
+    );
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/documents/{gone}")))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for mode in ["vector", "keyword", "hybrid"] {
+        let results = t.search("lighthouse keeper brass lens", mode).await;
+        assert!(
+            results.iter().all(|r| r["document_id"] != gone.as_str()),
+            "{mode}: {results:?}"
+        );
+    }
+    assert_eq!(
+        t.get(&format!("/api/v1/documents/{gone}")).await.status(),
+        404
+    );
+    let stored = app.dir.path().join("tenants");
+    let leftover = walk(&stored).into_iter().any(|p| p.ends_with(&gone));
+    assert!(!leftover, "the stored bytes are gone");
+    assert_eq!(
+        t.search("penguins winter", "hybrid").await[0]["document_id"],
+        keep.as_str()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_others_documents() {
+    let app = TestApp::spawn().await;
+    let a = Tenant::new(&app, "alpha").await;
+    let b = Tenant::new(&app, "beta").await;
+    let secret = a
+        .add_text(
+            "secret",
+            "The launch code for project nightingale is kept in the blue vault.",
+        )
+        .await;
+    a.wait(&secret).await;
+    b.wait(
+        &b.add_text(
+            "other",
+            "Beta sells garden furniture and outdoor umbrellas.",
+        )
+        .await,
+    )
+    .await;
+
+    let list: Value = b.get("/api/v1/documents").await.json().await.unwrap();
+    assert_eq!(list["total"], 1);
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["id"] != secret.as_str())
+    );
+    assert_eq!(
+        error_code(b.get(&format!("/api/v1/documents/{secret}")).await, 404).await,
+        "not_found"
+    );
+    for mode in ["vector", "keyword", "hybrid"] {
+        let results = b.search("launch code nightingale vault", mode).await;
+        assert!(
+            results.iter().all(|r| r["document_id"] != secret.as_str()),
+            "{mode}"
+        );
+    }
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/documents/{secret}")))
+        .bearer_auth(&b.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/documents/{secret}/reprocess")))
+        .bearer_auth(&b.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Still there for its owner.
+    assert_eq!(
+        a.search("nightingale", "keyword").await[0]["document_id"],
+        secret.as_str()
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_get_clear_errors() {
+    let app = TestApp::spawn_with(|c| c.documents.max_bytes = 2048).await;
+    let t = Tenant::new(&app, "acme").await;
+    let code = error_code(
+        t.upload("photo.png", "image/png", vec![0x89, b'P', b'N', b'G'])
+            .await,
+        415,
+    )
+    .await;
+    assert_eq!(code, "unsupported_media_type");
+    let code = error_code(
+        t.upload("big.txt", "text/plain", vec![b'a'; 4096]).await,
+        413,
+    )
+    .await;
+    assert_eq!(code, "payload_too_large");
+    let code = error_code(
+        t.upload("empty.txt", "text/plain", b"   \n  ".to_vec())
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(code, "validation_failed");
+    let code = error_code(
+        t.upload("bad.txt", "text/plain", vec![0xff, 0xfe, 0xfd, b'x'])
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(code, "validation_failed");
+    let code = error_code(
+        t.upload("fake.pdf", "application/pdf", b"this is not a pdf".to_vec())
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(code, "validation_failed");
+    // Malformed multipart.
+    let r = app
+        .client
+        .post(app.url("/api/v1/documents/upload"))
+        .bearer_auth(&t.key)
+        .header("content-type", "multipart/form-data; boundary=XYZ")
+        .body("--XYZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno end")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    // Nothing was stored by any of these.
+    let list: Value = t.get("/api/v1/documents").await.json().await.unwrap();
+    assert_eq!(list["total"], 0);
+}
+
+#[tokio::test]
+async fn the_same_content_twice_returns_the_existing_document() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new(&app, "acme").await;
+    let bytes = b"Duplicate detection keeps one copy of each document.".to_vec();
+    let first: Value = t
+        .upload("a.txt", "text/plain", bytes.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = t.upload("b.txt", "text/plain", bytes).await;
+    assert_eq!(r.status(), 200);
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(second["id"], first["id"]);
+    assert_eq!(second["duplicate"], true);
+    let list: Value = t.get("/api/v1/documents").await.json().await.unwrap();
+    assert_eq!(list["total"], 1);
+    // Another tenant may hold the same content.
+    let other = Tenant::new(&app, "other").await;
+    let r = other
+        .upload(
+            "a.txt",
+            "text/plain",
+            b"Duplicate detection keeps one copy of each document.".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn a_corrupt_pdf_fails_after_the_retries_with_a_reason() {
+    let app = TestApp::spawn_with(|c| {
+        c.jobs.max_retries = 2;
+        c.jobs.retry_delay_secs = 1;
+    })
+    .await;
+    let t = Tenant::new(&app, "acme").await;
+    let mut corrupt = b"%PDF-1.4\n".to_vec();
+    corrupt.extend(std::iter::repeat_n(b'#', 300));
+    let r = t.upload("broken.pdf", "application/pdf", corrupt).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let doc = t.wait(&id).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["attempts"], 3, "first try and two retries: {doc}");
+    assert!(doc["last_error"].as_str().unwrap().contains("PDF"), "{doc}");
+    assert_eq!(doc["chunk_count"], 0);
+
+    // Reprocess runs it again (and it fails again, the same way).
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/documents/{id}/reprocess")))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let doc = t.wait(&id).await;
+    assert_eq!(doc["status"], "failed");
+}
+
+#[tokio::test]
+async fn reprocessing_keeps_one_copy_of_each_chunk() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new(&app, "acme").await;
+    let text = (0..60)
+        .map(|i| format!("Paragraph {i} describes the migration of arctic terns number {i}."))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let id = t.add_text("terns", &text).await;
+    let first = t.wait(&id).await;
+    let chunks = first["chunk_count"].as_u64().unwrap();
+    assert!(chunks > 1);
+    for _ in 0..2 {
+        let r = app
+            .client
+            .post(app.url(&format!("/api/v1/documents/{id}/reprocess")))
+            .bearer_auth(&t.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(t.wait(&id).await["chunk_count"], chunks);
+    }
+    let db = rusqlite::Connection::open(app.dir.path().join("ragbox.sqlite")).unwrap();
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM chunks WHERE document_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored as u64, chunks);
+    let r = t
+        .search("arctic terns migration paragraph 7", "vector")
+        .await;
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        r.iter()
+            .all(|x| seen.insert(x["chunk_index"].as_u64().unwrap())),
+        "no duplicate chunks: {r:?}"
+    );
+}
+
+#[tokio::test]
+async fn search_validates_its_input() {
+    let app = TestApp::spawn().await;
+    let t = Tenant::new(&app, "acme").await;
+    for body in [
+        json!({"query": "  "}),
+        json!({"query": "x", "top_k": 0}),
+        json!({"query": "x", "top_k": 101}),
+    ] {
+        let r = app
+            .client
+            .post(app.url("/api/v1/search"))
+            .bearer_auth(&t.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        assert!(status == 400 || status == 422, "{body}: {status}");
+    }
+    let r = app
+        .client
+        .post(app.url("/api/v1/search"))
+        .bearer_auth(&t.key)
+        .json(&json!({"query": "x", "mode": "psychic"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        t.search("anything at all", "hybrid").await.is_empty(),
+        "no documents, no results"
+    );
+}

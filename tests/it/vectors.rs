@@ -1,0 +1,243 @@
+//! The local vector store: HNSW recall against exact search, tombstones, snapshots.
+
+use ragbox::config::IndexConfig;
+use ragbox::domain::TenantId;
+use ragbox::store::vectors::{LocalVectorStore, VectorItem, VectorStore};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const DIM: usize = 384;
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// Clustered data, like embeddings of related texts: 300 topics with points around
+/// them (cosine within a topic about 0.6). Base and queries share the topics
+/// (`topics` seed) and differ in their points (`seed`).
+fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut topics = StdRng::seed_from_u64(2026);
+    let centers: Vec<Vec<f32>> = (0..300)
+        .map(|_| normalised((0..DIM).map(|_| topics.random::<f32>() - 0.5).collect()))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let c = &centers[rng.random_range(0..centers.len())];
+            normalised(
+                c.iter()
+                    .map(|x| x + 0.15 * (rng.random::<f32>() - 0.5))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn exact_top(data: &[(u64, Vec<f32>)], q: &[f32], k: usize) -> Vec<u64> {
+    let mut scored: Vec<(u64, f32)> = data
+        .iter()
+        .map(|(id, v)| (*id, v.iter().zip(q).map(|(a, b)| a * b).sum()))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored.into_iter().take(k).map(|(id, _)| id).collect()
+}
+
+fn config(threshold: usize) -> IndexConfig {
+    IndexConfig {
+        exact_threshold: threshold,
+        ..IndexConfig::default()
+    }
+}
+
+#[test]
+fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+    let tenant = TenantId::generate();
+    let vectors = dataset(20_000, 7);
+    let data: Vec<(u64, Vec<f32>)> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, v))
+        .collect();
+    // Many documents of 100 chunks each.
+    for (doc, part) in data.chunks(100).enumerate() {
+        let items = part
+            .iter()
+            .map(|(id, v)| VectorItem {
+                id: *id,
+                vector: v.clone(),
+            })
+            .collect();
+        store
+            .replace_document(&tenant, &format!("doc-{doc}"), items)
+            .unwrap();
+    }
+    assert_eq!(store.count(&tenant).unwrap(), 20_000);
+    let queries = dataset(200, 99);
+    let mut found = 0;
+    for q in &queries {
+        let truth = exact_top(&data, q, 10);
+        let got: Vec<u64> = store
+            .search(&tenant, q, 10, None)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        found += truth.iter().filter(|id| got.contains(id)).count();
+    }
+    let recall = found as f64 / (queries.len() * 10) as f64;
+    assert!(recall >= 0.95, "recall@10 = {recall}");
+
+    // Deleted documents never come back, before and after the rebuild they trigger.
+    for doc in 0..50 {
+        store
+            .delete_document(&tenant, &format!("doc-{doc}"))
+            .unwrap();
+    }
+    assert_eq!(store.count(&tenant).unwrap(), 15_000);
+    for q in queries.iter().take(50) {
+        let hits = store.search(&tenant, q, 10, None).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(
+            hits.iter().all(|h| h.id > 5_000),
+            "a deleted vector was returned"
+        );
+    }
+}
+
+#[test]
+fn small_tenants_are_searched_exactly_and_filters_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalVectorStore::open(dir.path(), DIM, config(10_000)).unwrap();
+    let tenant = TenantId::generate();
+    let other = TenantId::generate();
+    let data: Vec<(u64, Vec<f32>)> = dataset(500, 3)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, v))
+        .collect();
+    for (doc, part) in data.chunks(50).enumerate() {
+        let items = part
+            .iter()
+            .map(|(id, v)| VectorItem {
+                id: *id,
+                vector: v.clone(),
+            })
+            .collect();
+        store
+            .replace_document(&tenant, &format!("d{doc}"), items)
+            .unwrap();
+    }
+    let q = &data[123].1;
+    let got: Vec<u64> = store
+        .search(&tenant, q, 10, None)
+        .unwrap()
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(got, exact_top(&data, q, 10));
+    assert!(
+        store.search(&other, q, 10, None).unwrap().is_empty(),
+        "tenants are separate"
+    );
+    let only: std::collections::HashSet<String> = ["d3".to_owned()].into();
+    let hits = store.search(&tenant, q, 10, Some(&only)).unwrap();
+    assert!(hits.iter().all(|h| (151..=200).contains(&h.id)), "{hits:?}");
+    // Replacing a document drops its old vectors.
+    store
+        .replace_document(
+            &tenant,
+            "d0",
+            vec![VectorItem {
+                id: 9_999,
+                vector: data[0].1.clone(),
+            }],
+        )
+        .unwrap();
+    assert_eq!(store.count(&tenant).unwrap(), 500 - 50 + 1);
+    let hits = store.search(&tenant, &data[0].1, 3, None).unwrap();
+    assert_eq!(hits[0].id, 9_999);
+    assert!(hits.iter().all(|h| h.id > 50 || h.id == 9_999));
+    assert!(
+        store.search(&tenant, &[0.0; 3], 1, None).is_err(),
+        "wrong dimension"
+    );
+}
+
+#[test]
+fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::generate();
+    let data: Vec<(u64, Vec<f32>)> = dataset(3_000, 11)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, v))
+        .collect();
+    let queries = dataset(20, 12);
+    let before: Vec<Vec<u64>> = {
+        let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+        let items = data
+            .iter()
+            .map(|(id, v)| VectorItem {
+                id: *id,
+                vector: v.clone(),
+            })
+            .collect();
+        store.replace_document(&tenant, "all", items).unwrap();
+        store.persist().unwrap();
+        queries
+            .iter()
+            .map(|q| {
+                store
+                    .search(&tenant, q, 10, None)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.id)
+                    .collect()
+            })
+            .collect()
+    };
+    let snapshot = dir
+        .path()
+        .join("tenants")
+        .join(tenant.as_str())
+        .join("hnsw");
+    assert!(snapshot.join("meta.json").is_file(), "snapshot written");
+    {
+        // Reopened: the snapshot matches sled and is loaded as is.
+        let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+        let after: Vec<Vec<u64>> = queries
+            .iter()
+            .map(|q| {
+                store
+                    .search(&tenant, q, 10, None)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.id)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(before, after, "the reloaded graph answers as the saved one");
+        store.persist().unwrap();
+    }
+    // Make the snapshot stale behind the store's back: it is rebuilt, not trusted.
+    std::fs::write(snapshot.join("meta.json"), r#"{"fingerprint": "0:0"}"#).unwrap();
+    let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+    let recall_hits: usize = queries
+        .iter()
+        .map(|q| {
+            let truth = exact_top(&data, q, 10);
+            let got: Vec<u64> = store
+                .search(&tenant, q, 10, None)
+                .unwrap()
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            truth.iter().filter(|id| got.contains(id)).count()
+        })
+        .sum();
+    assert!(recall_hits as f64 / 200.0 >= 0.95);
+}
