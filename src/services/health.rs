@@ -21,20 +21,12 @@ async fn timed<F>(name: &'static str, timeout: Duration, f: F) -> Check
 where
     F: FnOnce() -> Result<String, String> + Send + 'static,
 {
-    let task = tokio::task::spawn_blocking(f);
-    let (ok, detail) = match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(Ok(detail))) => (true, detail),
-        Ok(Ok(Err(e))) => (false, e),
-        Ok(Err(e)) => (false, format!("check panicked: {e}")),
-        Err(_) => (
-            false,
-            format!("no answer within {} ms", timeout.as_millis()),
-        ),
-    };
-    if !ok {
-        tracing::warn!(check = name, %detail, "health check failed");
-    }
-    Check { name, ok, detail }
+    timed_async(name, timeout, async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or_else(|e| Err(format!("check panicked: {e}")))
+    })
+    .await
 }
 
 /// Runs every check: the stores always, the knowledge components when given.

@@ -134,6 +134,24 @@ fn split_key(k: &[u8]) -> Option<(&str, u64)> {
     Some((std::str::from_utf8(doc).ok()?, id))
 }
 
+/// Stages the removal of every stored vector of a document (also those left by an
+/// interrupted run) and returns their ids.
+fn stage_removal(
+    tree: &sled::Tree,
+    document: &str,
+    batch: &mut sled::Batch,
+) -> Result<Vec<u64>, VectorError> {
+    let mut ids = Vec::new();
+    for k in tree.scan_prefix(doc_prefix(document)).keys() {
+        let k = k?;
+        if let Some((_, id)) = split_key(&k) {
+            ids.push(id);
+        }
+        batch.remove(k);
+    }
+    Ok(ids)
+}
+
 fn encode(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -339,6 +357,15 @@ impl TenantIndex {
         decode(bytes, &mut self.data);
     }
 
+    /// Marks vectors deleted; they are filtered at search until the next rebuild.
+    fn tombstone(&mut self, ids: &[u64]) {
+        for id in ids {
+            if self.slot.contains_key(id) {
+                self.deleted.insert(*id);
+            }
+        }
+    }
+
     fn live(&self) -> usize {
         self.ids.len() - self.deleted.len()
     }
@@ -426,27 +453,14 @@ impl VectorStore for LocalVectorStore {
         let tree = self.db.open_tree(tree_name(tenant))?;
         let ix = self.index(tenant)?;
         let mut ix = write_lock(&ix)?;
-        // Old vectors of the document (all of them, also from an interrupted run).
-        let old: Vec<sled::IVec> = tree
-            .scan_prefix(doc_prefix(document))
-            .keys()
-            .collect::<Result<_, _>>()?;
         let mut batch = sled::Batch::default();
-        for k in &old {
-            batch.remove(k.clone());
-        }
+        let old = stage_removal(&tree, document, &mut batch)?;
         for item in &items {
             batch.insert(key(document, item.id), encode(&item.vector));
         }
         tree.apply_batch(batch)?;
         tree.flush()?;
-        for k in &old {
-            if let Some((_, id)) = split_key(k)
-                && ix.slot.contains_key(&id)
-            {
-                ix.deleted.insert(id);
-            }
-        }
+        ix.tombstone(&old);
         let doc: Arc<str> = Arc::from(document);
         for item in &items {
             if let Some(&slot) = ix.slot.get(&item.id) {
@@ -473,21 +487,11 @@ impl VectorStore for LocalVectorStore {
         let tree = self.db.open_tree(tree_name(tenant))?;
         let ix = self.index(tenant)?;
         let mut ix = write_lock(&ix)?;
-        let old: Vec<sled::IVec> = tree
-            .scan_prefix(doc_prefix(document))
-            .keys()
-            .collect::<Result<_, _>>()?;
         let mut batch = sled::Batch::default();
-        for k in &old {
-            batch.remove(k.clone());
-            if let Some((_, id)) = split_key(k)
-                && ix.slot.contains_key(&id)
-            {
-                ix.deleted.insert(id);
-            }
-        }
+        let old = stage_removal(&tree, document, &mut batch)?;
         tree.apply_batch(batch)?;
         tree.flush()?;
+        ix.tombstone(&old);
         self.after_change(&mut ix);
         Ok(())
     }
