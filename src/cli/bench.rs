@@ -63,6 +63,20 @@ pub enum BenchCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Search latency (vector, keyword, hybrid) and memory at a given number of chunks,
+    /// in a scratch data dir: chunk texts are cut from `--file`; their vectors are
+    /// synthetic (clustered, normalised) so that large sizes build in minutes.
+    Search {
+        /// A UTF-8 text file the chunk texts are cut from (cycled as needed).
+        #[arg(long)]
+        file: PathBuf,
+        /// Chunks in the tenant.
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// Queries per mode.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
 }
 
 /// Runs a benchmark.
@@ -89,6 +103,11 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> 
             .await??
         }
         BenchCommand::Ingest { paths } => ingest(config, &paths).await?,
+        BenchCommand::Search {
+            file,
+            chunks,
+            queries,
+        } => search(config, &file, chunks, queries).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -348,6 +367,163 @@ async fn ingest(mut config: Config, paths: &[PathBuf]) -> anyhow::Result<()> {
         texts.len() as f64 / raw,
         100.0 * (texts.len() as f64 / secs) / (texts.len() as f64 / raw)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+async fn search(
+    mut config: Config,
+    file: &Path,
+    total: usize,
+    queries: usize,
+) -> anyhow::Result<()> {
+    use crate::services::search::{Mode, Query};
+    use crate::store::documents::{self as rows, Document, NewChunk, Status};
+    use crate::store::vectors::VectorItem;
+    use rand::{Rng, SeedableRng};
+
+    let text = std::fs::read_to_string(file)?;
+    let dir = tempdir()?;
+    config.storage.data_dir = dir.clone();
+    let core = startup::open_core(config, Arc::new(SystemClock)).await?;
+    let tenant = tenants::create(
+        &core,
+        NewTenant {
+            slug: crate::domain::Slug::parse("bench")?,
+            name: None,
+            system_prompt: None,
+            settings: None,
+        },
+    )
+    .await?;
+    let k = startup::open_knowledge(core.clone(), None).await?;
+    let pieces = chunker::chunk(k.embedder.tokenizer(), &text, 200, 0)?;
+    anyhow::ensure!(!pieces.is_empty(), "the file has no text");
+    let dim = crate::ml::embedder::DIM;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let centers: Vec<Vec<f32>> = (0..1000)
+        .map(|_| {
+            let v: Vec<f32> = (0..dim).map(|_| rng.random::<f32>() - 0.5).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let per_doc = 100;
+    for d in 0..total.div_ceil(per_doc) {
+        let now = chrono::Utc::now();
+        let doc = Document {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: tenant.id.clone(),
+            title: format!("synthetic {d}"),
+            media_type: "text/plain".into(),
+            filename: None,
+            metadata: Default::default(),
+            content_hash: format!("{d:064x}"),
+            bytes: 0,
+            status: Status::Ready,
+            attempts: 1,
+            last_error: None,
+            chunk_count: 0,
+            created_at: now,
+            updated_at: now,
+            processed_at: Some(now),
+        };
+        let chunks: Vec<NewChunk> = (0..per_doc.min(total - d * per_doc))
+            .map(|i| {
+                let p = &pieces[(d * per_doc + i) % pieces.len()];
+                NewChunk {
+                    index: i,
+                    text: p.text.clone(),
+                    start: p.start,
+                    end: p.end,
+                    tokens: p.tokens,
+                }
+            })
+            .collect();
+        let (row, id) = (doc.clone(), doc.id.clone());
+        let t = tenant.id.clone();
+        let ids = core
+            .db
+            .call(move |c| {
+                rows::insert_or_existing(c, &row)?;
+                rows::replace_chunks(c, &t, &id, &chunks)
+            })
+            .await?
+            .unwrap_or_default();
+        let items: Vec<VectorItem> = ids
+            .into_iter()
+            .map(|id| {
+                let c = &centers[rng.random_range(0..centers.len())];
+                let mut v: Vec<f32> = c
+                    .iter()
+                    .map(|x| x + 0.15 * (rng.random::<f32>() - 0.5))
+                    .collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+                VectorItem { id, vector: v }
+            })
+            .collect();
+        let (store, t, id) = (k.vectors.clone(), tenant.id.clone(), doc.id.clone());
+        tokio::task::spawn_blocking(move || store.replace_document(&t, &id, items)).await??;
+    }
+    println!(
+        "search bench: {total} chunks stored and indexed in {:.1} s; RSS {:.0} MB",
+        started.elapsed().as_secs_f64(),
+        rss_mb()
+    );
+    let words: Vec<&str> = text.split_whitespace().collect();
+    for (name, mode) in [
+        ("vector", Mode::Vector),
+        ("keyword", Mode::Keyword),
+        ("hybrid", Mode::Hybrid),
+    ] {
+        let mut lat = Vec::with_capacity(queries);
+        for i in 0..queries {
+            let start = (i * 101) % words.len().max(1);
+            let q = words
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(6)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let t = Instant::now();
+            crate::services::search::search(
+                &k,
+                &tenant.id,
+                Query {
+                    text: q,
+                    top_k: 10,
+                    mode,
+                    document_ids: None,
+                    min_score: None,
+                },
+            )
+            .await?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "{name:>7}: p50 {:.2} ms, p99 {:.2} ms over {queries} queries (top 10, query embedding included)",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+    println!("RSS after searching: {:.0} MB", rss_mb());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -420,3 +420,33 @@ fn a_missing_model_stops_serve_and_names_the_fix() {
     assert!(stderr.contains("/nonexistent/minilm"), "{stderr}");
     assert!(stderr.contains("install.sh --models-only"), "{stderr}");
 }
+
+/// The operator-facing benchmark runs end to end (its figures are not asserted).
+#[test]
+fn bench_search_runs_on_a_small_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let out = run(
+        &[
+            "bench",
+            "search",
+            "--file",
+            readme,
+            "--chunks",
+            "250",
+            "--queries",
+            "3",
+        ],
+        &config,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in ["vector:", "keyword:", "hybrid:"] {
+        assert!(stdout.contains(mode), "{stdout}");
+    }
+}
