@@ -310,22 +310,9 @@ fn ann(
     Ok(())
 }
 
-async fn ingest(mut config: Config, paths: &[PathBuf]) -> anyhow::Result<()> {
+async fn ingest(config: Config, paths: &[PathBuf]) -> anyhow::Result<()> {
     let files = super::knowledge::collect_files(paths)?;
-    let dir = tempdir()?;
-    config.storage.data_dir = dir.clone();
-    let core = startup::open_core(config, Arc::new(SystemClock)).await?;
-    let tenant = tenants::create(
-        &core,
-        NewTenant {
-            slug: crate::domain::Slug::parse("bench")?,
-            name: None,
-            system_prompt: None,
-            settings: None,
-        },
-    )
-    .await?;
-    let k = startup::open_knowledge(core.clone(), None).await?;
+    let (dir, core, tenant, k) = scratch(config).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let workers = tokio::spawn(k.queue.clone().run(Arc::new(k.clone()), stop.clone()));
     let started = Instant::now();
@@ -383,32 +370,14 @@ fn rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn search(
-    mut config: Config,
-    file: &Path,
-    total: usize,
-    queries: usize,
-) -> anyhow::Result<()> {
+async fn search(config: Config, file: &Path, total: usize, queries: usize) -> anyhow::Result<()> {
     use crate::services::search::{Mode, Query};
     use crate::store::documents::{self as rows, Document, NewChunk, Status};
     use crate::store::vectors::VectorItem;
     use rand::{Rng, SeedableRng};
 
     let text = std::fs::read_to_string(file)?;
-    let dir = tempdir()?;
-    config.storage.data_dir = dir.clone();
-    let core = startup::open_core(config, Arc::new(SystemClock)).await?;
-    let tenant = tenants::create(
-        &core,
-        NewTenant {
-            slug: crate::domain::Slug::parse("bench")?,
-            name: None,
-            system_prompt: None,
-            settings: None,
-        },
-    )
-    .await?;
-    let k = startup::open_knowledge(core.clone(), None).await?;
+    let (dir, core, tenant, k) = scratch(config).await?;
     let pieces = chunker::chunk(k.embedder.tokenizer(), &text, 200, 0)?;
     anyhow::ensure!(!pieces.is_empty(), "the file has no text");
     let dim = crate::ml::embedder::DIM;
@@ -526,6 +495,32 @@ async fn search(
     println!("RSS after searching: {:.0} MB", rss_mb());
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A scratch data dir with a tenant `bench` and the knowledge components opened on it.
+async fn scratch(
+    mut config: Config,
+) -> anyhow::Result<(
+    PathBuf,
+    crate::services::Core,
+    crate::store::tenants::Tenant,
+    crate::services::Knowledge,
+)> {
+    let dir = tempdir()?;
+    config.storage.data_dir = dir.clone();
+    let core = startup::open_core(config, Arc::new(SystemClock)).await?;
+    let tenant = tenants::create(
+        &core,
+        NewTenant {
+            slug: crate::domain::Slug::parse("bench")?,
+            name: None,
+            system_prompt: None,
+            settings: None,
+        },
+    )
+    .await?;
+    let k = startup::open_knowledge(core.clone(), None).await?;
+    Ok((dir, core, tenant, k))
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
