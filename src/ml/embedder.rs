@@ -8,12 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
+use super::bert::{BertConfig, Encoder, Scratch};
 use crate::config::{EmbeddingConfig, ModelsConfig};
 
 /// Width of every embedding.
@@ -72,7 +70,8 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, EmbedError> {
 }
 
 struct Model {
-    bert: BertModel,
+    encoder: Encoder,
+    scratch: Scratch,
     tokenizer: Arc<Tokenizer>,
     max_tokens: usize,
     batch_size: usize,
@@ -96,17 +95,15 @@ impl Embedder {
             .map_err(|e| EmbedError::Load(format!("reading {}: {e}", config_path.display())))?;
         let bert_config: BertConfig = serde_json::from_str(&text)
             .map_err(|e| EmbedError::Load(format!("parsing {}: {e}", config_path.display())))?;
-        let weights = std::fs::read(&weights_path)
-            .map_err(|e| EmbedError::Load(format!("reading {}: {e}", weights_path.display())))?;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
+        let encoder = Encoder::load(bert_config, &weights_path)
             .map_err(|e| EmbedError::Load(format!("loading {}: {e}", weights_path.display())))?;
-        let bert = BertModel::load(vb, &bert_config)
-            .map_err(|e| EmbedError::Load(format!("building the model: {e}")))?;
+        let max_tokens = config.max_tokens.min(encoder.max_positions());
         let tokenizer = Arc::new(load_tokenizer(dir)?);
         let model = Model {
-            bert,
+            encoder,
+            scratch: Scratch::default(),
             tokenizer: tokenizer.clone(),
-            max_tokens: config.max_tokens,
+            max_tokens,
             batch_size: config.batch_size,
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
@@ -117,7 +114,7 @@ impl Embedder {
         Ok(Self {
             tx,
             tokenizer,
-            max_tokens: config.max_tokens,
+            max_tokens,
         })
     }
 
@@ -161,7 +158,7 @@ impl Embedder {
 }
 
 impl Model {
-    fn serve(self, mut rx: mpsc::Receiver<Request>) {
+    fn serve(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.blocking_recv() {
             // Merge whatever else is waiting, up to a few batches' worth of texts.
             let mut requests = vec![first];
@@ -195,7 +192,7 @@ impl Model {
         }
     }
 
-    fn embed_all(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn embed_all(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let compute = |e: &dyn std::fmt::Display| EmbedError::Compute(e.to_string());
         let encodings = self
             .tokenizer
@@ -217,27 +214,8 @@ impl Model {
         Ok(out)
     }
 
-    fn forward(&self, rows: &[Vec<u32>]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let len = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(rows.len() * len);
-        let mut mask = Vec::with_capacity(rows.len() * len);
-        for row in rows {
-            ids.extend_from_slice(row);
-            ids.resize(ids.len() + len - row.len(), 0);
-            mask.resize(mask.len() + row.len(), 1u32);
-            mask.resize(mask.len() + len - row.len(), 0);
-        }
-        let device = &self.bert.device;
-        let ids = Tensor::from_vec(ids, (rows.len(), len), device)?;
-        let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?;
-        let weights = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&weights)?.sum(1)?;
-        let counts = weights.sum(1)?.maximum(1e-9f32)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12f32)?;
-        mean.broadcast_div(&norm)?.to_vec2::<f32>()
+    fn forward(&mut self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
+        self.encoder.embed(rows, &mut self.scratch)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Models, each on its own thread fed by a bounded queue: the runtime never blocks on
 //! a forward pass.
 
+pub mod bert;
 pub mod embedder;
+mod gemm;
 
 pub use embedder::{EmbedError, Embedder};

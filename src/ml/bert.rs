@@ -1,0 +1,562 @@
+//! The BERT encoder behind the embedder, written for the CPU.
+//!
+//! Weights are read with candle from the model's safetensors file; matrix products run on
+//! `gemm`, candle's own CPU kernel. What differs from a general tensor library is the
+//! data layout: the sequences of a batch are packed end to end with no padding, so the
+//! dense layers run once over every real token and attention runs per sequence; and the
+//! element-wise steps (bias, GELU, residual, layer norm, softmax) are fused loops that the
+//! compiler vectorises, spread over rayon's threads, on buffers reused across layers.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::gemm::{View, matmul};
+
+/// The fields of a BERT `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+
+/// A dense layer, weights stored input-major (`in × out`, row-major).
+struct Dense {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    n_in: usize,
+    n_out: usize,
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+struct Layer {
+    /// Query, key and value in one product: `hidden × 3·hidden`.
+    qkv: Dense,
+    attn_out: Dense,
+    attn_norm: Norm,
+    up: Dense,
+    down: Dense,
+    out_norm: Norm,
+}
+
+/// Working buffers of a forward pass, kept between batches so that large blocks are
+/// not handed back to the OS and faulted in again each time.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+/// Resizes a buffer to `len` values, reusing its memory.
+fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..]
+}
+
+/// A loaded encoder.
+pub struct Encoder {
+    cfg: BertConfig,
+    eps: f32,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+type LoadResult<T> = Result<T, String>;
+
+struct Weights {
+    tensors: HashMap<String, Tensor>,
+    prefix: &'static str,
+}
+
+impl Weights {
+    fn get(&self, name: &str) -> LoadResult<&Tensor> {
+        self.tensors
+            .get(&format!("{}{name}", self.prefix))
+            .ok_or_else(|| format!("tensor {name} is missing"))
+    }
+
+    fn vec(&self, name: &str, len: usize) -> LoadResult<Vec<f32>> {
+        let t = self.get(name)?;
+        let v = flat(t)?;
+        if v.len() != len {
+            return Err(format!(
+                "tensor {name} has {} values, expected {len}",
+                v.len()
+            ));
+        }
+        Ok(v)
+    }
+
+    /// A linear layer stored `[out, in]` (PyTorch's layout), returned as `in × out`.
+    fn dense(&self, name: &str, n_in: usize, n_out: usize) -> LoadResult<Dense> {
+        self.dense_of(&[name], n_in, n_out)
+    }
+
+    /// Several linear layers over the same input, side by side in one `in × Σout`.
+    fn dense_of(&self, names: &[&str], n_in: usize, n_out: usize) -> LoadResult<Dense> {
+        let mut ws = Vec::new();
+        let mut b = Vec::new();
+        for name in names {
+            let w = self.get(&format!("{name}.weight"))?;
+            if w.dims() != [n_out, n_in] {
+                return Err(format!(
+                    "{name}.weight has shape {:?}, expected [{n_out}, {n_in}]",
+                    w.dims()
+                ));
+            }
+            ws.push(w.t().map_err(err)?);
+            b.extend(self.vec(&format!("{name}.bias"), n_out)?);
+        }
+        let w = Tensor::cat(&ws, 1).map_err(err)?;
+        Ok(Dense {
+            w: flat(&w)?,
+            b,
+            n_in,
+            n_out: n_out * names.len(),
+        })
+    }
+
+    fn norm(&self, name: &str, len: usize) -> LoadResult<Norm> {
+        Ok(Norm {
+            gamma: self.vec(&format!("{name}.weight"), len)?,
+            beta: self.vec(&format!("{name}.bias"), len)?,
+        })
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn flat(t: &Tensor) -> LoadResult<Vec<f32>> {
+    t.to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(err)
+}
+
+impl Encoder {
+    /// Reads the weights of a BERT model (with or without the `bert.` name prefix).
+    pub fn load(cfg: BertConfig, weights: &Path) -> LoadResult<Self> {
+        if cfg.hidden_act != "gelu" {
+            return Err(format!(
+                "activation {} is not supported (only gelu)",
+                cfg.hidden_act
+            ));
+        }
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
+            return Err("hidden_size must be a multiple of num_attention_heads".into());
+        }
+        let tensors = candle_core::safetensors::load(weights, &Device::Cpu).map_err(err)?;
+        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let w = Weights { tensors, prefix };
+        let h = cfg.hidden_size;
+        let i = cfg.intermediate_size;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for n in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{n}");
+            let attn = format!("{p}.attention.self");
+            layers.push(Layer {
+                qkv: w.dense_of(
+                    &[
+                        &format!("{attn}.query"),
+                        &format!("{attn}.key"),
+                        &format!("{attn}.value"),
+                    ],
+                    h,
+                    h,
+                )?,
+                attn_out: w.dense(&format!("{p}.attention.output.dense"), h, h)?,
+                attn_norm: w.norm(&format!("{p}.attention.output.LayerNorm"), h)?,
+                up: w.dense(&format!("{p}.intermediate.dense"), h, i)?,
+                down: w.dense(&format!("{p}.output.dense"), i, h)?,
+                out_norm: w.norm(&format!("{p}.output.LayerNorm"), h)?,
+            });
+        }
+        let token_type = w.get("embeddings.token_type_embeddings.weight")?;
+        let token_type = flat(&token_type.get(0).map_err(err)?)?;
+        if token_type.len() != h {
+            return Err("token type embeddings have the wrong width".into());
+        }
+        Ok(Self {
+            eps: cfg.layer_norm_eps as f32,
+            word: w.vec("embeddings.word_embeddings.weight", cfg.vocab_size * h)?,
+            position: w.vec(
+                "embeddings.position_embeddings.weight",
+                cfg.max_position_embeddings * h,
+            )?,
+            token_type,
+            embed_norm: w.norm("embeddings.LayerNorm", h)?,
+            layers,
+            cfg,
+        })
+    }
+
+    /// Most tokens one sequence may have.
+    pub fn max_positions(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    /// Mean-pooled, L2-normalised embeddings of each token sequence.
+    pub fn embed(&self, seqs: &[Vec<u32>], scratch: &mut Scratch) -> Result<Vec<Vec<f32>>, String> {
+        let hidden = self.forward(seqs, scratch)?;
+        let h = self.cfg.hidden_size;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut start = 0;
+        for seq in seqs {
+            let rows = &hidden[start * h..(start + seq.len()) * h];
+            start += seq.len();
+            let mut v = vec![0.0f32; h];
+            for row in rows.chunks_exact(h) {
+                for (acc, x) in v.iter_mut().zip(row) {
+                    *acc += x;
+                }
+            }
+            let count = seq.len().max(1) as f32;
+            v.iter_mut().for_each(|x| *x /= count);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// The last hidden state of every token, sequences packed end to end (`Σlen × hidden`).
+    pub fn forward<'s>(
+        &self,
+        seqs: &[Vec<u32>],
+        scratch: &'s mut Scratch,
+    ) -> Result<&'s [f32], String> {
+        let h = self.cfg.hidden_size;
+        let total: usize = seqs.iter().map(Vec::len).sum();
+        for seq in seqs {
+            if seq.is_empty() || seq.len() > self.cfg.max_position_embeddings {
+                return Err(format!(
+                    "sequence of {} tokens (1 to {} allowed)",
+                    seq.len(),
+                    self.cfg.max_position_embeddings
+                ));
+            }
+            if let Some(id) = seq.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+                return Err(format!("token id {id} is outside the vocabulary"));
+            }
+        }
+        let spans: Vec<(usize, usize)> = seqs
+            .iter()
+            .scan(0, |start, s| {
+                let span = (*start, s.len());
+                *start += s.len();
+                Some(span)
+            })
+            .collect();
+
+        // Embeddings: word + position + token type 0, then layer norm.
+        let Scratch { x, qkv, ctx, inner } = scratch;
+        let x = sized(x, total * h);
+        let qkv = sized(qkv, total * 3 * h);
+        let ctx = sized(ctx, total * h);
+        let inner = sized(inner, total * self.cfg.intermediate_size);
+        let mut row = 0;
+        for seq in seqs {
+            for (pos, &id) in seq.iter().enumerate() {
+                let dst = &mut x[row * h..(row + 1) * h];
+                let word = &self.word[id as usize * h..(id as usize + 1) * h];
+                let position = &self.position[pos * h..(pos + 1) * h];
+                for (((d, w), p), t) in dst.iter_mut().zip(word).zip(position).zip(&self.token_type)
+                {
+                    *d = w + p + t;
+                }
+                row += 1;
+            }
+        }
+        par_rows(x, h, |r| layer_norm(r, &self.embed_norm, self.eps));
+
+        for layer in &self.layers {
+            dense(qkv, x, &layer.qkv, total, false)?;
+            par_rows(qkv, 3 * h, |r| add(r, &layer.qkv.b));
+            self.attention(qkv, &spans, ctx)?;
+            // x = norm(x + ctx·W + b)
+            dense(x, ctx, &layer.attn_out, total, true)?;
+            par_rows(x, h, |r| {
+                add(r, &layer.attn_out.b);
+                layer_norm(r, &layer.attn_norm, self.eps);
+            });
+            dense(inner, x, &layer.up, total, false)?;
+            par_rows(inner, layer.up.n_out, |r| {
+                for (v, b) in r.iter_mut().zip(&layer.up.b) {
+                    *v = gelu(*v + b);
+                }
+            });
+            dense(x, inner, &layer.down, total, true)?;
+            par_rows(x, h, |r| {
+                add(r, &layer.down.b);
+                layer_norm(r, &layer.out_norm, self.eps);
+            });
+        }
+        Ok(x)
+    }
+
+    /// Scaled dot-product attention of every head of every sequence, into `ctx`.
+    fn attention(
+        &self,
+        qkv: &[f32],
+        spans: &[(usize, usize)],
+        ctx: &mut [f32],
+    ) -> Result<(), String> {
+        let h = self.cfg.hidden_size;
+        let heads = self.cfg.num_attention_heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let stride = 3 * h;
+        let jobs: Vec<(usize, usize)> = (0..spans.len())
+            .flat_map(|s| (0..heads).map(move |head| (s, head)))
+            .collect();
+        let parts: Vec<Result<Vec<f32>, String>> = jobs
+            .par_iter()
+            .map(|&(s, head)| {
+                let (start, len) = spans[s];
+                let rows = &qkv[start * stride..(start + len) * stride];
+                let q = View::rows(&rows[head * d..], stride);
+                let k = View::rows(&rows[h + head * d..], stride);
+                let v = View::rows(&rows[2 * h + head * d..], stride);
+                let mut scores = vec![0.0f32; len * len];
+                matmul(
+                    &mut scores,
+                    len,
+                    q,
+                    k.t(),
+                    (len, len, d),
+                    scale,
+                    false,
+                    false,
+                )?;
+                scores.chunks_exact_mut(len).for_each(softmax);
+                let mut out = vec![0.0f32; len * d];
+                matmul(
+                    &mut out,
+                    d,
+                    View::rows(&scores, len),
+                    v,
+                    (len, d, len),
+                    1.0,
+                    false,
+                    false,
+                )?;
+                Ok(out)
+            })
+            .collect();
+        for (&(s, head), part) in jobs.iter().zip(parts) {
+            let part = part?;
+            let (start, len) = spans[s];
+            for (r, src) in part.chunks_exact(d).enumerate().take(len) {
+                let at = (start + r) * h + head * d;
+                ctx[at..at + d].copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `dst[rows × out] = (dst if accumulate) + src[rows × in] · W`.
+fn dense(
+    dst: &mut [f32],
+    src: &[f32],
+    layer: &Dense,
+    rows: usize,
+    accumulate: bool,
+) -> Result<(), String> {
+    matmul(
+        dst,
+        layer.n_out,
+        View::rows(src, layer.n_in),
+        View::rows(&layer.w, layer.n_out),
+        (rows, layer.n_out, layer.n_in),
+        1.0,
+        accumulate,
+        true,
+    )
+}
+
+/// Runs `f` on each row of a row-major matrix, rows spread over rayon's threads.
+fn par_rows(data: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync) {
+    let rows = data.len() / width.max(1);
+    let per_task = (rows / (rayon::current_num_threads() * 4)).max(8);
+    data.par_chunks_mut(width * per_task)
+        .for_each(|block| block.chunks_exact_mut(width).for_each(&f));
+}
+
+fn add(row: &mut [f32], bias: &[f32]) {
+    for (v, b) in row.iter_mut().zip(bias) {
+        *v += b;
+    }
+}
+
+/// Lanes of the hand-split reductions: wide enough for AVX-512, so the compiler can
+/// keep one accumulator per lane instead of summing in order.
+const LANES: usize = 16;
+
+/// Folds `map(x)` over a row with `combine` (associative), one accumulator per lane.
+fn reduce(
+    row: &[f32],
+    init: f32,
+    map: impl Fn(f32) -> f32,
+    combine: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let mut acc = [init; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a = combine(*a, map(*x));
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(init, |a, x| combine(a, map(*x)));
+    acc.iter().fold(tail, |a, x| combine(a, *x))
+}
+
+fn sum(row: &[f32]) -> f32 {
+    reduce(row, 0.0, |x| x, |a, b| a + b)
+}
+
+fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
+    let n = row.len() as f32;
+    let mean = sum(row) / n;
+    let var = reduce(row, 0.0, |x| (x - mean) * (x - mean), |a, b| a + b) / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
+        *v = (*v - mean) * inv * g + b;
+    }
+}
+
+fn softmax(row: &mut [f32]) {
+    let max = reduce(row, f32::NEG_INFINITY, |x| x, f32::max);
+    row.iter_mut().for_each(|v| *v = exp(*v - max));
+    let inv = 1.0 / sum(row);
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// e^x to about 2e-7 relative error, branch-free so that loops over it vectorise.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E;
+    let n = (t + 0.5).floor();
+    let f = (t - n) * std::f32::consts::LN_2;
+    let p = 1.0
+        + f * (1.0
+            + f * (1.0 / 2.0
+                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
+    // 2^n: with n + 127 + 2^23 as a float, n + 127 sits in the low mantissa bits;
+    // shifted up they are the exponent field. (Unlike `as i32`, this vectorises.)
+    p * f32::from_bits((n + 8_388_735.0).to_bits() << 23)
+}
+
+/// erf(x) to 1.5e-7 absolute error (Abramowitz and Stegun 7.1.26).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
+    (1.0 - poly * exp(-a * a)).copysign(x)
+}
+
+/// GELU as BERT defines it: x · Φ(x), with the exact normal CDF.
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_match_the_standard_library() {
+        for i in -2000..=2000 {
+            let x = i as f32 / 25.0;
+            let want = x.exp();
+            let got = exp(x);
+            // Range reduction in f32 loses a little more for large |x|.
+            let tolerance = if x.abs() <= 10.0 { 1e-6 } else { 1e-5 };
+            assert!(
+                (got - want).abs() <= want * tolerance,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        // erf values from tables, to 7 places.
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (2.0, 0.995_322_3),
+            (-1.5, -0.966_105_1),
+        ] {
+            assert!(
+                (erf(x) - want).abs() < 3e-7,
+                "erf({x}) = {}, want {want}",
+                erf(x)
+            );
+        }
+        assert!(exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut row = vec![1.0, 3.0, -2.0, 0.5];
+        softmax(&mut row);
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(row[1] > row[0] && row[0] > row[3] && row[3] > row[2]);
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        // 37 values: two full lanes of 16 and a tail.
+        let norm = Norm {
+            gamma: vec![1.0; 37],
+            beta: vec![0.0; 37],
+        };
+        let mut row: Vec<f32> = (0..37).map(|i| (i * i) as f32 / 10.0).collect();
+        layer_norm(&mut row, &norm, 1e-12);
+        assert!(row.iter().sum::<f32>().abs() < 1e-4);
+        let var = row.iter().map(|v| v * v).sum::<f32>() / 37.0;
+        assert!((var - 1.0).abs() < 1e-4, "variance {var}");
+    }
+}
