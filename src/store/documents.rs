@@ -354,22 +354,48 @@ pub fn keyword_search(
     limit: usize,
     documents: Option<&[String]>,
 ) -> Result<Vec<(u64, f64)>, StoreError> {
-    let Some(expr) = fts_query(query) else {
+    let Some(words) = fts_query(query) else {
         return Ok(Vec::new());
     };
+    let expr = format!(
+        "tenant : \"{}\" AND text : ({words})",
+        tenant.as_str().replace('-', "")
+    );
     let doc_filter = documents.map(|d| serde_json::to_string(d).unwrap_or_else(|_| "[]".into()));
-    let mut stmt = conn.prepare_cached(
-        "SELECT c.id, bm25(chunks_fts) AS rank
-         FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id
-         WHERE chunks_fts MATCH ?1 AND c.tenant_id = ?2 AND d.status = 'ready'
-           AND (?3 IS NULL OR c.document_id IN (SELECT value FROM json_each(?3)))
-         ORDER BY rank LIMIT ?4",
+    // FTS5 ranks the tenant's matches itself and hands back the best `fetch`; those
+    // outside the filter (documents not ready, other documents) are dropped here, and
+    // the window widens until enough are left or the matches run out.
+    let mut ranked = conn.prepare_cached(
+        "SELECT rowid, rank FROM chunk_search WHERE chunk_search MATCH ?1 ORDER BY rank LIMIT ?2 OFFSET ?3",
     )?;
-    let rows = stmt.query_map(
-        params![expr, tenant.as_str(), doc_filter, limit as i64],
-        |r| Ok((r.get::<_, i64>(0)?.unsigned_abs(), -r.get::<_, f64>(1)?)),
+    let mut keep = conn.prepare_cached(
+        "SELECT 1 FROM chunks c JOIN documents d ON d.id = c.document_id
+         WHERE c.id = ?1 AND c.tenant_id = ?2 AND d.status = 'ready'
+           AND (?3 IS NULL OR c.document_id IN (SELECT value FROM json_each(?3)))",
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut out = Vec::with_capacity(limit);
+    let mut offset = 0usize;
+    let mut fetch = (limit * 2).max(32);
+    loop {
+        let page: Vec<(i64, f64)> = ranked
+            .query_map(params![expr, fetch as i64, offset as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for &(id, rank) in &page {
+            if keep.exists(params![id, tenant.as_str(), doc_filter])? {
+                out.push((id.unsigned_abs(), -rank));
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
+        }
+        if page.len() < fetch {
+            return Ok(out);
+        }
+        offset += fetch;
+        fetch *= 4;
+    }
 }
 
 /// Words too common to say anything about relevance (English).

@@ -75,6 +75,29 @@ const MIGRATIONS: &[&str] = &[
         INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
     END;
     "#,
+    // 3: keyword search scoped to a tenant inside the full-text index. Each row carries its
+    // tenant as one token, so a query matches `tenant AND words` within FTS5 and ranks
+    // there (ORDER BY rank LIMIT), instead of joining every match out to `chunks`.
+    r#"
+    DROP TRIGGER chunks_fts_insert;
+    DROP TRIGGER chunks_fts_delete;
+    DROP TABLE chunks_fts;
+    CREATE VIRTUAL TABLE chunk_search USING fts5(
+        tenant, text, content='', contentless_delete=1,
+        tokenize='unicode61 remove_diacritics 2'
+    );
+    -- Rank by the text column only.
+    INSERT INTO chunk_search(chunk_search, rank) VALUES ('rank', 'bm25(0.0, 1.0)');
+    INSERT INTO chunk_search(rowid, tenant, text)
+        SELECT id, replace(tenant_id, '-', ''), text FROM chunks;
+    CREATE TRIGGER chunk_search_insert AFTER INSERT ON chunks BEGIN
+        INSERT INTO chunk_search(rowid, tenant, text)
+            VALUES (new.id, replace(new.tenant_id, '-', ''), new.text);
+    END;
+    CREATE TRIGGER chunk_search_delete AFTER DELETE ON chunks BEGIN
+        DELETE FROM chunk_search WHERE rowid = old.id;
+    END;
+    "#,
 ];
 
 /// The newest schema version this binary knows.

@@ -1,12 +1,15 @@
 //! Vectors: sled holds every tenant's vectors (the source of truth, one tree per
 //! tenant); in memory each tenant has a flat copy for exact search and, past
 //! `index.exact_threshold` vectors, an HNSW graph built from it. Deleted vectors are
-//! tombstones filtered at search until the graph is rebuilt. The graph is dumped under
-//! `<data_dir>/tenants/<id>/hnsw/` and reloaded at start when it matches sled.
+//! tombstones filtered at search until the graph is rebuilt. Graphs are built on their
+//! own thread from a copy of the live vectors, never under the tenant's lock: searches
+//! and writes go on meanwhile (against the old graph, or by exact scan), and what changed
+//! during the build is merged in when the new graph is swapped in. The graph is dumped
+//! under `<data_dir>/tenants/<id>/hnsw/` and reloaded at start when it matches sled.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use hnsw_rs::prelude::{AnnT, DistCosine, Hnsw, HnswIo};
 
@@ -37,6 +40,9 @@ pub enum VectorError {
     /// The store on disk failed.
     #[error("vector store: {0}")]
     Storage(String),
+    /// Another process holds the store (sled allows one).
+    #[error("vector store in use by another process: {0}")]
+    InUse(String),
     /// A vector of the wrong width.
     #[error("vector has {got} dimensions, expected {want}")]
     Dimension {
@@ -85,6 +91,8 @@ pub trait VectorStore: Send + Sync + 'static {
     fn check(&self) -> Result<String, VectorError>;
     /// Tenants that have vectors.
     fn tenants(&self) -> Vec<TenantId>;
+    /// Blocks until background index builds are done (tests, benchmarks, `reindex`).
+    fn settle(&self) {}
 }
 
 /// The embedded store: sled + per-tenant exact/HNSW index.
@@ -94,7 +102,33 @@ pub struct LocalVectorStore {
     config: IndexConfig,
     data_dir: PathBuf,
     tenants: Mutex<HashMap<String, Arc<RwLock<TenantIndex>>>>,
+    builds: Arc<Builds>,
 }
+
+/// Graph builds running in the background.
+#[derive(Default)]
+struct Builds {
+    running: Mutex<usize>,
+    done: Condvar,
+}
+
+impl Builds {
+    fn start(&self) {
+        if let Ok(mut n) = self.running.lock() {
+            *n += 1;
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut n) = self.running.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.done.notify_all();
+    }
+}
+
+/// How long `persist` waits for running graph builds.
+const PERSIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Graph = Hnsw<'static, f32, DistCosine>;
 
@@ -108,6 +142,8 @@ struct TenantIndex {
     graph: Option<Graph>,
     /// Vectors inserted into the graph since it was built or loaded.
     dirty: bool,
+    /// A new graph is being built in the background.
+    building: bool,
 }
 
 /// sled key: document id, then chunk id; value: little-endian f32s.
@@ -174,13 +210,20 @@ impl LocalVectorStore {
         let db = sled::Config::new()
             .path(data_dir.join("vectors"))
             .cache_capacity(64 << 20)
-            .open()?;
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    VectorError::InUse(io.to_string())
+                }
+                other => other.into(),
+            })?;
         Ok(Self {
             db,
             dim,
             config,
             data_dir: data_dir.to_path_buf(),
             tenants: Mutex::new(HashMap::new()),
+            builds: Arc::default(),
         })
     }
 
@@ -201,7 +244,75 @@ impl LocalVectorStore {
         }
         let ix = Arc::new(RwLock::new(self.load(tenant)?));
         tenants.insert(tenant.as_str().to_owned(), ix.clone());
+        {
+            let mut guard = write_lock(&ix)?;
+            if guard.graph.is_none() && guard.live() >= self.config.exact_threshold {
+                self.schedule_build(&ix, &mut guard);
+            }
+        }
         Ok(ix)
+    }
+
+    /// Waits until no graph build runs, or `limit` has passed; true when none runs.
+    fn settle_builds(&self, limit: Option<std::time::Duration>) -> bool {
+        let deadline = limit.map(|l| std::time::Instant::now() + l);
+        let Ok(mut running) = self.builds.running.lock() else {
+            return false;
+        };
+        while *running > 0 {
+            let wait = match deadline {
+                None => self.builds.done.wait(running).ok(),
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.builds
+                        .done
+                        .wait_timeout(running, left)
+                        .ok()
+                        .map(|(r, _)| r)
+                }
+            };
+            match wait {
+                Some(r) => running = r,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Starts building a new graph from a copy of the tenant's live vectors on a
+    /// thread of its own; the result replaces the graph when it is done.
+    fn schedule_build(&self, handle: &Arc<RwLock<TenantIndex>>, ix: &mut TenantIndex) {
+        if ix.building {
+            return;
+        }
+        ix.building = true;
+        let copy = ix.live_copy(self.dim);
+        let handle = handle.clone();
+        let builds = self.builds.clone();
+        let (dim, config) = (self.dim, self.config.clone());
+        builds.start();
+        let job = move || {
+            let mut fresh = copy;
+            if fresh.live() >= config.exact_threshold {
+                fresh.graph = Some(build_graph(dim, &config, &fresh));
+            }
+            match handle.write() {
+                Ok(mut ix) => ix.adopt(fresh, dim),
+                Err(_) => tracing::error!("index lock poisoned; new HNSW graph dropped"),
+            }
+            builds.finish();
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("ragbox-hnsw".into())
+            .spawn(job)
+        {
+            tracing::error!(error = %e, "cannot start an HNSW build thread");
+            ix.building = false;
+            self.builds.finish();
+        }
     }
 
     /// Reads a tenant's vectors from sled and its graph from the snapshot when it
@@ -222,40 +333,11 @@ impl LocalVectorStore {
             ix.push(id, doc, &v);
         }
         if ix.ids.len() >= self.config.exact_threshold {
-            match self.load_snapshot(tenant, &ix) {
-                Some(graph) => ix.graph = Some(graph),
-                None => {
-                    ix.graph = Some(self.build_graph(&ix));
-                    ix.dirty = true;
-                }
-            }
+            // Without a matching snapshot, index() starts a build; exact scans answer
+            // until it is done.
+            ix.graph = self.load_snapshot(tenant, &ix);
         }
         Ok(ix)
-    }
-
-    fn build_graph(&self, ix: &TenantIndex) -> Graph {
-        let n = ix.ids.len();
-        let graph = Hnsw::new(
-            self.config.hnsw_m,
-            n.max(1024),
-            16,
-            self.config.hnsw_ef_construction,
-            DistCosine {},
-        );
-        let items: Vec<(&[f32], usize)> = ix
-            .ids
-            .iter()
-            .enumerate()
-            .filter(|(_, id)| !ix.deleted.contains(id))
-            .map(|(slot, &id)| {
-                (
-                    &ix.data[slot * self.dim..(slot + 1) * self.dim],
-                    id as usize,
-                )
-            })
-            .collect();
-        graph.parallel_insert_slice(&items);
-        graph
     }
 
     fn load_snapshot(&self, tenant: &TenantId, ix: &TenantIndex) -> Option<Graph> {
@@ -309,25 +391,39 @@ impl LocalVectorStore {
         Ok(())
     }
 
-    fn after_change(&self, ix: &mut TenantIndex) {
-        let live = ix.live();
+    /// Schedules a graph (re)build when the tenant crossed the exact-search threshold
+    /// or too many of its graph's vectors are tombstones.
+    fn after_change(&self, handle: &Arc<RwLock<TenantIndex>>, ix: &mut TenantIndex) {
+        let too_many_deleted =
+            (ix.deleted.len() as f64) > self.config.rebuild_deleted_fraction * ix.ids.len() as f64;
         match &ix.graph {
-            None if live >= self.config.exact_threshold => {
-                ix.compact(self.dim);
-                ix.graph = Some(self.build_graph(ix));
-                ix.dirty = true;
-            }
-            Some(_)
-                if (ix.deleted.len() as f64)
-                    > self.config.rebuild_deleted_fraction * ix.ids.len() as f64 =>
-            {
-                ix.compact(self.dim);
-                ix.graph = (live >= self.config.exact_threshold).then(|| self.build_graph(ix));
-                ix.dirty = true;
-            }
+            None if ix.live() >= self.config.exact_threshold => self.schedule_build(handle, ix),
+            // Exact search only: dropping tombstones is a copy, done in place.
+            None if too_many_deleted && !ix.building => ix.compact(self.dim),
+            Some(_) if too_many_deleted => self.schedule_build(handle, ix),
             _ => {}
         }
     }
+}
+
+fn build_graph(dim: usize, config: &IndexConfig, ix: &TenantIndex) -> Graph {
+    let n = ix.ids.len();
+    let graph = Hnsw::new(
+        config.hnsw_m,
+        n.max(1024),
+        16,
+        config.hnsw_ef_construction,
+        DistCosine {},
+    );
+    let items: Vec<(&[f32], usize)> = ix
+        .ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| !ix.deleted.contains(id))
+        .map(|(slot, &id)| (&ix.data[slot * dim..(slot + 1) * dim], id as usize))
+        .collect();
+    graph.parallel_insert_slice(&items);
+    graph
 }
 
 fn write_lock(
@@ -347,7 +443,69 @@ impl TenantIndex {
             deleted: HashSet::new(),
             graph: None,
             dirty: false,
+            building: false,
         }
+    }
+
+    /// The live vectors, without graph or tombstones.
+    fn live_copy(&self, dim: usize) -> TenantIndex {
+        let mut fresh = TenantIndex::empty();
+        for (slot, &id) in self.ids.iter().enumerate() {
+            if !self.deleted.contains(&id) {
+                let v = &self.data[slot * dim..(slot + 1) * dim];
+                fresh.push_vector(id, self.docs[slot].clone(), v);
+            }
+        }
+        fresh
+    }
+
+    fn push_vector(&mut self, id: u64, doc: Arc<str>, v: &[f32]) {
+        self.slot.insert(id, self.ids.len());
+        self.ids.push(id);
+        self.docs.push(doc);
+        self.data.extend_from_slice(v);
+    }
+
+    /// Takes over an index built from an earlier copy of this one, bringing it up to
+    /// date with what changed since the copy: new vectors are added (and inserted into
+    /// its graph), removed ones become tombstones.
+    fn adopt(&mut self, mut fresh: TenantIndex, dim: usize) {
+        let mut added = Vec::new();
+        for (slot, &id) in self.ids.iter().enumerate() {
+            let v = &self.data[slot * dim..(slot + 1) * dim];
+            if self.deleted.contains(&id) {
+                continue;
+            }
+            match fresh.slot.get(&id) {
+                Some(&at) => fresh.data[at * dim..(at + 1) * dim].copy_from_slice(v),
+                None => {
+                    fresh.push_vector(id, self.docs[slot].clone(), v);
+                    added.push(id);
+                }
+            }
+        }
+        let gone: Vec<u64> = fresh
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| self.deleted.contains(id) || !self.slot.contains_key(id))
+            .collect();
+        fresh.tombstone(&gone);
+        if let Some(graph) = &fresh.graph {
+            let batch: Vec<(&[f32], usize)> = added
+                .iter()
+                .filter_map(|id| fresh.slot.get(id))
+                .map(|&at| {
+                    (
+                        &fresh.data[at * dim..(at + 1) * dim],
+                        fresh.ids[at] as usize,
+                    )
+                })
+                .collect();
+            graph.parallel_insert_slice(&batch);
+        }
+        fresh.dirty = fresh.graph.is_some();
+        *self = fresh;
     }
 
     fn push(&mut self, id: u64, doc: Arc<str>, bytes: &[u8]) {
@@ -451,8 +609,8 @@ impl VectorStore for LocalVectorStore {
             self.check_dim(&item.vector)?;
         }
         let tree = self.db.open_tree(tree_name(tenant))?;
-        let ix = self.index(tenant)?;
-        let mut ix = write_lock(&ix)?;
+        let handle = self.index(tenant)?;
+        let mut ix = write_lock(&handle)?;
         let mut batch = sled::Batch::default();
         let old = stage_removal(&tree, document, &mut batch)?;
         for item in &items {
@@ -479,20 +637,20 @@ impl VectorStore for LocalVectorStore {
             graph.parallel_insert_slice(&batch);
             ix.dirty = true;
         }
-        self.after_change(&mut ix);
+        self.after_change(&handle, &mut ix);
         Ok(())
     }
 
     fn delete_document(&self, tenant: &TenantId, document: &str) -> Result<(), VectorError> {
         let tree = self.db.open_tree(tree_name(tenant))?;
-        let ix = self.index(tenant)?;
-        let mut ix = write_lock(&ix)?;
+        let handle = self.index(tenant)?;
+        let mut ix = write_lock(&handle)?;
         let mut batch = sled::Batch::default();
         let old = stage_removal(&tree, document, &mut batch)?;
         tree.apply_batch(batch)?;
         tree.flush()?;
         ix.tombstone(&old);
-        self.after_change(&mut ix);
+        self.after_change(&handle, &mut ix);
         Ok(())
     }
 
@@ -545,15 +703,33 @@ impl VectorStore for LocalVectorStore {
     }
 
     fn rebuild(&self, tenant: &TenantId) -> Result<usize, VectorError> {
-        let fresh = {
-            let mut ix = self.load_without_snapshot(tenant)?;
-            ix.dirty = true;
-            ix
-        };
-        let count = fresh.live();
-        let ix = self.index(tenant)?;
-        *write_lock(&ix)? = fresh;
-        Ok(count)
+        let _ = std::fs::remove_dir_all(self.snapshot_dir(tenant));
+        let loaded = self
+            .tenants
+            .lock()
+            .map_err(|_| VectorError::Storage("index lock poisoned".into()))?
+            .contains_key(tenant.as_str());
+        if !loaded {
+            // Loading it finds no snapshot and builds the graph from sled.
+            let handle = self.index(tenant)?;
+            self.settle_builds(None);
+            let ix = handle
+                .read()
+                .map_err(|_| VectorError::Storage("index lock poisoned".into()))?;
+            return Ok(ix.live());
+        }
+        // From sled, off the lock; then merged with anything written meanwhile.
+        let mut fresh = self.load(tenant)?;
+        if fresh.live() >= self.config.exact_threshold {
+            fresh.graph = Some(build_graph(self.dim, &self.config, &fresh));
+        }
+        let handle = self.index(tenant)?;
+        let mut ix = write_lock(&handle)?;
+        let building = ix.building;
+        ix.adopt(fresh, self.dim);
+        ix.dirty = true;
+        ix.building = building;
+        Ok(ix.live())
     }
 
     fn count(&self, tenant: &TenantId) -> Result<usize, VectorError> {
@@ -565,6 +741,11 @@ impl VectorStore for LocalVectorStore {
     }
 
     fn persist(&self) -> Result<(), VectorError> {
+        // A graph still being built is worth a short wait: without it the next start
+        // builds again. Past the wait, the build is dropped and redone at the next start.
+        if !self.settle_builds(Some(PERSIST_WAIT)) {
+            tracing::warn!("an HNSW build is still running; it is redone at the next start");
+        }
         let tenants: Vec<(String, Arc<RwLock<TenantIndex>>)> = self
             .tenants
             .lock()
@@ -591,6 +772,10 @@ impl VectorStore for LocalVectorStore {
         Ok(format!("{} tenants with vectors", self.tenants().len()))
     }
 
+    fn settle(&self) {
+        self.settle_builds(None);
+    }
+
     fn tenants(&self) -> Vec<TenantId> {
         self.db
             .tree_names()
@@ -603,12 +788,5 @@ impl VectorStore for LocalVectorStore {
             })
             .filter_map(|id| TenantId::parse(&id).ok())
             .collect()
-    }
-}
-
-impl LocalVectorStore {
-    fn load_without_snapshot(&self, tenant: &TenantId) -> Result<TenantIndex, VectorError> {
-        let _ = std::fs::remove_dir_all(self.snapshot_dir(tenant));
-        self.load(tenant)
     }
 }

@@ -75,6 +75,9 @@ fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
             .replace_document(&tenant, &format!("doc-{doc}"), items)
             .unwrap();
     }
+    // The first graph was started at 1,000 vectors, on its own thread, while the rest
+    // kept coming: they must all have been merged into it.
+    store.settle();
     assert_eq!(store.count(&tenant).unwrap(), 20_000);
     let queries = dataset(200, 99);
     let mut found = 0;
@@ -98,14 +101,20 @@ fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
             .unwrap();
     }
     assert_eq!(store.count(&tenant).unwrap(), 15_000);
-    for q in queries.iter().take(50) {
-        let hits = store.search(&tenant, q, 10, None).unwrap();
-        assert_eq!(hits.len(), 10);
-        assert!(
-            hits.iter().all(|h| h.id > 5_000),
-            "a deleted vector was returned"
-        );
-    }
+    let check = |when: &str| {
+        for q in queries.iter().take(50) {
+            let hits = store.search(&tenant, q, 10, None).unwrap();
+            assert_eq!(hits.len(), 10, "{when}");
+            assert!(
+                hits.iter().all(|h| h.id > 5_000),
+                "a deleted vector was returned {when}"
+            );
+        }
+    };
+    check("while the graph is rebuilt");
+    store.settle();
+    check("after the rebuild");
+    assert_eq!(store.count(&tenant).unwrap(), 15_000);
 }
 
 #[test]
@@ -226,6 +235,8 @@ fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
     // Make the snapshot stale behind the store's back: it is rebuilt, not trusted.
     std::fs::write(snapshot.join("meta.json"), r#"{"fingerprint": "0:0"}"#).unwrap();
     let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+    assert_eq!(store.count(&tenant).unwrap(), 3_000);
+    store.settle();
     let recall_hits: usize = queries
         .iter()
         .map(|q| {
@@ -240,4 +251,8 @@ fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
         })
         .sum();
     assert!(recall_hits as f64 / 200.0 >= 0.95);
+    // The rebuilt graph replaces the stale snapshot.
+    store.persist().unwrap();
+    let meta = std::fs::read_to_string(snapshot.join("meta.json")).unwrap();
+    assert!(meta.contains("\"3000:"), "fresh snapshot written: {meta}");
 }
