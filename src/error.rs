@@ -82,6 +82,9 @@ impl ErrorCode {
     }
 }
 
+/// `Retry-After` on 503 and 429 answers, in seconds.
+pub const RETRY_AFTER_SECS: &str = "1";
+
 /// An error answered to a client.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -144,6 +147,10 @@ impl ApiError {
                 _ => "Bearer realm=\"ragbox\", error=\"invalid_token\"",
             };
             builder = builder.header(header::WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self.code, ErrorCode::Unavailable | ErrorCode::RateLimited) {
+            // Queues drain in well under a second; clients that honour it come back soon.
+            builder = builder.header(header::RETRY_AFTER, RETRY_AFTER_SECS);
         }
         builder.body(body)
     }

@@ -90,28 +90,48 @@ pub async fn load_embedder(config: &Config) -> anyhow::Result<Embedder> {
 
 /// Opens the knowledge components: vectors, job queue, and the model unless given.
 pub async fn open_knowledge(core: Core, embedder: Option<Embedder>) -> anyhow::Result<Knowledge> {
+    let Some(vectors) = open_vectors(&core.config).await? else {
+        anyhow::bail!(
+            "the vector store in {} is held by another ragbox process (a running `ragbox serve`?)",
+            core.config.storage.data_dir.display()
+        );
+    };
+    assemble_knowledge(core, embedder, vectors).await
+}
+
+/// Opens the data dir's vector store; `None` when another process holds it (one
+/// process at a time may: the running server, usually).
+pub async fn open_vectors(config: &Config) -> anyhow::Result<Option<LocalVectorStore>> {
+    let data_dir = config.storage.data_dir.clone();
+    let index = config.index.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        LocalVectorStore::open(&data_dir, crate::ml::embedder::DIM, index)
+    })
+    .await?;
+    match opened {
+        Ok(v) => Ok(Some(v)),
+        Err(crate::store::vectors::VectorError::InUse(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The job queue in `<data_dir>/jobs.sqlite` (several processes may share it).
+pub async fn open_queue(config: &Config) -> anyhow::Result<JobQueue> {
+    Ok(JobQueue::open(&config.storage.data_dir.join("jobs.sqlite"), &config.jobs).await?)
+}
+
+/// Puts the knowledge components together around an opened vector store.
+pub async fn assemble_knowledge(
+    core: Core,
+    embedder: Option<Embedder>,
+    vectors: LocalVectorStore,
+) -> anyhow::Result<Knowledge> {
     let embedder = match embedder {
         Some(e) => e,
         None => load_embedder(&core.config).await?,
     };
-    let data_dir = core.config.storage.data_dir.clone();
-    let index = core.config.index.clone();
-    let vectors = tokio::task::spawn_blocking(move || {
-        LocalVectorStore::open(&data_dir, crate::ml::embedder::DIM, index)
-    })
-    .await?
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "{e} (is another ragbox process using {}?)",
-            core.config.storage.data_dir.display()
-        )
-    })?;
     let vectors: Arc<dyn VectorStore> = Arc::new(vectors);
-    let queue = JobQueue::open(
-        &core.config.storage.data_dir.join("jobs.sqlite"),
-        &core.config.jobs,
-    )
-    .await?;
+    let queue = open_queue(&core.config).await?;
     let knowledge = Knowledge {
         core,
         embedder,

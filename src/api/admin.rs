@@ -1,4 +1,4 @@
-//! The operator plane: tenants and their API keys.
+//! The operator plane: tenants, their API keys, and index maintenance.
 
 use std::collections::BTreeMap;
 
@@ -140,6 +140,15 @@ pub struct KeyList {
     pub items: Vec<KeyOut>,
 }
 
+/// A rebuilt index.
+#[derive(Debug, Object)]
+pub struct Reindexed {
+    /// Live vectors in the rebuilt index.
+    pub vectors: u64,
+    /// Time the rebuild took.
+    pub seconds: f64,
+}
+
 #[derive(ApiResponse)]
 enum CreatedTenant {
     /// Created.
@@ -264,6 +273,31 @@ impl AdminApi {
             .await
             .map(|t| self.state.forget_tenant(&t.id))?;
         Ok(Deleted::NoContent)
+    }
+
+    /// Rebuilds a tenant's vector index from its stored vectors (what `ragbox reindex`
+    /// asks of a running server). Searches go on meanwhile.
+    #[oai(
+        path = "/tenants/:tenant/reindex",
+        method = "post",
+        operation_id = "reindex_tenant"
+    )]
+    async fn reindex_tenant(
+        &self,
+        _auth: AdminAuth,
+        tenant: Path<String>,
+    ) -> Result<Json<Reindexed>, ApiError> {
+        let tenant = tenants::get(&self.state.core, &tenant_ref(&tenant)?).await?;
+        let vectors = self.state.knowledge.vectors.clone();
+        let started = std::time::Instant::now();
+        let count = tokio::task::spawn_blocking(move || vectors.rebuild(&tenant.id))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(Json(Reindexed {
+            vectors: count as u64,
+            seconds: started.elapsed().as_secs_f64(),
+        }))
     }
 
     /// Creates an API key for a tenant; the response holds the secret, once.

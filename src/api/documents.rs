@@ -235,7 +235,7 @@ impl DocumentsApi {
             )
         })?;
         let (doc, created) = documents::create(
-            k,
+            k.intake(),
             &auth.0.tenant.id,
             NewDocument {
                 title: form.title,
@@ -260,7 +260,7 @@ impl DocumentsApi {
         let k = &self.state.knowledge;
         let body = body.0;
         let (doc, created) = documents::create(
-            k,
+            k.intake(),
             &auth.0.tenant.id,
             NewDocument {
                 title: body.title,
@@ -294,7 +294,7 @@ impl DocumentsApi {
         auth.0.require(Scope::Read)?;
         let k = &self.state.knowledge;
         let (items, total) = documents::list(
-            k,
+            k.intake(),
             &auth.0.tenant.id,
             status.0.map(Into::into),
             limit.0,
@@ -313,7 +313,9 @@ impl DocumentsApi {
         auth.0.require(Scope::Read)?;
         let k = &self.state.knowledge;
         Ok(Json(
-            documents::get(k, &auth.0.tenant.id, &id).await?.into(),
+            documents::get(k.intake(), &auth.0.tenant.id, &id)
+                .await?
+                .into(),
         ))
     }
 
@@ -340,7 +342,7 @@ impl DocumentsApi {
     ) -> Result<Reprocessing, ApiError> {
         auth.0.require(Scope::Write)?;
         let k = &self.state.knowledge;
-        let doc = documents::reprocess(k, &auth.0.tenant.id, &id).await?;
+        let doc = documents::reprocess(k.intake(), &auth.0.tenant.id, &id).await?;
         Ok(Reprocessing::Accepted(Json(Accepted {
             id: doc.id,
             status: "processing".into(),

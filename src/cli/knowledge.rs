@@ -1,6 +1,8 @@
-//! `ragbox ingest`, `ragbox search`, `ragbox reindex`. They open the data dir's stores
-//! themselves, so they need the server to be stopped (the vector store is opened by
-//! one process at a time); with the server running, use the HTTP API.
+//! `ragbox ingest`, `ragbox search`, `ragbox reindex`. With no server running they open
+//! the data dir's stores themselves (ingest then runs the jobs in process). When a
+//! `ragbox serve` holds the vector store (one process may), they work through it:
+//! ingest queues the documents in the shared database and job queue and the server
+//! processes them; search and reindex call the server's HTTP API on `server.bind`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::TenantRef;
 use crate::services::documents::{self, NewDocument};
 use crate::services::search::{self, Mode, Query};
-use crate::services::{Core, Knowledge, tenants};
+use crate::services::{Core, Intake, keys, tenants};
 use crate::startup;
 use crate::store::documents::Status;
 
@@ -96,7 +98,7 @@ pub struct IngestSummary {
 
 /// Uploads files as documents of a tenant.
 pub async fn upload_files(
-    k: &Knowledge,
+    k: Intake<'_>,
     tenant: &crate::domain::TenantId,
     files: &[PathBuf],
     show: bool,
@@ -136,7 +138,7 @@ pub async fn upload_files(
 
 /// Waits until every document is ready or failed; returns (ready, failed ids).
 pub async fn wait_for(
-    k: &Knowledge,
+    k: Intake<'_>,
     tenant: &crate::domain::TenantId,
     ids: &[String],
     show: bool,
@@ -183,20 +185,27 @@ pub async fn ingest(core: Core, args: IngestArgs) -> anyhow::Result<ExitCode> {
         !files.is_empty(),
         "no .txt, .md, .html or .pdf files under the given paths"
     );
-    let k = startup::open_knowledge(core, None).await?;
     let started = Instant::now();
-    let summary = upload_files(&k, &tenant.id, &files, true).await?;
-    for (path, why) in &summary.refused {
-        eprintln!("refused {}: {why}", path.display());
-    }
+    let Some(vectors) = startup::open_vectors(&core.config).await? else {
+        // A server holds the store: queue for it and follow the documents' status.
+        eprintln!("a running ragbox server holds the data dir; it processes the documents");
+        let queue = startup::open_queue(&core.config).await?;
+        let k = Intake {
+            core: &core,
+            queue: &queue,
+        };
+        let summary = upload_files(k, &tenant.id, &files, true).await?;
+        let failed = if args.no_wait {
+            None
+        } else {
+            Some(wait_for(k, &tenant.id, &summary.queued, true).await?)
+        };
+        return Ok(report(&summary, failed, started));
+    };
+    let k = startup::assemble_knowledge(core, None, vectors).await?;
+    let summary = upload_files(k.intake(), &tenant.id, &files, true).await?;
     if args.no_wait {
-        println!(
-            "queued {}, duplicates {}, refused {}; a running `ragbox serve` processes them",
-            summary.queued.len(),
-            summary.duplicates,
-            summary.refused.len()
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(report(&summary, None, started));
     }
     let stop = CancellationToken::new();
     let workers = tokio::spawn(
@@ -204,11 +213,36 @@ pub async fn ingest(core: Core, args: IngestArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .run(std::sync::Arc::new(k.clone()), stop.clone()),
     );
-    let (ready, failed) = wait_for(&k, &tenant.id, &summary.queued, true).await?;
+    let outcome = wait_for(k.intake(), &tenant.id, &summary.queued, true).await?;
     stop.cancel();
     let _ = workers.await;
     let vectors = k.vectors.clone();
     tokio::task::spawn_blocking(move || vectors.persist()).await??;
+    Ok(report(&summary, Some(outcome), started))
+}
+
+/// Prints what an ingest did; failure when anything was refused or failed.
+fn report(
+    summary: &IngestSummary,
+    outcome: Option<(usize, Vec<(String, String)>)>,
+    started: Instant,
+) -> ExitCode {
+    for (path, why) in &summary.refused {
+        eprintln!("refused {}: {why}", path.display());
+    }
+    let Some((ready, failed)) = outcome else {
+        println!(
+            "queued {}, duplicates {}, refused {}; a running `ragbox serve` processes them",
+            summary.queued.len(),
+            summary.duplicates,
+            summary.refused.len()
+        );
+        return if summary.refused.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    };
     for (doc, why) in &failed {
         eprintln!("failed {doc}: {why}");
     }
@@ -219,11 +253,21 @@ pub async fn ingest(core: Core, args: IngestArgs) -> anyhow::Result<ExitCode> {
         summary.refused.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(if failed.is_empty() && summary.refused.is_empty() {
+    if failed.is_empty() && summary.refused.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
+}
+
+/// One search result as printed.
+struct Printed {
+    score: f32,
+    title: String,
+    chunk_index: u64,
+    start: u64,
+    end: u64,
+    text: String,
 }
 
 /// `ragbox search`.
@@ -235,19 +279,31 @@ pub async fn search(core: Core, args: SearchArgs) -> anyhow::Result<ExitCode> {
         "keyword" => Mode::Keyword,
         other => anyhow::bail!("unknown mode `{other}`: use hybrid, vector or keyword"),
     };
-    let k = startup::open_knowledge(core, None).await?;
-    let found = search::search(
-        &k,
-        &tenant.id,
-        Query {
-            text: args.query,
-            top_k: args.top_k,
-            mode,
-            document_ids: None,
-            min_score: None,
-        },
-    )
-    .await?;
+    let found = match startup::open_vectors(&core.config).await? {
+        Some(vectors) => {
+            let k = startup::assemble_knowledge(core, None, vectors).await?;
+            let query = Query {
+                text: args.query,
+                top_k: args.top_k,
+                mode,
+                document_ids: None,
+                min_score: None,
+            };
+            search::search(&k, &tenant.id, query)
+                .await?
+                .into_iter()
+                .map(|f| Printed {
+                    score: f.score,
+                    title: f.chunk.title,
+                    chunk_index: u64::from(f.chunk.chunk_index),
+                    start: f.chunk.start,
+                    end: f.chunk.end,
+                    text: f.chunk.text,
+                })
+                .collect()
+        }
+        None => search_through_server(&core, &tenant.id, &args).await?,
+    };
     if found.is_empty() {
         eprintln!("no results");
     }
@@ -256,13 +312,12 @@ pub async fn search(core: Core, args: SearchArgs) -> anyhow::Result<ExitCode> {
             "[{}] {:.4}  {} (chunk {}, chars {}-{})",
             i + 1,
             f.score,
-            f.chunk.title,
-            f.chunk.chunk_index,
-            f.chunk.start,
-            f.chunk.end
+            f.title,
+            f.chunk_index,
+            f.start,
+            f.end
         );
         let preview: String = f
-            .chunk
             .text
             .split_whitespace()
             .collect::<Vec<_>>()
@@ -275,20 +330,99 @@ pub async fn search(core: Core, args: SearchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The running server's base URL, from `server.bind` (a wildcard address means this host).
+pub fn server_url(config: &crate::config::Config) -> String {
+    let bind = config.server.bind;
+    let ip = match bind.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    format!("http://{ip}:{}", bind.port())
+}
+
+/// Searches through the running server with a read-only key that lives for this call.
+async fn search_through_server(
+    core: &Core,
+    tenant: &crate::domain::TenantId,
+    args: &SearchArgs,
+) -> anyhow::Result<Vec<Printed>> {
+    let tenant_ref = TenantRef::Id(tenant.clone());
+    let key = keys::create(
+        core,
+        &tenant_ref,
+        keys::NewKey {
+            name: "ragbox search (CLI, temporary)".into(),
+            scopes: crate::domain::Scopes::from_list(&[crate::domain::Scope::Read]),
+            expires_at: Some(core.clock.now() + chrono::Duration::minutes(5)),
+        },
+    )
+    .await?;
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/v1/search", server_url(&core.config)))
+        .bearer_auth(&key.secret)
+        .json(&serde_json::json!({"query": args.query, "mode": args.mode, "top_k": args.top_k}))
+        .send()
+        .await;
+    let _ = keys::revoke(core, &tenant_ref, &key.key.id).await;
+    let answer = answer.map_err(|e| {
+        anyhow::anyhow!(
+            "the data dir is in use, but no server answers at {}: {e}",
+            server_url(&core.config)
+        )
+    })?;
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await?;
+    anyhow::ensure!(status.is_success(), "the server answered {status}: {body}");
+    let results = body["results"].as_array().cloned().unwrap_or_default();
+    Ok(results
+        .into_iter()
+        .map(|r| Printed {
+            score: r["score"].as_f64().unwrap_or(0.0) as f32,
+            title: r["title"].as_str().unwrap_or_default().to_owned(),
+            chunk_index: r["chunk_index"].as_u64().unwrap_or(0),
+            start: r["start"].as_u64().unwrap_or(0),
+            end: r["end"].as_u64().unwrap_or(0),
+            text: r["text"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect())
+}
+
 /// `ragbox reindex`.
 pub async fn reindex(core: Core, tenant: String) -> anyhow::Result<ExitCode> {
     let tenant = tenants::get(&core, &TenantRef::parse(&tenant)?).await?;
-    let data_dir = core.config.storage.data_dir.clone();
-    let index = core.config.index.clone();
     let started = Instant::now();
-    let count = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        use crate::store::vectors::{LocalVectorStore, VectorStore};
-        let store = LocalVectorStore::open(&data_dir, crate::ml::embedder::DIM, index)?;
-        let n = store.rebuild(&tenant.id)?;
-        store.persist()?;
-        Ok(n)
-    })
-    .await??;
+    let count = match startup::open_vectors(&core.config).await? {
+        Some(store) => {
+            tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+                use crate::store::vectors::VectorStore;
+                let n = store.rebuild(&tenant.id)?;
+                store.persist()?;
+                Ok(n)
+            })
+            .await??
+        }
+        None => {
+            // The server holds the store: ask it, as the operator.
+            let token = startup::admin_token(&core.config)?;
+            let url = format!(
+                "{}/api/v1/admin/tenants/{}/reindex",
+                server_url(&core.config),
+                tenant.id
+            );
+            let answer = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("the data dir is in use, but {url} failed: {e}"))?;
+            let status = answer.status();
+            let body: serde_json::Value = answer.json().await?;
+            anyhow::ensure!(status.is_success(), "the server answered {status}: {body}");
+            body["vectors"].as_u64().unwrap_or(0) as usize
+        }
+    };
     println!(
         "rebuilt the index of {count} vectors in {:.2} s",
         started.elapsed().as_secs_f64()

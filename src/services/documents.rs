@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tracing::instrument;
 
-use super::{Knowledge, ServiceError, blocking, limited_text};
+use super::{Intake, Knowledge, ServiceError, blocking, limited_text};
 use crate::domain::TenantId;
 use crate::jobs::ProcessDocument;
 use crate::store::documents::{self, Document, Status};
@@ -28,9 +28,8 @@ pub struct NewDocument {
 }
 
 /// Where a tenant's original files are kept.
-pub fn file_path(k: &Knowledge, tenant: &TenantId, id: &str) -> PathBuf {
-    k.core
-        .config
+pub fn file_path(core: &super::Core, tenant: &TenantId, id: &str) -> PathBuf {
+    core.config
         .storage
         .tenant_dir(tenant.as_str())
         .join("documents")
@@ -66,7 +65,7 @@ fn default_title(new: &NewDocument) -> String {
 /// is new (`false`: the tenant already had this content, and that document is returned).
 #[instrument(skip_all, fields(tenant = %tenant, bytes = new.bytes.len()))]
 pub async fn create(
-    k: &Knowledge,
+    k: Intake<'_>,
     tenant: &TenantId,
     new: NewDocument,
 ) -> Result<(Document, bool), ServiceError> {
@@ -113,7 +112,7 @@ pub async fn create(
     };
     // The original goes to disk first, under a temporary name, so that a stored row
     // always has its file.
-    let path = file_path(k, tenant, &doc.id);
+    let path = file_path(k.core, tenant, &doc.id);
     let tmp = path.with_extension("part");
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
@@ -142,7 +141,7 @@ pub async fn create(
     Ok((stored, true))
 }
 
-async fn enqueue(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+async fn enqueue(k: Intake<'_>, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
     let job = ProcessDocument {
         tenant_id: tenant.to_string(),
         document_id: id.to_owned(),
@@ -163,7 +162,7 @@ async fn enqueue(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), Servi
 }
 
 /// One document; 404 when absent or another tenant's.
-pub async fn get(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<Document, ServiceError> {
+pub async fn get(k: Intake<'_>, tenant: &TenantId, id: &str) -> Result<Document, ServiceError> {
     let (t, i) = (tenant.clone(), id.to_owned());
     k.core
         .db
@@ -174,7 +173,7 @@ pub async fn get(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<Document,
 
 /// A page of documents, newest first.
 pub async fn list(
-    k: &Knowledge,
+    k: Intake<'_>,
     tenant: &TenantId,
     status: Option<Status>,
     limit: u32,
@@ -202,7 +201,7 @@ pub async fn delete(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), Se
     }
     let (vectors, t, i) = (k.vectors.clone(), tenant.clone(), id.to_owned());
     blocking(move || vectors.delete_document(&t, &i)).await??;
-    match tokio::fs::remove_file(file_path(k, tenant, id)).await {
+    match tokio::fs::remove_file(file_path(&k.core, tenant, id)).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
@@ -213,7 +212,7 @@ pub async fn delete(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), Se
 
 /// Queues a document to be processed again from its stored bytes.
 pub async fn reprocess(
-    k: &Knowledge,
+    k: Intake<'_>,
     tenant: &TenantId,
     id: &str,
 ) -> Result<Document, ServiceError> {

@@ -97,7 +97,7 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
 
 async fn process(k: &Knowledge, tenant: &TenantId, doc: &Document) -> Result<usize, Attempt> {
     let failed = |m: String| Attempt::Failed(m);
-    let path = file_path(k, tenant, &doc.id);
+    let path = file_path(&k.core, tenant, &doc.id);
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| failed(format!("the stored original could not be read: {e}")))?;

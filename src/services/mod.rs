@@ -93,6 +93,27 @@ pub struct Knowledge {
     pub queue: crate::jobs::JobQueue,
 }
 
+impl Knowledge {
+    /// The parts that accept documents and report on them.
+    pub fn intake(&self) -> Intake<'_> {
+        Intake {
+            core: &self.core,
+            queue: &self.queue,
+        }
+    }
+}
+
+/// Accepting documents and reading their state needs the database and the job queue,
+/// not the model or the vectors: the CLI uses this alone to queue work for a running
+/// server, which holds the vector store.
+#[derive(Clone, Copy)]
+pub struct Intake<'a> {
+    /// Configuration, database, clock.
+    pub core: &'a Core,
+    /// The job queue.
+    pub queue: &'a crate::jobs::JobQueue,
+}
+
 impl From<crate::ml::EmbedError> for ServiceError {
     fn from(e: crate::ml::EmbedError) -> Self {
         match e {

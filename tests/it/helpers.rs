@@ -71,6 +71,15 @@ impl TestApp {
         tweak: impl FnOnce(&mut Config),
         gate: Option<BoxFuture<'static, ()>>,
     ) -> Self {
+        Self::start_with_embedder(tweak, gate, shared_embedder()).await
+    }
+
+    /// As `start`, with an embedder of the test's own (other queue settings).
+    pub async fn start_with_embedder(
+        tweak: impl FnOnce(&mut Config),
+        gate: Option<BoxFuture<'static, ()>>,
+        embedder: ragbox::ml::Embedder,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir);
         tweak(&mut config);
@@ -80,7 +89,7 @@ impl TestApp {
             Hooks {
                 clock: Some(Arc::new(clock.clone())),
                 before_ready: gate,
-                embedder: Some(shared_embedder()),
+                embedder: Some(embedder),
             },
         )
         .await

@@ -516,3 +516,43 @@ async fn search_validates_its_input() {
         "no documents, no results"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_embedding_queue_answers_503_with_retry_after() {
+    // One request may wait for the model; the rest are refused at once, not queued.
+    let mut settings = ragbox::config::Config::default().embedding;
+    settings.queue_capacity = 1;
+    settings.batch_size = 1;
+    let models = ragbox::config::ModelsConfig {
+        embedding_dir: crate::helpers::model_dir(),
+    };
+    let embedder = ragbox::ml::Embedder::load(&models, &settings).unwrap();
+    let app = TestApp::start_with_embedder(|_| {}, None, embedder).await;
+    app.wait_ready().await;
+    let t = Tenant::new(&app, "acme").await;
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(20);
+    let requests = (0..48).map(|i| {
+        app.client
+            .post(app.url("/api/v1/search"))
+            .bearer_auth(&t.key)
+            .json(&json!({"query": format!("{i} {long}"), "mode": "vector"}))
+            .send()
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut busy = 0;
+    for r in answers {
+        let r = r.unwrap();
+        match r.status().as_u16() {
+            200 => {}
+            503 => {
+                busy += 1;
+                assert_eq!(r.headers()["retry-after"], "1");
+                assert_eq!(error_code(r, 503).await, "unavailable");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(busy > 0, "48 searches at once never filled a queue of one");
+    // Once the burst is over the model answers again.
+    assert!(t.search("quick brown fox", "vector").await.is_empty());
+}

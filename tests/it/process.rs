@@ -450,3 +450,117 @@ fn bench_search_runs_on_a_small_corpus() {
         assert!(stdout.contains(mode), "{stdout}");
     }
 }
+
+#[tokio::test]
+async fn ingest_search_and_reindex_go_through_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // The CLI finds the server at server.bind, so it needs a real port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).unwrap();
+    assert!(run(&["tenant", "create", "acme"], &config).status.success());
+    let (mut child, base) = serve(&config);
+    wait_ready(&base).await;
+
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("nested")).unwrap();
+    std::fs::write(
+        docs.join("lighthouse.txt"),
+        "The lighthouse keeper on Skerry Island lights the lamp at dusk.",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("nested/bakery.md"),
+        "# Bakery\n\nThe bakery on Mill Street sells rye bread every morning.",
+    )
+    .unwrap();
+    let out = run(
+        &["ingest", docs.to_str().unwrap(), "--tenant", "acme"],
+        &config,
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("running ragbox server"), "{stderr}");
+    assert!(stdout.contains("ready 2, failed 0"), "{stdout}");
+
+    // The server did the work: its API lists both documents ready.
+    let client = reqwest::Client::new();
+    let key = String::from_utf8(run(&["key", "create", "--tenant", "acme"], &config).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let listed: Value = client
+        .get(format!("{base}/api/v1/documents?status=ready"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 2, "{listed}");
+
+    let out = run(
+        &[
+            "search",
+            "--tenant",
+            "acme",
+            "who lights the lamp at the lighthouse",
+        ],
+        &config,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.contains("lighthouse.txt"), "{stdout}");
+
+    let out = run(&["reindex", "--tenant", "acme"], &config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rebuilt the index of 2 vectors"),
+        "{stdout}"
+    );
+
+    // The search's temporary key is revoked; only the test's own key is live.
+    let keys: Value = client
+        .get(format!("{base}/api/v1/admin/tenants/acme/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live: Vec<&Value> = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["revoked_at"].is_null())
+        .collect();
+    assert_eq!(live.len(), 1, "{keys}");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
