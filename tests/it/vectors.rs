@@ -196,6 +196,9 @@ fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
             })
             .collect();
         store.replace_document(&tenant, "all", items).unwrap();
+        // The graph is built in the background (persist waits only 30 s for it, and
+        // the other tests share rayon's threads): wait for it here.
+        store.settle();
         store.persist().unwrap();
         queries
             .iter()
