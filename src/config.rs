@@ -40,6 +40,8 @@ pub struct Config {
     pub models: ModelsConfig,
     /// The embedding model's runtime.
     pub embedding: EmbeddingConfig,
+    /// The local generation model's runtime.
+    pub generation: GenerationConfig,
     /// How documents are cut into chunks.
     pub chunking: ChunkingConfig,
     /// Background jobs.
@@ -56,12 +58,53 @@ pub struct Config {
 pub struct ModelsConfig {
     /// Folder with all-MiniLM-L6-v2's `config.json`, `tokenizer.json`, `model.safetensors`.
     pub embedding_dir: PathBuf,
+    /// The local generation model: a llama-architecture GGUF file.
+    pub generation_file: PathBuf,
 }
 
 impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             embedding_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
+            generation_file: PathBuf::from(
+                "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+            ),
+        }
+    }
+}
+
+/// Weight type the generator converts the GGUF's matrices to at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightType {
+    /// As stored in the file.
+    Original,
+    /// 4-bit blocks with a SIMD kernel in candle: the fastest here.
+    Q4_0,
+    /// Half precision.
+    F16,
+    /// Full precision.
+    F32,
+}
+
+/// Local generation settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationConfig {
+    /// Weight type the matrices are converted to at load.
+    pub weights: WeightType,
+    /// Requests waiting for the model before new ones get 429.
+    pub queue_capacity: usize,
+    /// Context window used (prompt and answer), at most the model's own.
+    pub context_tokens: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            weights: WeightType::Q4_0,
+            queue_capacity: 4,
+            context_tokens: 2048,
         }
     }
 }

@@ -4,5 +4,7 @@
 pub mod bert;
 pub mod embedder;
 mod gemm;
+pub mod generator;
 
 pub use embedder::{EmbedError, Embedder};
+pub use generator::{GenError, Generator};

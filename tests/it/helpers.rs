@@ -26,6 +26,7 @@ pub fn shared_embedder() -> ragbox::ml::Embedder {
             let config = Config::default();
             let models = ragbox::config::ModelsConfig {
                 embedding_dir: model_dir(),
+                ..Default::default()
             };
             ragbox::ml::Embedder::load(&models, &config.embedding)
                 .expect("embedding model: run ./install.sh --models-only first")

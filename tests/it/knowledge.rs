@@ -525,6 +525,7 @@ async fn a_full_embedding_queue_answers_503_with_retry_after() {
     settings.batch_size = 1;
     let models = ragbox::config::ModelsConfig {
         embedding_dir: crate::helpers::model_dir(),
+        ..Default::default()
     };
     let embedder = ragbox::ml::Embedder::load(&models, &settings).unwrap();
     let app = TestApp::start_with_embedder(|_| {}, None, embedder).await;

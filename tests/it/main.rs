@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod embedding;
 mod errors;
+mod generation;
 mod health;
 mod knowledge;
 mod openapi;
