@@ -21,7 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
 use crate::domain::TenantId;
 use crate::jobs::JobQueue;
-use crate::ml::Embedder;
+use crate::ml::{Embedder, Generator};
 use crate::services::{Core, Knowledge};
 use crate::store::Db;
 use crate::store::vectors::{LocalVectorStore, VectorStore};
@@ -37,6 +37,8 @@ pub struct StateInner {
     pub core: Core,
     /// Embedding model, vectors and job queue.
     pub knowledge: Knowledge,
+    /// The local generation model.
+    pub generator: Generator,
     /// JWT verifier, when `[auth.jwt]` is configured.
     pub jwt: Option<JwtVerifier>,
     /// The operator token.
@@ -78,6 +80,19 @@ pub struct Hooks {
     pub before_ready: Option<BoxFuture<'static, ()>>,
     /// An already loaded embedding model (tests share one).
     pub embedder: Option<Embedder>,
+    /// An already loaded generation model (tests share one).
+    pub generator: Option<Generator>,
+}
+
+/// Loads the generation model on a blocking thread; the error names the fix.
+pub async fn load_generator(config: &Config) -> anyhow::Result<Generator> {
+    let (path, settings) = (
+        config.models.generation_file.clone(),
+        config.generation.clone(),
+    );
+    let generator =
+        tokio::task::spawn_blocking(move || Generator::load(&path, &settings)).await??;
+    Ok(generator)
 }
 
 /// Loads the embedding model on a blocking thread; the error names the fix.
@@ -296,9 +311,14 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .transpose()?;
     let metrics = Metrics::new().context("registering metrics")?;
     let knowledge = open_knowledge(core.clone(), hooks.embedder).await?;
+    let generator = match hooks.generator {
+        Some(g) => g,
+        None => load_generator(&config).await?,
+    };
     let state = AppState(Arc::new(StateInner {
         core,
         knowledge,
+        generator,
         jwt,
         admin_token,
         metrics,

@@ -2,6 +2,7 @@
 //! and the middleware stack around it.
 
 pub mod admin;
+pub mod chat;
 pub mod documents;
 pub mod dto;
 pub mod health;
@@ -27,6 +28,7 @@ pub fn openapi(
         tenant::TenantApi,
         documents::DocumentsApi,
         search::SearchApi,
+        chat::ChatApi,
     ),
     (),
 > {
@@ -37,6 +39,7 @@ pub fn openapi(
             tenant::TenantApi::new(state.clone()),
             documents::DocumentsApi::new(state.clone()),
             search::SearchApi::new(state.clone()),
+            chat::ChatApi::new(state.clone()),
         ),
         "ragbox",
         env!("CARGO_PKG_VERSION"),

@@ -1,5 +1,6 @@
 //! Use-cases shared by the HTTP API, the CLI and background jobs.
 
+pub mod chat;
 pub mod documents;
 pub mod health;
 pub mod ingest;
@@ -53,6 +54,9 @@ pub enum ServiceError {
     /// A bounded resource is full; retry later.
     #[error("{0}")]
     Busy(String),
+    /// A per-request queue (the generator's) is full; retry shortly (429).
+    #[error("{0}")]
+    RateLimited(String),
     /// A component failed (embedding, vectors, queue); details in the log.
     #[error("{0}")]
     Internal(String),
@@ -75,6 +79,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge(m) => ApiError::new(ErrorCode::PayloadTooLarge, m),
             ServiceError::Unsupported(m) => ApiError::new(ErrorCode::UnsupportedMediaType, m),
             ServiceError::Busy(m) => ApiError::new(ErrorCode::Unavailable, m),
+            ServiceError::RateLimited(m) => ApiError::new(ErrorCode::RateLimited, m),
             ServiceError::Internal(m) => ApiError::internal(&m),
         }
     }

@@ -34,6 +34,20 @@ pub fn shared_embedder() -> ragbox::ml::Embedder {
         .clone()
 }
 
+/// One generation model for all in-process servers of the test binary.
+pub fn shared_generator() -> ragbox::ml::Generator {
+    static GENERATOR: std::sync::OnceLock<ragbox::ml::Generator> = std::sync::OnceLock::new();
+    GENERATOR
+        .get_or_init(|| {
+            let config = Config::default();
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(&config.models.generation_file);
+            ragbox::ml::Generator::load(&path, &config.generation)
+                .expect("generation model: run ./install.sh --models-only first")
+        })
+        .clone()
+}
+
 /// A running server with its own data dir and a clock the test controls.
 pub struct TestApp {
     pub base: String,
@@ -91,6 +105,7 @@ impl TestApp {
                 clock: Some(Arc::new(clock.clone())),
                 before_ready: gate,
                 embedder: Some(embedder),
+                generator: Some(shared_generator()),
             },
         )
         .await

@@ -7,6 +7,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod chat;
 mod embedding;
 mod errors;
 mod generation;

@@ -1,0 +1,338 @@
+//! `/api/v1/chat` and `/api/v1/chat/stream`: answers grounded in the tenant's knowledge.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use poem::web::sse::Event as SseEvent;
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use crate::auth::TenantAuth;
+use crate::domain::Scope;
+use crate::error::ApiError;
+use crate::ml::generator::{Event, Message, Sampling};
+use crate::services::chat::{self, ChatRequest, Prepared, Retrieval};
+use crate::startup::AppState;
+
+#[derive(Tags)]
+enum Tag {
+    /// Chat grounded in the tenant's knowledge.
+    Chat,
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone, Object)]
+pub struct MessageIn {
+    /// `system`, `user` or `assistant`; the last message is the user's.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// Retrieval for this chat; omitted fields keep their defaults.
+#[derive(Debug, Clone, Object)]
+pub struct RetrievalIn {
+    /// Search the tenant's knowledge (default true).
+    pub enabled: Option<bool>,
+    /// Chunks given to the model, 1-20 (default 4).
+    #[oai(validator(minimum(value = "1"), maximum(value = "20")))]
+    pub top_k: Option<u32>,
+    /// Drop chunks below this hybrid score.
+    pub min_score: Option<f32>,
+    /// Only chunks of these documents.
+    pub document_ids: Option<Vec<String>>,
+}
+
+/// A chat request.
+#[derive(Debug, Object)]
+pub struct ChatIn {
+    /// The conversation; the last message is the user's question.
+    pub messages: Vec<MessageIn>,
+    /// Retrieval settings.
+    pub retrieval: Option<RetrievalIn>,
+    /// Sampling temperature, 0-2; 0 is greedy and deterministic (default 0.7).
+    #[oai(validator(minimum(value = "0"), maximum(value = "2")))]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling, 0-1 (default 0.9).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
+    pub top_p: Option<f64>,
+    /// Sampler seed (default 42).
+    pub seed: Option<u64>,
+    /// New tokens at most, 1-4096 (default 512; never more than the context leaves).
+    #[oai(validator(minimum(value = "1"), maximum(value = "4096")))]
+    pub max_tokens: Option<u32>,
+    /// The answer ends before any of these texts (at most 4).
+    #[oai(validator(max_items = 4))]
+    pub stop: Option<Vec<String>>,
+}
+
+/// A chunk the answer may cite as `[n]`.
+#[derive(Debug, Clone, Object)]
+pub struct SourceOut {
+    /// Its number in the prompt.
+    pub n: u32,
+    /// Document.
+    pub document_id: String,
+    /// Document title.
+    pub title: String,
+    /// Position of the chunk in the document.
+    pub chunk_index: u32,
+    /// Hybrid score.
+    pub score: f32,
+    /// The chunk's text.
+    pub text: String,
+}
+
+/// Tokens used.
+#[derive(Debug, Clone, Object)]
+pub struct UsageOut {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Answer tokens.
+    pub completion_tokens: u32,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+/// A whole answer.
+#[derive(Debug, Object)]
+pub struct ChatOut {
+    /// The answer.
+    pub text: String,
+    /// The sources given to the model (empty when retrieval was off).
+    pub sources: Vec<SourceOut>,
+    /// Tokens used.
+    pub usage: UsageOut,
+}
+
+/// An error inside a stream.
+#[derive(Debug, Clone, Object)]
+pub struct StreamError {
+    /// Stable code.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// One event of the stream: `{"sources": …}` first when retrieval ran, then
+/// `{"text": …}` pieces, `{"error": …}` on failure, and finally the line `[DONE]`.
+#[derive(Debug, Clone, Object)]
+pub struct StreamEvent {
+    /// Sources, once, before the text.
+    #[oai(skip_serializing_if_is_none)]
+    pub sources: Option<Vec<SourceOut>>,
+    /// A piece of the answer.
+    #[oai(skip_serializing_if_is_none)]
+    pub text: Option<String>,
+    /// A failure after the stream started.
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<StreamError>,
+    /// Set on the last event, sent as `[DONE]`.
+    #[oai(skip)]
+    pub done: bool,
+}
+
+impl StreamEvent {
+    fn empty() -> Self {
+        Self {
+            sources: None,
+            text: None,
+            error: None,
+            done: false,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum ChatStream {
+    /// Server-sent events, `data: {...}` each, ending with `data: [DONE]`.
+    #[oai(status = 200)]
+    Ok(
+        EventStream<BoxStream<'static, StreamEvent>>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "X-Accel-Buffering")] String,
+    ),
+}
+
+/// Silence longer than this gets a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// `/api/v1/chat*`.
+pub struct ChatApi {
+    state: AppState,
+}
+
+impl ChatApi {
+    /// Wraps the state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    async fn prepare(&self, auth: &TenantAuth, body: ChatIn) -> Result<Prepared, ApiError> {
+        auth.0.require(Scope::Read)?;
+        let tenant = &auth.0.tenant;
+        let defaults = Retrieval::default();
+        let retrieval = match body.retrieval {
+            None => defaults,
+            Some(r) => Retrieval {
+                enabled: r.enabled.unwrap_or(defaults.enabled),
+                top_k: r.top_k.map_or(defaults.top_k, |k| k as usize),
+                min_score: r.min_score,
+                document_ids: r.document_ids,
+            },
+        };
+        let request = ChatRequest {
+            messages: body
+                .messages
+                .into_iter()
+                .map(|m| Message {
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect(),
+            system_prompt: tenant.system_prompt.clone(),
+            retrieval,
+            sampling: Sampling {
+                temperature: body.temperature.unwrap_or(0.7),
+                top_p: Some(body.top_p.unwrap_or(0.9)),
+                seed: body.seed.unwrap_or(42),
+                max_tokens: body.max_tokens.map_or(512, |n| n as usize),
+                stop: body.stop.unwrap_or_default(),
+            },
+        };
+        Ok(chat::prepare(
+            &self.state.knowledge,
+            &self.state.generator,
+            &tenant.id,
+            request,
+        )
+        .await?)
+    }
+}
+
+fn sources_out(prepared: &Prepared) -> Vec<SourceOut> {
+    prepared
+        .sources
+        .iter()
+        .flatten()
+        .map(|s| SourceOut {
+            n: s.n as u32,
+            document_id: s.document_id.clone(),
+            title: s.title.clone(),
+            chunk_index: s.chunk_index,
+            score: s.score,
+            text: s.text.clone(),
+        })
+        .collect()
+}
+
+#[OpenApi(tag = "Tag::Chat")]
+impl ChatApi {
+    /// Answers the conversation's last message as one JSON object.
+    #[oai(path = "/api/v1/chat", method = "post", operation_id = "chat")]
+    async fn chat(&self, auth: TenantAuth, body: Json<ChatIn>) -> Result<Json<ChatOut>, ApiError> {
+        let prepared = self.prepare(&auth, body.0).await?;
+        let mut rx = chat::start(&self.state.generator, &prepared)?;
+        let mut text = String::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                Ok(Event::Text(t)) => text.push_str(&t),
+                Ok(Event::Done(usage)) => {
+                    return Ok(Json(ChatOut {
+                        text,
+                        sources: sources_out(&prepared),
+                        usage: UsageOut {
+                            prompt_tokens: usage.prompt_tokens as u32,
+                            completion_tokens: usage.completion_tokens as u32,
+                            finish_reason: usage.finish_reason.to_owned(),
+                        },
+                    }));
+                }
+                Err(e) => return Err(ApiError::internal(&e)),
+            }
+        }
+        Err(ApiError::internal(
+            &"the generator stopped without finishing",
+        ))
+    }
+
+    /// Answers the conversation's last message as server-sent events, piece by piece.
+    #[oai(
+        path = "/api/v1/chat/stream",
+        method = "post",
+        operation_id = "chat_stream"
+    )]
+    async fn chat_stream(
+        &self,
+        auth: TenantAuth,
+        body: Json<ChatIn>,
+    ) -> Result<ChatStream, ApiError> {
+        let prepared = self.prepare(&auth, body.0).await?;
+        let rx = chat::start(&self.state.generator, &prepared)?;
+        let head = prepared.sources.is_some().then(|| StreamEvent {
+            sources: Some(sources_out(&prepared)),
+            ..StreamEvent::empty()
+        });
+        let body = tokio_stream_of(rx)
+            .take_while(|e| std::future::ready(!e.done))
+            .chain(futures_util::stream::once(async {
+                StreamEvent {
+                    done: true,
+                    ..StreamEvent::empty()
+                }
+            }));
+        let events = futures_util::stream::iter(head).chain(body).boxed();
+        let stream = EventStream::new(events)
+            .keep_alive(KEEP_ALIVE)
+            .to_event(|e: StreamEvent| {
+                if e.done {
+                    SseEvent::message("[DONE]")
+                } else {
+                    SseEvent::message(e.to_json_string())
+                }
+            });
+        Ok(ChatStream::Ok(stream, "no-cache".into(), "no".into()))
+    }
+}
+
+/// The generator's events as stream events; the stream ends after `Done` or an error.
+fn tokio_stream_of(
+    rx: tokio::sync::mpsc::Receiver<Result<Event, crate::ml::GenError>>,
+) -> impl futures_util::Stream<Item = StreamEvent> + Send + 'static {
+    futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
+        if finished {
+            return None;
+        }
+        match rx.recv().await {
+            Some(Ok(Event::Text(t))) => Some((
+                StreamEvent {
+                    text: Some(t),
+                    ..StreamEvent::empty()
+                },
+                (rx, false),
+            )),
+            Some(Ok(Event::Done(_))) | None => Some((
+                StreamEvent {
+                    done: true,
+                    ..StreamEvent::empty()
+                },
+                (rx, true),
+            )),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "generation failed mid-stream");
+                Some((
+                    StreamEvent {
+                        error: Some(StreamError {
+                            code: "generation_failed".into(),
+                            message: e.to_string(),
+                        }),
+                        ..StreamEvent::empty()
+                    },
+                    (rx, true),
+                ))
+            }
+        }
+    })
+}

@@ -1,0 +1,288 @@
+//! Chat grounded in the tenant's knowledge: the last user message is searched (hybrid),
+//! the chunks found go into the prompt as numbered sources within a token budget that
+//! fits the model's context, and the model is asked to cite them as [n].
+
+use super::search::{self, Mode, Query};
+use super::{Knowledge, ServiceError};
+use crate::domain::TenantId;
+use crate::ml::generator::{Event, GenError, Generator, Message, Sampling};
+
+/// Roles a message may have.
+pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
+
+/// Retrieval for one chat.
+#[derive(Debug, Clone)]
+pub struct Retrieval {
+    /// Search the tenant's knowledge at all.
+    pub enabled: bool,
+    /// Chunks to put in the prompt, at most.
+    pub top_k: usize,
+    /// Drop chunks scoring below this (hybrid score).
+    pub min_score: Option<f32>,
+    /// Only chunks of these documents.
+    pub document_ids: Option<Vec<String>>,
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            top_k: 4,
+            min_score: None,
+            document_ids: None,
+        }
+    }
+}
+
+/// A chat to answer.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The conversation so far; the last message is the user's.
+    pub messages: Vec<Message>,
+    /// The assistant's instructions (agent or tenant).
+    pub system_prompt: String,
+    /// Retrieval settings.
+    pub retrieval: Retrieval,
+    /// Sampling settings.
+    pub sampling: Sampling,
+}
+
+/// A chunk given to the model as source `[n]`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its number in the prompt.
+    pub n: usize,
+    /// Document.
+    pub document_id: String,
+    /// Document title.
+    pub title: String,
+    /// Position of the chunk in the document.
+    pub chunk_index: u32,
+    /// Hybrid score.
+    pub score: f32,
+    /// The chunk's text.
+    pub text: String,
+}
+
+/// A chat ready to run: its sources and prompt tokens.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Sources put in the prompt; `None` when retrieval was off.
+    pub sources: Option<Vec<Source>>,
+    /// The prompt, tokenized.
+    pub prompt: Vec<u32>,
+    /// Sampling, with `max_tokens` fitted to the context left.
+    pub sampling: Sampling,
+}
+
+/// Tokens kept free for the answer when the request does not say.
+const MIN_ANSWER_TOKENS: usize = 16;
+
+/// Checks the messages, retrieves sources and builds the prompt. Everything that can
+/// be refused is refused here (422), before any answer starts.
+pub async fn prepare(
+    k: &Knowledge,
+    generator: &Generator,
+    tenant: &TenantId,
+    req: ChatRequest,
+) -> Result<Prepared, ServiceError> {
+    let ChatRequest {
+        mut messages,
+        system_prompt,
+        retrieval,
+        mut sampling,
+    } = req;
+    validate(&messages)?;
+    let question = messages
+        .last()
+        .map(|m| m.content.clone())
+        .unwrap_or_default();
+
+    let context = generator.context_tokens();
+    let bare = conversation(&system_prompt, &[], &messages);
+    let bare_tokens = generator
+        .tokenize(&generator.render(&bare).map_err(gen_error)?)
+        .map_err(gen_error)?
+        .len();
+    if bare_tokens + MIN_ANSWER_TOKENS > context {
+        return Err(ServiceError::Invalid(format!(
+            "the conversation has {bare_tokens} tokens; the model's context holds {context} \
+             (prompt and answer together)"
+        )));
+    }
+    let answer_room = sampling.max_tokens.min(context - bare_tokens).max(1);
+
+    let sources = if retrieval.enabled {
+        let found = search::search(
+            k,
+            tenant,
+            Query {
+                text: question.chars().take(4000).collect(),
+                top_k: retrieval.top_k.clamp(1, 100),
+                mode: Mode::Hybrid,
+                document_ids: retrieval.document_ids.clone(),
+                min_score: retrieval.min_score,
+            },
+        )
+        .await?;
+        // Sources are added in rank order while they fit beside the conversation and
+        // the answer.
+        let mut budget = context.saturating_sub(bare_tokens + answer_room + 64);
+        let mut kept = Vec::new();
+        for f in found {
+            let cost = generator.count_tokens(&f.chunk.text) + 16;
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            kept.push(Source {
+                n: kept.len() + 1,
+                document_id: f.chunk.document_id,
+                title: f.chunk.title,
+                chunk_index: f.chunk.chunk_index,
+                score: f.score,
+                text: f.chunk.text,
+            });
+        }
+        Some(kept)
+    } else {
+        None
+    };
+
+    messages = conversation(&system_prompt, sources.as_deref().unwrap_or(&[]), &messages);
+    let prompt = generator
+        .tokenize(&generator.render(&messages).map_err(gen_error)?)
+        .map_err(gen_error)?;
+    sampling.max_tokens = answer_room.min(context.saturating_sub(prompt.len()).max(1));
+    Ok(Prepared {
+        sources,
+        prompt,
+        sampling,
+    })
+}
+
+/// The messages the model sees: one system message (instructions, then the numbered
+/// sources), then the conversation without the caller's own system messages, whose
+/// text joins the instructions.
+fn conversation(system_prompt: &str, sources: &[Source], messages: &[Message]) -> Vec<Message> {
+    let mut system = system_prompt.trim().to_owned();
+    for m in messages.iter().filter(|m| m.role == "system") {
+        if !system.is_empty() {
+            system.push_str("\n\n");
+        }
+        system.push_str(m.content.trim());
+    }
+    if !sources.is_empty() {
+        if !system.is_empty() {
+            system.push_str("\n\n");
+        }
+        system.push_str(
+            "Answer from the numbered sources below. Cite the sources you use as [n]. \
+             If they do not hold the answer, say so.\n",
+        );
+        for s in sources {
+            system.push_str(&format!("\n[{}] {}\n{}\n", s.n, s.title, s.text.trim()));
+        }
+    }
+    let mut out = Vec::with_capacity(messages.len() + 1);
+    if !system.is_empty() {
+        out.push(Message {
+            role: "system".into(),
+            content: system,
+        });
+    }
+    out.extend(messages.iter().filter(|m| m.role != "system").cloned());
+    out
+}
+
+fn validate(messages: &[Message]) -> Result<(), ServiceError> {
+    let invalid = |m: String| Err(ServiceError::Invalid(m));
+    if messages.is_empty() {
+        return invalid("messages must not be empty".into());
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return invalid(format!(
+                "messages[{i}].role `{}` is not one of system, user, assistant",
+                m.role
+            ));
+        }
+        if m.content.trim().is_empty() {
+            return invalid(format!("messages[{i}].content must not be empty"));
+        }
+    }
+    if messages.last().map(|m| m.role.as_str()) != Some("user") {
+        return invalid("the last message must be the user's".into());
+    }
+    Ok(())
+}
+
+/// Starts the answer; a full queue is refused (429).
+pub fn start(
+    generator: &Generator,
+    prepared: &Prepared,
+) -> Result<tokio::sync::mpsc::Receiver<Result<Event, GenError>>, ServiceError> {
+    generator
+        .generate(prepared.prompt.clone(), prepared.sampling.clone())
+        .map_err(gen_error)
+}
+
+/// Maps generator errors to service errors.
+pub fn gen_error(e: GenError) -> ServiceError {
+    match e {
+        GenError::Busy => ServiceError::RateLimited("the generator is busy; retry shortly".into()),
+        GenError::TooLong(m) => ServiceError::Invalid(m),
+        other => ServiceError::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn messages_are_validated() {
+        assert!(validate(&[]).is_err());
+        assert!(validate(&[msg("robot", "hi")]).is_err());
+        assert!(validate(&[msg("user", "  ")]).is_err());
+        assert!(validate(&[msg("user", "hi"), msg("assistant", "hello")]).is_err());
+        assert!(validate(&[msg("system", "be brief"), msg("user", "hi")]).is_ok());
+    }
+
+    #[test]
+    fn sources_are_numbered_into_one_system_message() {
+        let sources = vec![Source {
+            n: 1,
+            document_id: "d".into(),
+            title: "Refunds".into(),
+            chunk_index: 0,
+            score: 0.5,
+            text: "Refunds within 14 days.".into(),
+        }];
+        let out = conversation(
+            "You are Acme's assistant.",
+            &sources,
+            &[msg("system", "Be brief."), msg("user", "Refund window?")],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].role, "system");
+        assert!(
+            out[0]
+                .content
+                .starts_with("You are Acme's assistant.\n\nBe brief.")
+        );
+        assert!(
+            out[0]
+                .content
+                .contains("[1] Refunds\nRefunds within 14 days.")
+        );
+        assert_eq!(out[1].content, "Refund window?");
+    }
+}
