@@ -52,7 +52,12 @@ impl HealthApi {
     }
 
     async fn report(&self, require_ready: bool) -> HealthResponse {
-        let checks = health::run(&self.state.core, Some(&self.state.knowledge)).await;
+        let checks = health::run(
+            &self.state.core,
+            Some(&self.state.knowledge),
+            Some(&self.state.generator),
+        )
+        .await;
         let mut map: BTreeMap<String, bool> =
             checks.iter().map(|c| (c.name.to_owned(), c.ok)).collect();
         let mut ok = checks.iter().all(|c| c.ok);

@@ -272,14 +272,21 @@ async fn check(config: Config, file: Option<PathBuf>) -> anyhow::Result<ExitCode
             Err(e) => report("jwt", false, &format!("{e:#}")),
         }
     }
+    let generator = match startup::load_generator(&config).await {
+        Ok(g) => Some(g),
+        Err(e) => {
+            report("generator", false, &format!("{e:#}"));
+            None
+        }
+    };
     match startup::open_knowledge(core.clone(), None).await {
         Ok(k) => {
-            for c in health::run(&core, Some(&k)).await {
+            for c in health::run(&core, Some(&k), generator.as_ref()).await {
                 report(c.name, c.ok, &c.detail);
             }
         }
         Err(e) => {
-            for c in health::run(&core, None).await {
+            for c in health::run(&core, None, generator.as_ref()).await {
                 report(c.name, c.ok, &c.detail);
             }
             report("knowledge", false, &format!("{e:#}"));

@@ -285,6 +285,11 @@ impl Generator {
         self.shared.tokens.load(Ordering::Relaxed)
     }
 
+    /// Whether the model thread is running.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Whether the queue has room for another request now.
     pub fn has_room(&self) -> bool {
         self.tx.capacity() > 0

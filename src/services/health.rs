@@ -29,8 +29,13 @@ where
     .await
 }
 
-/// Runs every check: the stores always, the knowledge components when given.
-pub async fn run(core: &Core, knowledge: Option<&Knowledge>) -> Vec<Check> {
+/// Runs every check: the stores always, the knowledge components and the generator
+/// when given.
+pub async fn run(
+    core: &Core,
+    knowledge: Option<&Knowledge>,
+    generator: Option<&crate::ml::Generator>,
+) -> Vec<Check> {
     let timeout = Duration::from_millis(core.config.health.check_timeout_ms);
     let db_path = core.db.path().to_path_buf();
     let data_dir = core.config.storage.data_dir.clone();
@@ -77,6 +82,27 @@ pub async fn run(core: &Core, knowledge: Option<&Knowledge>) -> Vec<Check> {
             }),
         );
         checks.extend([v, q, e]);
+    }
+    if let Some(g) = generator {
+        // A busy generator is healthy; a stopped model thread is not.
+        checks.push(if g.is_running() {
+            Check {
+                name: "generator",
+                ok: true,
+                detail: format!(
+                    "{} loaded, {} tokens of context",
+                    g.name(),
+                    g.context_tokens()
+                ),
+            }
+        } else {
+            tracing::warn!(check = "generator", "the generator thread has stopped");
+            Check {
+                name: "generator",
+                ok: false,
+                detail: "the generator thread has stopped".into(),
+            }
+        });
     }
     checks
 }

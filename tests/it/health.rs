@@ -15,7 +15,8 @@ async fn health_is_200_with_every_check() {
     assert_eq!(
         v,
         json!({"status": "healthy", "checks": {
-            "database": true, "storage": true, "vectors": true, "jobs": true, "embedding": true
+            "database": true, "storage": true, "vectors": true, "jobs": true, "embedding": true,
+            "generator": true
         }})
     );
 }
