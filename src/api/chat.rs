@@ -13,6 +13,7 @@ use crate::auth::TenantAuth;
 use crate::domain::Scope;
 use crate::error::ApiError;
 use crate::ml::generator::{Event, Message, Sampling};
+use crate::services::agents;
 use crate::services::chat::{self, ChatRequest, Prepared, Retrieval};
 use crate::startup::AppState;
 
@@ -50,9 +51,12 @@ pub struct RetrievalIn {
 pub struct ChatIn {
     /// The conversation; the last message is the user's question.
     pub messages: Vec<MessageIn>,
+    /// Answer as this agent (its instructions, sampling and retrieval; fields given
+    /// here win). Without one, the tenant's system prompt and the defaults apply.
+    pub agent_id: Option<String>,
     /// Retrieval settings.
     pub retrieval: Option<RetrievalIn>,
-    /// Sampling temperature, 0-2; 0 is greedy and deterministic (default 0.7).
+    /// Sampling temperature, 0-2; 0 is greedy and deterministic (default: the agent's, else 0.7).
     #[oai(validator(minimum(value = "0"), maximum(value = "2")))]
     pub temperature: Option<f64>,
     /// Nucleus sampling, 0-1 (default 0.9).
@@ -60,7 +64,8 @@ pub struct ChatIn {
     pub top_p: Option<f64>,
     /// Sampler seed (default 42).
     pub seed: Option<u64>,
-    /// New tokens at most, 1-4096 (default 512; never more than the context leaves).
+    /// New tokens at most, 1-4096 (default: the agent's, else 512; never more than the
+    /// context leaves).
     #[oai(validator(minimum(value = "1"), maximum(value = "4096")))]
     pub max_tokens: Option<u32>,
     /// The answer ends before any of these texts (at most 4).
@@ -173,14 +178,34 @@ impl ChatApi {
     async fn prepare(&self, auth: &TenantAuth, body: ChatIn) -> Result<Prepared, ApiError> {
         auth.0.require(Scope::Read)?;
         let tenant = &auth.0.tenant;
-        let defaults = Retrieval::default();
+        let agent = match &body.agent_id {
+            Some(id) => Some(
+                agents::get(&self.state.core, &tenant.id, id)
+                    .await?
+                    .settings,
+            ),
+            None => None,
+        };
+        let defaults = match &agent {
+            Some(a) => Retrieval {
+                enabled: a.retrieval.enabled,
+                top_k: a.retrieval.top_k as usize,
+                min_score: a.retrieval.min_score,
+                document_ids: a.retrieval.document_ids.clone(),
+            },
+            None => Retrieval::default(),
+        };
+        let system_prompt = match &agent {
+            Some(a) if !a.system_prompt.trim().is_empty() => a.system_prompt.clone(),
+            _ => tenant.system_prompt.clone(),
+        };
         let retrieval = match body.retrieval {
             None => defaults,
             Some(r) => Retrieval {
                 enabled: r.enabled.unwrap_or(defaults.enabled),
                 top_k: r.top_k.map_or(defaults.top_k, |k| k as usize),
-                min_score: r.min_score,
-                document_ids: r.document_ids,
+                min_score: r.min_score.or(defaults.min_score),
+                document_ids: r.document_ids.or(defaults.document_ids),
             },
         };
         let request = ChatRequest {
@@ -192,13 +217,19 @@ impl ChatApi {
                     content: m.content,
                 })
                 .collect(),
-            system_prompt: tenant.system_prompt.clone(),
+            system_prompt,
             retrieval,
             sampling: Sampling {
-                temperature: body.temperature.unwrap_or(0.7),
+                temperature: body
+                    .temperature
+                    .or(agent.as_ref().map(|a| a.temperature))
+                    .unwrap_or(0.7),
                 top_p: Some(body.top_p.unwrap_or(0.9)),
                 seed: body.seed.unwrap_or(42),
-                max_tokens: body.max_tokens.map_or(512, |n| n as usize),
+                max_tokens: body
+                    .max_tokens
+                    .or(agent.as_ref().map(|a| a.max_tokens))
+                    .map_or(512, |n| n as usize),
                 stop: body.stop.unwrap_or_default(),
             },
         };

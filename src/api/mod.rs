@@ -2,6 +2,7 @@
 //! and the middleware stack around it.
 
 pub mod admin;
+pub mod agents;
 pub mod chat;
 pub mod documents;
 pub mod dto;
@@ -29,6 +30,7 @@ pub fn openapi(
         documents::DocumentsApi,
         search::SearchApi,
         chat::ChatApi,
+        agents::AgentsApi,
     ),
     (),
 > {
@@ -40,6 +42,7 @@ pub fn openapi(
             documents::DocumentsApi::new(state.clone()),
             search::SearchApi::new(state.clone()),
             chat::ChatApi::new(state.clone()),
+            agents::AgentsApi::new(state.clone()),
         ),
         "ragbox",
         env!("CARGO_PKG_VERSION"),

@@ -1,5 +1,6 @@
 //! Use-cases shared by the HTTP API, the CLI and background jobs.
 
+pub mod agents;
 pub mod chat;
 pub mod documents;
 pub mod health;

@@ -98,6 +98,18 @@ const MIGRATIONS: &[&str] = &[
         DELETE FROM chunk_search WHERE rowid = old.id;
     END;
     "#,
+    // 4: agents, configured assistants of a tenant; their settings as one JSON object.
+    r#"
+    CREATE TABLE agents (
+        id         TEXT PRIMARY KEY,
+        tenant_id  TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        settings   TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (tenant_id, name)
+    );
+    "#,
 ];
 
 /// The newest schema version this binary knows.

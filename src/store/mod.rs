@@ -1,6 +1,7 @@
 //! SQLite: one file under the data dir, WAL, foreign keys on, versioned migrations,
 //! and a small pool so that every call runs on a blocking thread, off the runtime.
 
+pub mod agents;
 pub mod documents;
 pub mod keys;
 mod migrations;

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod admin;
+mod agents;
 mod auth;
 mod chat;
 mod embedding;
