@@ -231,6 +231,7 @@ impl ChatApi {
                     .or(agent.as_ref().map(|a| a.max_tokens))
                     .map_or(512, |n| n as usize),
                 stop: body.stop.unwrap_or_default(),
+                ignore_eos: false,
             },
         };
         Ok(chat::prepare(

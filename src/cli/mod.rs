@@ -2,6 +2,7 @@
 //! `reindex`, `bench …`. Every command calls the same services as the HTTP API.
 
 mod bench;
+mod chat;
 mod knowledge;
 
 use std::net::SocketAddr;
@@ -75,6 +76,8 @@ pub enum Command {
     Ingest(knowledge::IngestArgs),
     /// Search a tenant's knowledge.
     Search(knowledge::SearchArgs),
+    /// Chat with a tenant's knowledge in the terminal.
+    Chat(chat::ChatArgs),
     /// Rebuild a tenant's vector index from the stored vectors.
     Reindex {
         /// Tenant id or slug.
@@ -183,6 +186,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Key(cmd) => with_core(config, |core| key(core, cmd)).await,
         Command::Ingest(args) => with_core(config, |core| knowledge::ingest(core, args)).await,
         Command::Search(args) => with_core(config, |core| knowledge::search(core, args)).await,
+        Command::Chat(args) => with_core(config, |core| chat::chat(core, args)).await,
         Command::Reindex { tenant } => {
             with_core(config, |core| knowledge::reindex(core, tenant)).await
         }

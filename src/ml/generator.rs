@@ -73,6 +73,8 @@ pub struct Sampling {
     pub max_tokens: usize,
     /// Generation ends before any of these texts.
     pub stop: Vec<String>,
+    /// Keep going past end-of-turn tokens (benchmarks: a fixed number of tokens).
+    pub ignore_eos: bool,
 }
 
 /// Tokens used, and why generation ended.
@@ -353,7 +355,7 @@ impl Model {
                 .squeeze(0)
                 .and_then(|l| picker.sample(&l))
                 .map_err(compute)?;
-            if self.stops.contains(&next) {
+            if self.stops.contains(&next) && !sampling.ignore_eos {
                 break "stop";
             }
             generated.push(next);

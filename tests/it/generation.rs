@@ -25,6 +25,7 @@ fn greedy(max_tokens: usize) -> Sampling {
         seed: 1,
         max_tokens,
         stop: Vec::new(),
+        ignore_eos: false,
     }
 }
 

@@ -45,6 +45,27 @@ fn run(args: &[&str], config: &Path) -> Output {
         .unwrap()
 }
 
+/// Runs the CLI with `input` on its standard input.
+fn run_with_input(args: &[&str], config: &Path, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = ragbox()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Starts `ragbox serve` and returns the child and the address it listens on.
 fn serve(config: &Path) -> (Child, String) {
     let mut child = ragbox()
@@ -528,6 +549,20 @@ async fn ingest_search_and_reindex_go_through_a_running_server() {
     let first = stdout.lines().next().unwrap_or_default();
     assert!(first.contains("lighthouse.txt"), "{stdout}");
 
+    // A chat through the server prints the answer, then its sources.
+    let out = run_with_input(
+        &["chat", "--tenant", "acme", "--temperature", "0"],
+        &config,
+        "Who lights the lamp at the lighthouse on Skerry Island?\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[1] lighthouse.txt"), "{stdout}");
+
     let out = run(&["reindex", "--tenant", "acme"], &config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -540,7 +575,7 @@ async fn ingest_search_and_reindex_go_through_a_running_server() {
         "{stdout}"
     );
 
-    // The search's temporary key is revoked; only the test's own key is live.
+    // The temporary keys of search and chat are revoked; only the test's own is live.
     let keys: Value = client
         .get(format!("{base}/api/v1/admin/tenants/acme/keys"))
         .bearer_auth(ADMIN_TOKEN)
@@ -563,4 +598,30 @@ async fn ingest_search_and_reindex_go_through_a_running_server() {
         .status()
         .unwrap();
     assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn chat_answers_in_the_terminal_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    assert!(run(&["tenant", "create", "acme"], &config).status.success());
+    let out = run_with_input(
+        &["chat", "--tenant", "acme", "--temperature", "0"],
+        &config,
+        "What is the capital of France?\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Paris"), "{stdout}");
+    let out = run_with_input(
+        &["chat", "--tenant", "acme", "--agent", "nobody"],
+        &config,
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent named `nobody`"));
 }
