@@ -186,26 +186,14 @@ impl ChatApi {
             ),
             None => None,
         };
-        let defaults = match &agent {
-            Some(a) => Retrieval {
-                enabled: a.retrieval.enabled,
-                top_k: a.retrieval.top_k as usize,
-                min_score: a.retrieval.min_score,
-                document_ids: a.retrieval.document_ids.clone(),
-            },
-            None => Retrieval::default(),
-        };
-        let system_prompt = match &agent {
-            Some(a) if !a.system_prompt.trim().is_empty() => a.system_prompt.clone(),
-            _ => tenant.system_prompt.clone(),
-        };
+        let base = chat::defaults(agent.as_ref(), &tenant.system_prompt);
         let retrieval = match body.retrieval {
-            None => defaults,
+            None => base.retrieval,
             Some(r) => Retrieval {
-                enabled: r.enabled.unwrap_or(defaults.enabled),
-                top_k: r.top_k.map_or(defaults.top_k, |k| k as usize),
-                min_score: r.min_score.or(defaults.min_score),
-                document_ids: r.document_ids.or(defaults.document_ids),
+                enabled: r.enabled.unwrap_or(base.retrieval.enabled),
+                top_k: r.top_k.map_or(base.retrieval.top_k, |k| k as usize),
+                min_score: r.min_score.or(base.retrieval.min_score),
+                document_ids: r.document_ids.or(base.retrieval.document_ids),
             },
         };
         let request = ChatRequest {
@@ -217,19 +205,13 @@ impl ChatApi {
                     content: m.content,
                 })
                 .collect(),
-            system_prompt,
+            system_prompt: base.system_prompt,
             retrieval,
             sampling: Sampling {
-                temperature: body
-                    .temperature
-                    .or(agent.as_ref().map(|a| a.temperature))
-                    .unwrap_or(0.7),
+                temperature: body.temperature.unwrap_or(base.temperature),
                 top_p: Some(body.top_p.unwrap_or(0.9)),
                 seed: body.seed.unwrap_or(42),
-                max_tokens: body
-                    .max_tokens
-                    .or(agent.as_ref().map(|a| a.max_tokens))
-                    .map_or(512, |n| n as usize),
+                max_tokens: body.max_tokens.map_or(base.max_tokens, |n| n as usize),
                 stop: body.stop.unwrap_or_default(),
                 ignore_eos: false,
             },

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use crate::domain::TenantRef;
 use crate::ml::generator::{Event, Message, Sampling};
-use crate::services::chat::{self, ChatRequest, Retrieval};
+use crate::services::chat::{self, ChatRequest};
 use crate::services::{Core, Knowledge, agents, keys, tenants};
 use crate::startup;
 
@@ -155,32 +155,16 @@ async fn local_turn(
     args: &ChatArgs,
     history: &[Message],
 ) -> anyhow::Result<(String, Vec<Cited>)> {
-    let settings = agent.map(|a| a.settings.clone());
-    let retrieval = match &settings {
-        Some(s) => Retrieval {
-            enabled: s.retrieval.enabled,
-            top_k: s.retrieval.top_k as usize,
-            min_score: s.retrieval.min_score,
-            document_ids: s.retrieval.document_ids.clone(),
-        },
-        None => Retrieval::default(),
-    };
-    let system_prompt = match &settings {
-        Some(s) if !s.system_prompt.trim().is_empty() => s.system_prompt.clone(),
-        _ => tenant.system_prompt.clone(),
-    };
+    let base = chat::defaults(agent.map(|a| &a.settings), &tenant.system_prompt);
     let request = ChatRequest {
         messages: history.to_vec(),
-        system_prompt,
-        retrieval,
+        system_prompt: base.system_prompt,
+        retrieval: base.retrieval,
         sampling: Sampling {
-            temperature: args
-                .temperature
-                .or(settings.as_ref().map(|s| s.temperature))
-                .unwrap_or(0.7),
+            temperature: args.temperature.unwrap_or(base.temperature),
             top_p: Some(0.9),
             seed: 42,
-            max_tokens: settings.as_ref().map_or(512, |s| s.max_tokens as usize),
+            max_tokens: base.max_tokens,
             stop: Vec::new(),
             ignore_eos: false,
         },

@@ -6,6 +6,7 @@ use super::search::{self, Mode, Query};
 use super::{Knowledge, ServiceError};
 use crate::domain::TenantId;
 use crate::ml::generator::{Event, GenError, Generator, Message, Sampling};
+use crate::store::agents::AgentSettings;
 
 /// Roles a message may have.
 pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
@@ -31,6 +32,48 @@ impl Default for Retrieval {
             min_score: None,
             document_ids: None,
         }
+    }
+}
+
+/// What a chat starts from before the request's own fields: the agent's settings, or
+/// without an agent the tenant's system prompt and the defaults.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Instructions (an agent's own when it has any, else the tenant's).
+    pub system_prompt: String,
+    /// Retrieval.
+    pub retrieval: Retrieval,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// New tokens at most.
+    pub max_tokens: usize,
+}
+
+/// The starting settings of a chat with `agent` (if any) in a tenant with
+/// `tenant_prompt`.
+pub fn defaults(agent: Option<&AgentSettings>, tenant_prompt: &str) -> Defaults {
+    let Some(a) = agent else {
+        return Defaults {
+            system_prompt: tenant_prompt.to_owned(),
+            retrieval: Retrieval::default(),
+            temperature: 0.7,
+            max_tokens: 512,
+        };
+    };
+    Defaults {
+        system_prompt: if a.system_prompt.trim().is_empty() {
+            tenant_prompt.to_owned()
+        } else {
+            a.system_prompt.clone()
+        },
+        retrieval: Retrieval {
+            enabled: a.retrieval.enabled,
+            top_k: a.retrieval.top_k as usize,
+            min_score: a.retrieval.min_score,
+            document_ids: a.retrieval.document_ids.clone(),
+        },
+        temperature: a.temperature,
+        max_tokens: a.max_tokens as usize,
     }
 }
 
