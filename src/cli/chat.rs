@@ -73,14 +73,11 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
             }
         }
         None => {
-            let created = keys::create(
+            let created = super::knowledge::temporary_read_key(
                 &core,
-                &TenantRef::Id(tenant.id.clone()),
-                keys::NewKey {
-                    name: "ragbox chat (CLI, temporary)".into(),
-                    scopes: crate::domain::Scopes::from_list(&[crate::domain::Scope::Read]),
-                    expires_at: Some(core.clock.now() + chrono::Duration::hours(12)),
-                },
+                &tenant.id,
+                "chat",
+                chrono::Duration::hours(12),
             )
             .await?;
             Backend::Served {

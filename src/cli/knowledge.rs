@@ -342,6 +342,26 @@ pub fn server_url(config: &crate::config::Config) -> String {
     format!("http://{ip}:{}", bind.port())
 }
 
+/// A read-only key of the tenant for talking to the running server; the caller revokes
+/// it when done, and it expires after `lifetime` in any case.
+pub async fn temporary_read_key(
+    core: &Core,
+    tenant: &crate::domain::TenantId,
+    command: &str,
+    lifetime: chrono::Duration,
+) -> anyhow::Result<keys::CreatedKey> {
+    Ok(keys::create(
+        core,
+        &TenantRef::Id(tenant.clone()),
+        keys::NewKey {
+            name: format!("ragbox {command} (CLI, temporary)"),
+            scopes: crate::domain::Scopes::from_list(&[crate::domain::Scope::Read]),
+            expires_at: Some(core.clock.now() + lifetime),
+        },
+    )
+    .await?)
+}
+
 /// Searches through the running server with a read-only key that lives for this call.
 async fn search_through_server(
     core: &Core,
@@ -349,16 +369,7 @@ async fn search_through_server(
     args: &SearchArgs,
 ) -> anyhow::Result<Vec<Printed>> {
     let tenant_ref = TenantRef::Id(tenant.clone());
-    let key = keys::create(
-        core,
-        &tenant_ref,
-        keys::NewKey {
-            name: "ragbox search (CLI, temporary)".into(),
-            scopes: crate::domain::Scopes::from_list(&[crate::domain::Scope::Read]),
-            expires_at: Some(core.clock.now() + chrono::Duration::minutes(5)),
-        },
-    )
-    .await?;
+    let key = temporary_read_key(core, tenant, "search", chrono::Duration::minutes(5)).await?;
     let answer = reqwest::Client::new()
         .post(format!("{}/api/v1/search", server_url(&core.config)))
         .bearer_auth(&key.secret)

@@ -37,12 +37,7 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
 }
 
 fn run(args: &[&str], config: &Path) -> Output {
-    ragbox()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
+    run_with_input(args, config, "")
 }
 
 /// Runs the CLI with `input` on its standard input.
