@@ -1,6 +1,7 @@
 //! Configuration: one typed tree read from `config.toml`, then `RAGBOX__SECTION__KEY`
 //! environment variables, then command-line flags.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,11 @@ pub struct Config {
     pub models: ModelsConfig,
     /// The embedding model's runtime.
     pub embedding: EmbeddingConfig,
-    /// The local generation model's runtime.
+    /// Generation: the default provider and the local model's runtime.
     pub generation: GenerationConfig,
+    /// Upstream generation providers by name (`[providers.NAME]`), for agents and as
+    /// the default.
+    pub providers: BTreeMap<String, ProviderConfig>,
     /// How documents are cut into chunks.
     pub chunking: ChunkingConfig,
     /// Background jobs.
@@ -87,10 +91,13 @@ pub enum WeightType {
     F32,
 }
 
-/// Local generation settings.
+/// Generation settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenerationConfig {
+    /// The provider chats use when their agent names none: `local` (the bundled
+    /// model) or the name of a `[providers.NAME]` section.
+    pub provider: String,
     /// Weight type the matrices are converted to at load.
     pub weights: WeightType,
     /// Requests waiting for the model before new ones get 429.
@@ -102,10 +109,74 @@ pub struct GenerationConfig {
 impl Default for GenerationConfig {
     fn default() -> Self {
         Self {
+            provider: LOCAL_PROVIDER.to_owned(),
             weights: WeightType::Q4_0,
             queue_capacity: 4,
             context_tokens: 2048,
         }
+    }
+}
+
+/// The name of the bundled model as a provider.
+pub const LOCAL_PROVIDER: &str = "local";
+
+/// The wire protocol of an upstream provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any server with OpenAI's streaming chat completions (`POST {base_url}/chat/completions`).
+    Openai,
+    /// Anthropic's Messages API (`POST {base_url}/v1/messages`).
+    Anthropic,
+}
+
+/// One upstream generation provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// Wire protocol.
+    pub kind: ProviderKind,
+    /// Where it answers: for `openai` the URL before `/chat/completions` (often ending
+    /// in `/v1`); for `anthropic` the URL before `/v1/messages` (default Anthropic's API).
+    pub base_url: Option<String>,
+    /// Sent as `Authorization: Bearer` (openai) or `x-api-key` (anthropic). Never logged.
+    pub api_key: Option<Secret>,
+    /// Model used when the agent names none.
+    pub model: String,
+    /// Context window (prompt and answer) the sources are fitted into.
+    pub context_tokens: usize,
+    /// Limit on opening the connection.
+    pub connect_timeout_ms: u64,
+    /// Limit on the wait for the answer's headers and between two pieces of the stream.
+    pub idle_timeout_ms: u64,
+    /// `anthropic-version` header (anthropic only).
+    pub anthropic_version: String,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            kind: ProviderKind::Openai,
+            base_url: None,
+            api_key: None,
+            model: String::new(),
+            context_tokens: 8192,
+            connect_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            anthropic_version: "2023-06-01".into(),
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> String {
+        let base = match (&self.base_url, self.kind) {
+            (Some(url), _) => url.as_str(),
+            (None, ProviderKind::Anthropic) => "https://api.anthropic.com",
+            (None, ProviderKind::Openai) => "",
+        };
+        base.trim_end_matches('/').to_owned()
     }
 }
 
@@ -535,6 +606,7 @@ impl Config {
                 "index.rebuild_deleted_fraction must be in [0, 1) and index.hnsw_m in 2..=256",
             );
         }
+        self.validate_providers()?;
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be greater than 0");
         }
@@ -567,6 +639,50 @@ impl Config {
             if jwt.tenant_claim.is_empty() {
                 return invalid("auth.jwt.tenant_claim must not be empty");
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_providers(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        for (name, p) in &self.providers {
+            if name == LOCAL_PROVIDER
+                || name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return invalid(format!(
+                    "providers.{name}: a provider name is letters, digits, `-` and `_`, and not `{LOCAL_PROVIDER}`"
+                ));
+            }
+            if p.kind == ProviderKind::Openai && p.base_url.is_none() {
+                return invalid(format!("providers.{name}.base_url must be set"));
+            }
+            let base = p.base();
+            if !(base.starts_with("http://") || base.starts_with("https://"))
+                || reqwest::Url::parse(&base).is_err()
+            {
+                return invalid(format!(
+                    "providers.{name}.base_url must be an http:// or https:// URL"
+                ));
+            }
+            if p.model.trim().is_empty() {
+                return invalid(format!("providers.{name}.model must be set"));
+            }
+            if p.context_tokens < 256 || p.connect_timeout_ms == 0 || p.idle_timeout_ms == 0 {
+                return invalid(format!(
+                    "providers.{name}: context_tokens must be at least 256 and the timeouts greater than 0"
+                ));
+            }
+        }
+        let default = &self.generation.provider;
+        if default != LOCAL_PROVIDER && !self.providers.contains_key(default) {
+            return invalid(format!(
+                "generation.provider `{default}` is neither `{LOCAL_PROVIDER}` nor a [providers.{default}] section"
+            ));
         }
         Ok(())
     }
@@ -618,6 +734,41 @@ mod tests {
         assert!(!debug.contains("super-secret"), "{debug}");
         let json = serde_json::to_string(&config).unwrap();
         assert!(!json.contains("super-secret"), "{json}");
+    }
+
+    #[test]
+    fn providers_are_checked_and_their_keys_redacted() {
+        let ok = Config::from_toml(
+            "[generation]\nprovider = \"up\"\n[providers.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:8080/v1/\"\napi_key = \"sk-very-secret\"\nmodel = \"m\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.providers["up"].base(), "http://127.0.0.1:8080/v1");
+        assert!(!format!("{ok:?}").contains("sk-very-secret"));
+        let anthropic =
+            Config::from_toml("[providers.claude]\nkind = \"anthropic\"\nmodel = \"m\"\n").unwrap();
+        assert!(anthropic.providers["claude"].base().starts_with("https://"));
+        for (toml, named) in [
+            ("[generation]\nprovider = \"nope\"\n", "generation.provider"),
+            (
+                "[providers.up]\nkind = \"openai\"\nmodel = \"m\"\n",
+                "providers.up.base_url",
+            ),
+            (
+                "[providers.up]\nkind = \"openai\"\nbase_url = \"ftp://x\"\nmodel = \"m\"\n",
+                "providers.up.base_url",
+            ),
+            (
+                "[providers.up]\nkind = \"anthropic\"\n",
+                "providers.up.model",
+            ),
+            (
+                "[providers.local]\nkind = \"anthropic\"\nmodel = \"m\"\n",
+                "providers.local",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(named), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub enum ErrorCode {
     Internal,
     /// 503.
     Unavailable,
+    /// 502: an upstream generation provider refused or failed.
+    UpstreamFailed,
 }
 
 impl ErrorCode {
@@ -78,6 +80,7 @@ impl ErrorCode {
             RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            UpstreamFailed => (StatusCode::BAD_GATEWAY, "upstream_error"),
         }
     }
 }

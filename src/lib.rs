@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod jobs;
+pub mod llm;
 pub mod ml;
 pub mod services;
 pub mod startup;

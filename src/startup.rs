@@ -39,6 +39,8 @@ pub struct StateInner {
     pub knowledge: Knowledge,
     /// The local generation model.
     pub generator: Generator,
+    /// Upstream generation providers and the default provider.
+    pub upstreams: crate::llm::Upstreams,
     /// JWT verifier, when `[auth.jwt]` is configured.
     pub jwt: Option<JwtVerifier>,
     /// The operator token.
@@ -315,10 +317,12 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         Some(g) => g,
         None => load_generator(&config).await?,
     };
+    let upstreams = crate::llm::Upstreams::from_config(&config)?;
     let state = AppState(Arc::new(StateInner {
         core,
         knowledge,
         generator,
+        upstreams,
         jwt,
         admin_token,
         metrics,

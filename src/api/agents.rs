@@ -38,7 +38,8 @@ pub struct AgentIn {
     pub name: Option<String>,
     /// Instructions; empty means the tenant's system prompt.
     pub system_prompt: Option<String>,
-    /// Where answers come from: `local` (default).
+    /// Where answers come from: `local` (the bundled model) or the name of an upstream
+    /// provider the server configures (default: the server's default provider).
     pub provider: Option<String>,
     /// The provider's model; omitted for its default.
     pub model: Option<String>,
@@ -192,7 +193,7 @@ impl AgentsApi {
             id: String::new(),
             tenant_id: auth.0.tenant.id.clone(),
             name,
-            settings: agents::default_settings(),
+            settings: agents::default_settings(&self.state.core.config),
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };

@@ -215,10 +215,13 @@ impl ChatApi {
                 stop: body.stop.unwrap_or_default(),
                 ignore_eos: false,
             },
+            provider: base.provider,
+            model: base.model,
         };
         Ok(chat::prepare(
             &self.state.knowledge,
             &self.state.generator,
+            &self.state.upstreams,
             &tenant.id,
             request,
         )
@@ -248,7 +251,7 @@ impl ChatApi {
     #[oai(path = "/api/v1/chat", method = "post", operation_id = "chat")]
     async fn chat(&self, auth: TenantAuth, body: Json<ChatIn>) -> Result<Json<ChatOut>, ApiError> {
         let prepared = self.prepare(&auth, body.0).await?;
-        let mut rx = chat::start(&self.state.generator, &prepared)?;
+        let mut rx = chat::start(&self.state.generator, &prepared).await?;
         let mut text = String::new();
         while let Some(event) = rx.recv().await {
             match event {
@@ -264,7 +267,7 @@ impl ChatApi {
                         },
                     }));
                 }
-                Err(e) => return Err(ApiError::internal(&e)),
+                Err(e) => return Err(chat::gen_error(e).into()),
             }
         }
         Err(ApiError::internal(
@@ -284,7 +287,7 @@ impl ChatApi {
         body: Json<ChatIn>,
     ) -> Result<ChatStream, ApiError> {
         let prepared = self.prepare(&auth, body.0).await?;
-        let rx = chat::start(&self.state.generator, &prepared)?;
+        let rx = chat::start(&self.state.generator, &prepared).await?;
         let head = prepared.sources.is_some().then(|| StreamEvent {
             sources: Some(sources_out(&prepared)),
             ..StreamEvent::empty()
@@ -335,11 +338,15 @@ fn tokio_stream_of(
                 (rx, true),
             )),
             Some(Err(e)) => {
+                let code = match &e {
+                    crate::ml::GenError::Upstream { .. } => "upstream_error",
+                    _ => "generation_failed",
+                };
                 tracing::error!(error = %e, "generation failed mid-stream");
                 Some((
                     StreamEvent {
                         error: Some(StreamError {
-                            code: "generation_failed".into(),
+                            code: code.into(),
                             message: e.to_string(),
                         }),
                         ..StreamEvent::empty()

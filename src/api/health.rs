@@ -55,7 +55,7 @@ impl HealthApi {
         let checks = health::run(
             &self.state.core,
             Some(&self.state.knowledge),
-            Some(&self.state.generator),
+            Some((&self.state.generator, &self.state.upstreams)),
         )
         .await;
         let mut map: BTreeMap<String, bool> =

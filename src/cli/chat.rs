@@ -32,6 +32,7 @@ enum Backend {
     Local {
         k: Box<Knowledge>,
         generator: crate::ml::Generator,
+        upstreams: crate::llm::Upstreams,
     },
     Served {
         url: String,
@@ -70,6 +71,7 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
             Backend::Local {
                 k: Box::new(k),
                 generator,
+                upstreams: crate::llm::Upstreams::from_config(&core.config)?,
             }
         }
         None => {
@@ -113,8 +115,13 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
             content: question.to_owned(),
         });
         let answer = match &backend {
-            Backend::Local { k, generator } => {
-                local_turn(k, generator, &tenant, agent.as_ref(), &args, &history).await
+            Backend::Local {
+                k,
+                generator,
+                upstreams,
+            } => {
+                let models = (generator, upstreams);
+                local_turn(k, models, &tenant, agent.as_ref(), &args, &history).await
             }
             Backend::Served { url, key, .. } => {
                 served_turn(url, key, agent.as_ref(), &args, &history).await
@@ -146,7 +153,7 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
 
 async fn local_turn(
     k: &Knowledge,
-    generator: &crate::ml::Generator,
+    (generator, upstreams): (&crate::ml::Generator, &crate::llm::Upstreams),
     tenant: &crate::store::tenants::Tenant,
     agent: Option<&crate::store::agents::Agent>,
     args: &ChatArgs,
@@ -165,9 +172,11 @@ async fn local_turn(
             stop: Vec::new(),
             ignore_eos: false,
         },
+        provider: base.provider,
+        model: base.model,
     };
-    let prepared = chat::prepare(k, generator, &tenant.id, request).await?;
-    let mut rx = chat::start(generator, &prepared)?;
+    let prepared = chat::prepare(k, generator, upstreams, &tenant.id, request).await?;
+    let mut rx = chat::start(generator, &prepared).await?;
     let mut text = String::new();
     while let Some(event) = rx.recv().await {
         match event? {

@@ -276,21 +276,23 @@ async fn check(config: Config, file: Option<PathBuf>) -> anyhow::Result<ExitCode
             Err(e) => report("jwt", false, &format!("{e:#}")),
         }
     }
-    let generator = match startup::load_generator(&config).await {
+    let upstreams = crate::llm::Upstreams::from_config(&config)?;
+    let loaded = match startup::load_generator(&config).await {
         Ok(g) => Some(g),
         Err(e) => {
             report("generator", false, &format!("{e:#}"));
             None
         }
     };
+    let generator = loaded.as_ref().map(|g| (g, &upstreams));
     match startup::open_knowledge(core.clone(), None).await {
         Ok(k) => {
-            for c in health::run(&core, Some(&k), generator.as_ref()).await {
+            for c in health::run(&core, Some(&k), generator).await {
                 report(c.name, c.ok, &c.detail);
             }
         }
         Err(e) => {
-            for c in health::run(&core, None, generator.as_ref()).await {
+            for c in health::run(&core, None, generator).await {
                 report(c.name, c.ok, &c.detail);
             }
             report("knowledge", false, &format!("{e:#}"));

@@ -41,6 +41,15 @@ pub enum GenError {
     /// The forward pass or tokenisation failed.
     #[error("generation failed: {0}")]
     Compute(String),
+    /// An upstream provider refused, failed or went silent; `status` is its HTTP status
+    /// when it answered one, and `message` names the provider.
+    #[error("{message}")]
+    Upstream {
+        /// The upstream's HTTP status.
+        status: Option<u16>,
+        /// What happened.
+        message: String,
+    },
 }
 
 fn compute(e: impl std::fmt::Display) -> GenError {

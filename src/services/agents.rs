@@ -3,17 +3,15 @@
 use tracing::instrument;
 
 use super::{Core, ServiceError};
+use crate::config::{Config, LOCAL_PROVIDER};
 use crate::domain::TenantId;
 use crate::store::agents::{self, Agent, AgentRetrieval, AgentSettings};
 
-/// Providers an agent may name. Upstream providers are not built yet.
-pub const PROVIDERS: [&str; 1] = ["local"];
-
-/// Defaults of a new agent.
-pub fn default_settings() -> AgentSettings {
+/// Defaults of a new agent: the server's default provider.
+pub fn default_settings(config: &Config) -> AgentSettings {
     AgentSettings {
         system_prompt: String::new(),
-        provider: "local".into(),
+        provider: config.generation.provider.clone(),
         model: None,
         temperature: 0.7,
         max_tokens: 512,
@@ -26,8 +24,9 @@ pub fn default_settings() -> AgentSettings {
     }
 }
 
-/// Checks a name and settings; the message names the field.
-pub fn validate(name: &str, s: &AgentSettings) -> Result<(), ServiceError> {
+/// Checks a name and settings; the message names the field. The provider must be
+/// `local` or one the server's configuration names.
+pub fn validate(config: &Config, name: &str, s: &AgentSettings) -> Result<(), ServiceError> {
     let invalid = |m: &str| Err(ServiceError::Invalid(m.to_owned()));
     if name.trim().is_empty() || name.chars().count() > 100 {
         return invalid("name must be 1 to 100 characters");
@@ -35,12 +34,18 @@ pub fn validate(name: &str, s: &AgentSettings) -> Result<(), ServiceError> {
     if s.system_prompt.chars().count() > 20_000 {
         return invalid("system_prompt must be at most 20000 characters");
     }
-    if !PROVIDERS.contains(&s.provider.as_str()) {
+    if s.provider != LOCAL_PROVIDER && !config.providers.contains_key(&s.provider) {
+        let available: Vec<&str> = std::iter::once(LOCAL_PROVIDER)
+            .chain(config.providers.keys().map(String::as_str))
+            .collect();
         return Err(ServiceError::Invalid(format!(
             "provider `{}` is not available (available: {})",
             s.provider,
-            PROVIDERS.join(", ")
+            available.join(", ")
         )));
+    }
+    if s.model.as_ref().is_some_and(|m| m.chars().count() > 200) {
+        return invalid("model must be at most 200 characters");
     }
     if !(0.0..=2.0).contains(&s.temperature) {
         return invalid("temperature must be between 0 and 2");
@@ -63,7 +68,7 @@ pub async fn create(
     settings: AgentSettings,
 ) -> Result<Agent, ServiceError> {
     let name = name.trim().to_owned();
-    validate(&name, &settings)?;
+    validate(&core.config, &name, &settings)?;
     let now = core.clock.now();
     let agent = Agent {
         id: uuid::Uuid::now_v7().to_string(),
@@ -102,7 +107,7 @@ pub async fn list(core: &Core, tenant: &TenantId) -> Result<Vec<Agent>, ServiceE
 /// Replaces an agent's name and settings (the caller merged the patch).
 pub async fn update(core: &Core, mut agent: Agent) -> Result<Agent, ServiceError> {
     agent.name = agent.name.trim().to_owned();
-    validate(&agent.name, &agent.settings)?;
+    validate(&core.config, &agent.name, &agent.settings)?;
     agent.updated_at = core.clock.now();
     let row = agent.clone();
     match core.db.call(move |c| agents::update(c, &row)).await {

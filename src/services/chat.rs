@@ -5,6 +5,7 @@
 use super::search::{self, Mode, Query};
 use super::{Knowledge, ServiceError};
 use crate::domain::TenantId;
+use crate::llm::{Upstream, Upstreams};
 use crate::ml::generator::{Event, GenError, Generator, Message, Sampling};
 use crate::store::agents::AgentSettings;
 
@@ -47,6 +48,10 @@ pub struct Defaults {
     pub temperature: f64,
     /// New tokens at most.
     pub max_tokens: usize,
+    /// The agent's provider; `None` is the server's default.
+    pub provider: Option<String>,
+    /// The agent's model at its provider; `None` is the provider's default.
+    pub model: Option<String>,
 }
 
 /// The starting settings of a chat with `agent` (if any) in a tenant with
@@ -58,6 +63,8 @@ pub fn defaults(agent: Option<&AgentSettings>, tenant_prompt: &str) -> Defaults 
             retrieval: Retrieval::default(),
             temperature: 0.7,
             max_tokens: 512,
+            provider: None,
+            model: None,
         };
     };
     Defaults {
@@ -74,6 +81,8 @@ pub fn defaults(agent: Option<&AgentSettings>, tenant_prompt: &str) -> Defaults 
         },
         temperature: a.temperature,
         max_tokens: a.max_tokens as usize,
+        provider: Some(a.provider.clone()),
+        model: a.model.clone(),
     }
 }
 
@@ -88,6 +97,10 @@ pub struct ChatRequest {
     pub retrieval: Retrieval,
     /// Sampling settings.
     pub sampling: Sampling,
+    /// Provider by name; `None` is the server's default.
+    pub provider: Option<String>,
+    /// Model at an upstream provider; `None` is its default.
+    pub model: Option<String>,
 }
 
 /// A chunk given to the model as source `[n]`.
@@ -107,15 +120,66 @@ pub struct Source {
     pub text: String,
 }
 
-/// A chat ready to run: its sources and prompt tokens.
-#[derive(Debug)]
+/// Who answers a prepared chat, with what it needs.
+pub enum Target {
+    /// The bundled model, with the prompt tokenized.
+    Local {
+        /// The rendered prompt's tokens.
+        prompt: Vec<u32>,
+    },
+    /// An upstream provider, with the messages it is sent.
+    Upstream {
+        /// The provider.
+        upstream: Upstream,
+        /// The model asked for.
+        model: String,
+        /// Instructions with sources, then the conversation.
+        messages: Vec<Message>,
+        /// The local estimate of the prompt's tokens.
+        prompt_tokens: usize,
+    },
+}
+
+/// A chat ready to run: its sources and prompt.
 pub struct Prepared {
     /// Sources put in the prompt; `None` when retrieval was off.
     pub sources: Option<Vec<Source>>,
-    /// The prompt, tokenized.
-    pub prompt: Vec<u32>,
+    /// Who answers.
+    pub target: Target,
     /// Sampling, with `max_tokens` fitted to the context left.
     pub sampling: Sampling,
+}
+
+/// The context window and the token count of messages, for the model that answers.
+/// Upstream models are counted with the local tokenizer: an estimate, kept on the safe
+/// side by a margin per message.
+struct Budget<'a> {
+    generator: &'a Generator,
+    upstream: Option<&'a Upstream>,
+}
+
+impl Budget<'_> {
+    fn context(&self) -> usize {
+        match self.upstream {
+            Some(u) => u.context_tokens(),
+            None => self.generator.context_tokens(),
+        }
+    }
+
+    fn count(&self, messages: &[Message]) -> Result<usize, ServiceError> {
+        match self.upstream {
+            Some(_) => Ok(messages
+                .iter()
+                .map(|m| self.generator.count_tokens(&m.content) + 8)
+                .sum::<usize>()
+                + 8),
+            None => Ok(self
+                .generator
+                .tokenize(&self.generator.render(messages).map_err(gen_error)?)
+                .map_err(gen_error)?
+                .len()),
+        }
+    }
 }
 
 /// Tokens kept free for the answer when the request does not say.
@@ -126,6 +190,7 @@ const MIN_ANSWER_TOKENS: usize = 16;
 pub async fn prepare(
     k: &Knowledge,
     generator: &Generator,
+    upstreams: &Upstreams,
     tenant: &TenantId,
     req: ChatRequest,
 ) -> Result<Prepared, ServiceError> {
@@ -134,19 +199,25 @@ pub async fn prepare(
         system_prompt,
         retrieval,
         mut sampling,
+        provider,
+        model,
     } = req;
     validate(&messages)?;
+    let upstream = upstreams
+        .route(provider.as_deref())
+        .map_err(ServiceError::Invalid)?;
+    let budget = Budget {
+        generator,
+        upstream: upstream.as_ref(),
+    };
     let question = messages
         .last()
         .map(|m| m.content.clone())
         .unwrap_or_default();
 
-    let context = generator.context_tokens();
+    let context = budget.context();
     let bare = conversation(&system_prompt, &[], &messages);
-    let bare_tokens = generator
-        .tokenize(&generator.render(&bare).map_err(gen_error)?)
-        .map_err(gen_error)?
-        .len();
+    let bare_tokens = budget.count(&bare)?;
     if bare_tokens + MIN_ANSWER_TOKENS > context {
         return Err(ServiceError::Invalid(format!(
             "the conversation has {bare_tokens} tokens; the model's context holds {context} \
@@ -193,13 +264,27 @@ pub async fn prepare(
     };
 
     messages = conversation(&system_prompt, sources.as_deref().unwrap_or(&[]), &messages);
-    let prompt = generator
-        .tokenize(&generator.render(&messages).map_err(gen_error)?)
-        .map_err(gen_error)?;
-    sampling.max_tokens = answer_room.min(context.saturating_sub(prompt.len()).max(1));
+    let target = match &upstream {
+        None => Target::Local {
+            prompt: generator
+                .tokenize(&generator.render(&messages).map_err(gen_error)?)
+                .map_err(gen_error)?,
+        },
+        Some(upstream) => Target::Upstream {
+            prompt_tokens: budget.count(&messages)?,
+            model: upstream.model(model.as_deref()),
+            upstream: upstream.clone(),
+            messages,
+        },
+    };
+    let prompt_tokens = match &target {
+        Target::Local { prompt } => prompt.len(),
+        Target::Upstream { prompt_tokens, .. } => *prompt_tokens,
+    };
+    sampling.max_tokens = answer_room.min(context.saturating_sub(prompt_tokens).max(1));
     Ok(Prepared {
         sources,
-        prompt,
+        target,
         sampling,
     })
 }
@@ -260,14 +345,26 @@ fn validate(messages: &[Message]) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Starts the answer; a full queue is refused (429).
-pub fn start(
+/// Starts the answer: on the bundled model (a full queue is refused, 429) or at the
+/// upstream, whose refusal or silence before the first byte is a 502.
+pub async fn start(
     generator: &Generator,
     prepared: &Prepared,
 ) -> Result<tokio::sync::mpsc::Receiver<Result<Event, GenError>>, ServiceError> {
-    generator
-        .generate(prepared.prompt.clone(), prepared.sampling.clone())
-        .map_err(gen_error)
+    match &prepared.target {
+        Target::Local { prompt } => generator
+            .generate(prompt.clone(), prepared.sampling.clone())
+            .map_err(gen_error),
+        Target::Upstream {
+            upstream,
+            model,
+            messages,
+            prompt_tokens,
+        } => upstream
+            .start(model, messages, &prepared.sampling, *prompt_tokens)
+            .await
+            .map_err(gen_error),
+    }
 }
 
 /// Maps generator errors to service errors.
@@ -275,6 +372,7 @@ pub fn gen_error(e: GenError) -> ServiceError {
     match e {
         GenError::Busy => ServiceError::RateLimited("the generator is busy; retry shortly".into()),
         GenError::TooLong(m) => ServiceError::Invalid(m),
+        GenError::Upstream { message, .. } => ServiceError::Upstream(message),
         other => ServiceError::Internal(other.to_string()),
     }
 }

@@ -30,11 +30,12 @@ where
 }
 
 /// Runs every check: the stores always, the knowledge components and the generator
-/// when given.
+/// when given. The generator check is the default provider's: the bundled model's
+/// thread, or a request to the upstream's model list.
 pub async fn run(
     core: &Core,
     knowledge: Option<&Knowledge>,
-    generator: Option<&crate::ml::Generator>,
+    generator: Option<(&crate::ml::Generator, &crate::llm::Upstreams)>,
 ) -> Vec<Check> {
     let timeout = Duration::from_millis(core.config.health.check_timeout_ms);
     let db_path = core.db.path().to_path_buf();
@@ -83,7 +84,14 @@ pub async fn run(
         );
         checks.extend([v, q, e]);
     }
-    if let Some(g) = generator {
+    let upstream = generator.map(|(_, u)| u.route(None));
+    if let Some(Ok(Some(upstream))) = upstream {
+        let check = timed_async("generator", timeout, async move { upstream.probe().await }).await;
+        if !check.ok {
+            tracing::warn!(check = "generator", detail = %check.detail, "the default provider does not answer");
+        }
+        checks.push(check);
+    } else if let Some((g, _)) = generator {
         // A busy generator is healthy; a stopped model thread is not.
         checks.push(if g.is_running() {
             Check {

@@ -58,6 +58,9 @@ pub enum ServiceError {
     /// A per-request queue (the generator's) is full; retry shortly (429).
     #[error("{0}")]
     RateLimited(String),
+    /// An upstream provider refused or failed before the answer started (502).
+    #[error("{0}")]
+    Upstream(String),
     /// A component failed (embedding, vectors, queue); details in the log.
     #[error("{0}")]
     Internal(String),
@@ -81,6 +84,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unsupported(m) => ApiError::new(ErrorCode::UnsupportedMediaType, m),
             ServiceError::Busy(m) => ApiError::new(ErrorCode::Unavailable, m),
             ServiceError::RateLimited(m) => ApiError::new(ErrorCode::RateLimited, m),
+            ServiceError::Upstream(m) => ApiError::new(ErrorCode::UpstreamFailed, m),
             ServiceError::Internal(m) => ApiError::internal(&m),
         }
     }

@@ -6,14 +6,14 @@ use crate::helpers::{TestApp, error_code};
 use crate::knowledge::Tenant;
 
 /// The `data:` payloads of an SSE body, in order.
-fn sse_data(body: &str) -> Vec<String> {
+pub fn sse_data(body: &str) -> Vec<String> {
     body.lines()
         .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
         .map(|d| d.trim().to_owned())
         .collect()
 }
 
-async fn stream(t: &Tenant<'_>, body: Value) -> (reqwest::header::HeaderMap, Vec<String>) {
+pub async fn stream(t: &Tenant<'_>, body: Value) -> (reqwest::header::HeaderMap, Vec<String>) {
     let r = t
         .app
         .client
@@ -28,7 +28,7 @@ async fn stream(t: &Tenant<'_>, body: Value) -> (reqwest::header::HeaderMap, Vec
     (headers, sse_data(&r.text().await.unwrap()))
 }
 
-fn question(q: &str) -> Value {
+pub fn question(q: &str) -> Value {
     json!([{"role": "user", "content": q}])
 }
 

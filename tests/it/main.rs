@@ -16,4 +16,5 @@ mod health;
 mod knowledge;
 mod openapi;
 mod process;
+mod upstream;
 mod vectors;

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -63,6 +63,14 @@ fn run_with_input(args: &[&str], config: &Path, input: &str) -> Output {
 
 /// Starts `ragbox serve` and returns the child and the address it listens on.
 fn serve(config: &Path) -> (Child, String) {
+    let (child, base, _) = serve_logged(config);
+    (child, base)
+}
+
+/// As `serve`, also keeping every line the server logs.
+fn serve_logged(config: &Path) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let keep = logged.clone();
     let mut child = ragbox()
         .args(["--config"])
         .arg(config)
@@ -75,6 +83,7 @@ fn serve(config: &Path) -> (Child, String) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            keep.lock().unwrap().push(line.clone());
             if let Ok(v) = serde_json::from_str::<Value>(&line)
                 && v["message"] == "listening"
                 && v["target"] == "ragbox::startup"
@@ -86,7 +95,7 @@ fn serve(config: &Path) -> (Child, String) {
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server did not log its address");
-    (child, format!("http://{addr}"))
+    (child, format!("http://{addr}"), logged)
 }
 
 async fn wait_ready(base: &str) {
@@ -619,4 +628,53 @@ fn chat_answers_in_the_terminal_without_a_server() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent named `nobody`"));
+}
+
+// Two worker threads: the replay server must answer while the test waits on the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_keys_stay_out_of_logs_and_answers() {
+    use crate::upstream::{ANTHROPIC_KEY, Replay, Script};
+    let replay = Replay::start(Script::Answer).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[generation]\nprovider = \"claude\"\n[providers.claude]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodel = \"m\"\napi_key = \"{ANTHROPIC_KEY}\"\n",
+            replay.base
+        ),
+    );
+    let out = run(&["tenant", "create", "acme"], &config);
+    assert!(out.status.success());
+    let out = run(&["key", "create", "--tenant", "acme"], &config);
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = run(&["check"], &config);
+    let checked = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(checked.contains("upstream `claude` reachable"), "{checked}");
+
+    let (mut child, base, logged) = serve_logged(&config);
+    wait_ready(&base).await;
+    // The upstream refuses: a 502 for the client, a warning in the log.
+    replay.set(Script::Refuse);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/chat"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let answer = r.text().await.unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    // The reader thread drains the closed pipe.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = logged.lock().unwrap().join("\n");
+    assert!(log.contains("upstream generation failed"), "{log}");
+    assert!(log.contains("401"), "{log}");
+    for text in [&log, &answer, &checked] {
+        assert!(!text.contains(ANTHROPIC_KEY), "the key leaked: {text}");
+    }
 }
