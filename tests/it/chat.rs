@@ -1,5 +1,7 @@
 //! Chat through the real server and the real local model.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, error_code};
@@ -188,4 +190,76 @@ async fn invalid_chats_are_refused_before_any_stream() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_stops_its_generation() {
+    // A generator of its own, so no other test moves its token counter.
+    let config = ragbox::config::Config::default();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&config.models.generation_file);
+    let generator = ragbox::ml::Generator::load(&path, &config.generation).unwrap();
+    let app = TestApp::start_with_models(
+        |_| {},
+        None,
+        crate::helpers::shared_embedder(),
+        generator.clone(),
+    )
+    .await;
+    app.wait_ready().await;
+    let t = Tenant::new(&app, "acme").await;
+    let body = json!({
+        "messages": question("Count from 1 to 500, one number per line."),
+        "retrieval": {"enabled": false}, "temperature": 0, "max_tokens": 1000,
+    });
+    let mut r = app
+        .client
+        .post(app.url("/api/v1/chat/stream"))
+        .bearer_auth(&t.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Read until 20 pieces of text have arrived, then hang up.
+    let mut received = String::new();
+    while received.matches("\"text\"").count() < 20 {
+        let chunk = r.chunk().await.unwrap().expect("the answer ended early");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!received.contains("[DONE]"), "the answer ended by itself");
+    drop(r);
+    let at_hangup = generator.tokens_generated();
+    // Wait until the counter stops moving.
+    let mut last = at_hangup;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = generator.tokens_generated();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let after = last - at_hangup;
+    eprintln!("{after} tokens after the hang-up, {last} in all");
+    assert!(
+        after <= 4,
+        "{after} tokens generated after the client hung up"
+    );
+    assert!(last < 200, "the answer ran to {last} tokens");
+    // The model is free again: the next chat gets its whole (short) answer.
+    let r = app
+        .client
+        .post(app.url("/api/v1/chat"))
+        .bearer_auth(&t.key)
+        .json(
+            &json!({"messages": question("Say hi."), "retrieval": {"enabled": false},
+                      "temperature": 0, "max_tokens": 4}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
 }

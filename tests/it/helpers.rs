@@ -95,6 +95,17 @@ impl TestApp {
         gate: Option<BoxFuture<'static, ()>>,
         embedder: ragbox::ml::Embedder,
     ) -> Self {
+        Self::start_with_models(tweak, gate, embedder, shared_generator()).await
+    }
+
+    /// As `start`, with models of the test's own (other queue settings, counters no
+    /// other test moves).
+    pub async fn start_with_models(
+        tweak: impl FnOnce(&mut Config),
+        gate: Option<BoxFuture<'static, ()>>,
+        embedder: ragbox::ml::Embedder,
+        generator: ragbox::ml::Generator,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir);
         tweak(&mut config);
@@ -105,7 +116,7 @@ impl TestApp {
                 clock: Some(Arc::new(clock.clone())),
                 before_ready: gate,
                 embedder: Some(embedder),
-                generator: Some(shared_generator()),
+                generator: Some(generator),
             },
         )
         .await
