@@ -356,6 +356,9 @@ impl Model {
         let mut position = prompt.len();
         let mut out = TextStream::new(&sampling.stop);
         let mut generated: Vec<u32> = Vec::new();
+        // Text of generated[..folded]: decoding only the tokens after it keeps each step's
+        // work flat instead of growing with the answer.
+        let (mut folded, mut folded_text) = (0usize, String::new());
         let finish = loop {
             if generated.len() >= sampling.max_tokens || position >= self.context {
                 break "length";
@@ -369,7 +372,17 @@ impl Model {
             }
             generated.push(next);
             self.tokens.fetch_add(1, Ordering::Relaxed);
-            let text = self.tokenizer.decode(&generated, true).map_err(compute)?;
+            let tail = self
+                .tokenizer
+                .decode(&generated[folded..], true)
+                .map_err(compute)?;
+            let text = format!("{folded_text}{tail}");
+            // Byte-level pieces concatenate, so a tail that ends on a whole character
+            // can be folded into the prefix.
+            if generated.len() - folded >= 8 && !tail.ends_with('\u{FFFD}') {
+                folded = generated.len();
+                folded_text.clone_from(&text);
+            }
             let (piece, stopped) = out.advance(&text);
             if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
                 return Ok(()); // the receiver is gone: stop here
