@@ -1,5 +1,5 @@
 //! The local text generator: any llama-architecture GGUF (SmolLM2-135M-Instruct by
-//! default) on candle's quantized llama.
+//! default) on ragbox's own decoder ([`super::llama`]) over candle tensors.
 //!
 //! The tokenizer is built from the GGUF's own metadata (byte-level BPE: tokens and
 //! merges) and prompts are rendered from its own chat template. Weights stored in a type
@@ -9,18 +9,17 @@
 //! the receiver goes away (the client disconnected), generation stops at the next token.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use candle_core::Device;
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
-use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling as Sampler};
-use candle_transformers::models::quantized_llama::ModelWeights;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
 
+use super::llama::{Llama, Shape};
 use crate::config::{GenerationConfig, WeightType};
 
 /// Why generation failed.
@@ -195,7 +194,8 @@ impl Generator {
                 .unwrap_or_default(),
             tokens: Arc::default(),
         };
-        let weights = load_weights(content, &mut file, config.weights).map_err(load_error(path))?;
+        let weights = load_weights(content, &mut file, config.weights, shared.context)
+            .map_err(load_error(path))?;
         let model = Model {
             weights,
             stops,
@@ -308,7 +308,7 @@ impl Generator {
 }
 
 struct Model {
-    weights: ModelWeights,
+    weights: Llama,
     stops: Vec<u32>,
     tokenizer: Tokenizer,
     context: usize,
@@ -348,11 +348,7 @@ impl Model {
             }
         };
         let mut picker = LogitsProcessor::from_sampling(sampling.seed, sampler);
-        self.weights.clear_kv_cache();
-        let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(compute)?;
-        let mut logits = self.weights.forward(&input, 0).map_err(compute)?;
+        let mut logits = self.weights.forward(&prompt, 0).map_err(compute)?;
         let mut position = prompt.len();
         let mut out = TextStream::new(&sampling.stop);
         let mut generated: Vec<u32> = Vec::new();
@@ -363,10 +359,7 @@ impl Model {
             if generated.len() >= sampling.max_tokens || position >= self.context {
                 break "length";
             }
-            let next = logits
-                .squeeze(0)
-                .and_then(|l| picker.sample(&l))
-                .map_err(compute)?;
+            let next = picker.sample(&logits).map_err(compute)?;
             if self.stops.contains(&next) && !sampling.ignore_eos {
                 break "stop";
             }
@@ -390,10 +383,7 @@ impl Model {
             if stopped {
                 break "stop";
             }
-            let input = Tensor::new(&[next], &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(compute)?;
-            logits = self.weights.forward(&input, position).map_err(compute)?;
+            logits = self.weights.forward(&[next], position).map_err(compute)?;
             position += 1;
         };
         if finish == "length" {
@@ -466,41 +456,51 @@ impl<'a> TextStream<'a> {
 }
 
 /// Reads a GGUF's weights, converting matrices to `weights` where asked.
-fn load_weights(
+pub(crate) fn load_weights(
     content: gguf_file::Content,
     file: &mut std::fs::File,
     weights: WeightType,
-) -> candle_core::Result<ModelWeights> {
+    context: usize,
+) -> candle_core::Result<Llama> {
     let target = match weights {
-        WeightType::Original => return ModelWeights::from_gguf(content, file, &Device::Cpu),
-        WeightType::Q4_0 => GgmlDType::Q4_0,
-        WeightType::F16 => GgmlDType::F16,
-        WeightType::F32 => GgmlDType::F32,
+        WeightType::Original => None,
+        WeightType::Q4_0 => Some(GgmlDType::Q4_0),
+        WeightType::F16 => Some(GgmlDType::F16),
+        WeightType::F32 => Some(GgmlDType::F32),
     };
-    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(content.tensor_infos.len());
+    let md = &content.metadata;
+    let get = |key: &str| {
+        md.get(&format!("llama.{key}"))
+            .ok_or_else(|| candle_core::Error::Msg(format!("llama.{key} is missing")))
+    };
+    let heads = get("attention.head_count")?.to_u32()? as usize;
+    let hidden = get("embedding_length")?.to_u32()? as usize;
+    let shape = Shape {
+        heads,
+        kv_heads: get("attention.head_count_kv")
+            .and_then(|v| v.to_u32())
+            .map_or(heads, |v| v as usize),
+        head_dim: hidden / heads,
+        hidden,
+        eps: f64::from(get("attention.layer_norm_rms_epsilon")?.to_f32()?),
+        rope_base: get("rope.freq_base")
+            .and_then(|v| v.to_f32())
+            .unwrap_or(10_000.0),
+    };
+    let blocks = get("block_count")?.to_u32()? as usize;
+    let mut tensors = HashMap::with_capacity(content.tensor_infos.len());
     for name in content.tensor_infos.keys() {
         let tensor = content.tensor(file, name, &Device::Cpu)?;
         let is_matrix = tensor.shape().dims().len() == 2;
-        let converted = if is_matrix && tensor.dtype() != target && tensor.dtype() != GgmlDType::F32
-        {
-            QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, target)?
-        } else {
-            tensor
+        let converted = match target {
+            Some(t) if is_matrix && tensor.dtype() != t && tensor.dtype() != GgmlDType::F32 => {
+                QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, t)?
+            }
+            _ => tensor,
         };
-        tensors.push((name.clone(), converted));
+        tensors.insert(name.clone(), converted);
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mut buffer = Cursor::new(Vec::new());
-    gguf_file::write(&mut buffer, &metadata, &refs)?;
-    drop(tensors);
-    buffer.set_position(0);
-    let content = gguf_file::Content::read(&mut buffer)?;
-    ModelWeights::from_gguf(content, &mut buffer, &Device::Cpu)
+    Llama::new(shape, tensors, blocks, context)
 }
 
 /// Builds a byte-level BPE tokenizer from `tokenizer.ggml.*` metadata.

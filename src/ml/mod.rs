@@ -5,6 +5,7 @@ pub mod bert;
 pub mod embedder;
 mod gemm;
 pub mod generator;
+pub mod llama;
 
 pub use embedder::{EmbedError, Embedder};
 pub use generator::{GenError, Generator};
