@@ -15,6 +15,9 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
+/// Type of the key/value cache: half the bytes of f32 to read at every step.
+const CACHE: DType = DType::F16;
+
 /// Rows from which a product runs on dequantized f32 weights.
 const DENSE_ROWS: usize = 16;
 
@@ -118,8 +121,7 @@ impl Llama {
                 linear("attn_output")?,
             );
             let (gate, up, down) = (linear("ffn_gate")?, linear("ffn_up")?, linear("ffn_down")?);
-            let cache =
-                || Tensor::zeros((shape.kv_heads, context, shape.head_dim), DType::F32, cpu);
+            let cache = || Tensor::zeros((shape.kv_heads, context, shape.head_dim), CACHE, cpu);
             layers.push(Layer {
                 attn_norm: take(&format!("blk.{i}.attn_norm.weight"))?.dequantize(cpu)?,
                 ffn_norm: take(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(cpu)?,
@@ -199,23 +201,29 @@ impl Llama {
                 .contiguous()?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?.squeeze(0)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?.squeeze(0)?;
-            layer.k_cache.slice_set(&k, 1, position)?;
-            layer.v_cache.slice_set(&v, 1, position)?;
-            let keys = layer.k_cache.narrow(1, 0, total)?;
-            let values = layer.v_cache.narrow(1, 0, total)?;
+            layer.k_cache.slice_set(&k.to_dtype(CACHE)?, 1, position)?;
+            layer.v_cache.slice_set(&v.to_dtype(CACHE)?, 1, position)?;
+            // Prompts compute attention in f32 (the f16 product is slow for many rows);
+            // a decoding step reads the f16 cache as it is.
+            let work = if rows > 1 { DType::F32 } else { CACHE };
+            let keys = layer.k_cache.narrow(1, 0, total)?.to_dtype(work)?;
+            let values = layer.v_cache.narrow(1, 0, total)?.to_dtype(work)?;
 
             // The query heads sharing a key/value head become rows of one product.
-            let q = q.reshape((s.kv_heads, rep * rows, s.head_dim))?;
-            let mut scores = (q.matmul(&keys.t()?)? * scale)?;
+            let q = q
+                .reshape((s.kv_heads, rep * rows, s.head_dim))?
+                .to_dtype(work)?;
+            let mut scores = (q.matmul(&keys.t()?)?.to_dtype(DType::F32)? * scale)?;
             if let Some(mask) = &mask {
                 scores = scores
                     .reshape((s.kv_heads, rep, rows, total))?
                     .broadcast_add(mask)?
                     .reshape((s.kv_heads, rep * rows, total))?;
             }
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(work)?;
             let attended = weights
                 .matmul(&values)?
+                .to_dtype(DType::F32)?
                 .reshape((s.heads, rows, s.head_dim))?
                 .transpose(0, 1)?
                 .reshape((rows, s.hidden))?;
