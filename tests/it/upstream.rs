@@ -243,6 +243,14 @@ async fn create_agent(t: &Tenant<'_>, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// `/health`'s generator check is `ok`, and the status follows it (200 or 503).
+async fn assert_generator_check(app: &TestApp, ok: bool) {
+    let r = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), if ok { 200 } else { 503 });
+    let health: Value = r.json().await.unwrap();
+    assert_eq!(health["checks"]["generator"], ok, "{health}");
+}
+
 fn parsed(events: &[String]) -> Vec<Value> {
     events[..events.len() - 1]
         .iter()
@@ -414,16 +422,7 @@ async fn health_checks_the_default_upstream_and_chats_use_it() {
         c.generation.provider = "claude".into();
     })
     .await;
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["checks"]["generator"], true, "{health}");
+    assert_generator_check(&app, true).await;
 
     // Without an agent, a chat goes to the default provider.
     let t = Tenant::new(&app, "acme").await;
@@ -454,10 +453,7 @@ async fn health_checks_the_default_upstream_and_chats_use_it() {
         None,
     )
     .await;
-    let r = app.client.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let health: Value = r.json().await.unwrap();
-    assert_eq!(health["checks"]["generator"], false, "{health}");
+    assert_generator_check(&app, false).await;
 }
 
 /// llama.cpp's OpenAI-compatible server on the bundled GGUF, stopped when dropped.
@@ -528,16 +524,7 @@ async fn openai_compatible_provider_streams_from_llama_cpp_server() {
         c.generation.provider = "llama".into();
     })
     .await;
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["checks"]["generator"], true, "{health}");
+    assert_generator_check(&app, true).await;
 
     let t = Tenant::new(&app, "acme").await;
     let doc = t
@@ -597,8 +584,7 @@ async fn openai_compatible_provider_streams_from_llama_cpp_server() {
 
     // The server stops: health says so and chats get a clean 502.
     drop(llama);
-    let r = app.client.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    assert_generator_check(&app, false).await;
     let r = chat_stream(&t, json!({"messages": question("Hi?")})).await;
     assert_eq!(error_code(r, 502).await, "upstream_error");
 }
