@@ -229,19 +229,17 @@ async fn served_turn(
         answer.text().await?
     );
     let mut stream = answer.bytes_stream();
-    let mut pending = String::new();
+    let mut parser = crate::llm::sse::SseParser::default();
     let mut text = String::new();
     let mut cited = Vec::new();
     while let Some(chunk) = stream.next().await {
-        pending.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            let Some(data) = line.trim().strip_prefix("data:") else {
-                continue;
-            };
-            let data = data.trim();
+        for sse in parser.push(&chunk?).map_err(|e| anyhow::anyhow!(e))? {
+            let data = sse.data.trim();
             if data == "[DONE]" {
                 return Ok((text, cited));
+            }
+            if data.is_empty() {
+                continue;
             }
             let event: serde_json::Value = serde_json::from_str(data)?;
             if let Some(t) = event["text"].as_str() {
