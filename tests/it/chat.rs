@@ -16,15 +16,7 @@ pub fn sse_data(body: &str) -> Vec<String> {
 }
 
 pub async fn stream(t: &Tenant<'_>, body: Value) -> (reqwest::header::HeaderMap, Vec<String>) {
-    let r = t
-        .app
-        .client
-        .post(t.app.url("/api/v1/chat/stream"))
-        .bearer_auth(&t.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = t.post("/api/v1/chat/stream", &body).await;
     assert_eq!(r.status(), 200);
     let headers = r.headers().clone();
     (headers, sse_data(&r.text().await.unwrap()))
@@ -77,14 +69,7 @@ async fn greedy_answers_repeat_and_agree_between_json_and_stream() {
         "temperature": 0, "max_tokens": 12, "retrieval": {"enabled": false},
     });
     let ask = || async {
-        let r = app
-            .client
-            .post(app.url("/api/v1/chat"))
-            .bearer_auth(&t.key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = t.post("/api/v1/chat", &body).await;
         assert_eq!(r.status(), 200);
         r.json::<Value>().await.unwrap()
     };
@@ -171,14 +156,12 @@ async fn invalid_chats_are_refused_before_any_stream() {
         json!([{"role": "user", "content": long}]),
     ] {
         for path in ["/api/v1/chat/stream", "/api/v1/chat"] {
-            let r = app
-                .client
-                .post(app.url(path))
-                .bearer_auth(&t.key)
-                .json(&json!({"messages": messages, "retrieval": {"enabled": false}}))
-                .send()
-                .await
-                .unwrap();
+            let r = t
+                .post(
+                    path,
+                    &json!({"messages": messages, "retrieval": {"enabled": false}}),
+                )
+                .await;
             assert_eq!(error_code(r, 422).await, "validation_failed", "{path}");
         }
     }
@@ -212,14 +195,7 @@ async fn a_client_that_hangs_up_stops_its_generation() {
         "messages": question("Count from 1 to 500, one number per line."),
         "retrieval": {"enabled": false}, "temperature": 0, "max_tokens": 1000,
     });
-    let mut r = app
-        .client
-        .post(app.url("/api/v1/chat/stream"))
-        .bearer_auth(&t.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let mut r = t.post("/api/v1/chat/stream", &body).await;
     assert_eq!(r.status(), 200);
     // Read until 20 pieces of text have arrived, then hang up.
     let mut received = String::new();
@@ -248,17 +224,13 @@ async fn a_client_that_hangs_up_stops_its_generation() {
     );
     assert!(last < 200, "the answer ran to {last} tokens");
     // The model is free again: the next chat gets its whole (short) answer.
-    let r = app
-        .client
-        .post(app.url("/api/v1/chat"))
-        .bearer_auth(&t.key)
-        .json(
+    let r = t
+        .post(
+            "/api/v1/chat",
             &json!({"messages": question("Say hi."), "retrieval": {"enabled": false},
                       "temperature": 0, "max_tokens": 4}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1);

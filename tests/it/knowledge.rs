@@ -92,6 +92,18 @@ impl Tenant<'_> {
         self.app.tenant_get(path, &self.key).await
     }
 
+    /// POSTs `body` as JSON with the tenant's key.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.app
+            .client
+            .post(self.app.url(path))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Polls a document until it leaves queued/processing.
     pub async fn wait(&self, id: &str) -> Value {
         for _ in 0..1200 {

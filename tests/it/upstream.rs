@@ -222,25 +222,11 @@ fn dead_url() -> String {
 }
 
 async fn chat_stream(t: &Tenant<'_>, body: Value) -> reqwest::Response {
-    t.app
-        .client
-        .post(t.app.url("/api/v1/chat/stream"))
-        .bearer_auth(&t.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    t.post("/api/v1/chat/stream", &body).await
 }
 
 async fn create_agent(t: &Tenant<'_>, body: Value) -> reqwest::Response {
-    t.app
-        .client
-        .post(t.app.url("/api/v1/agents"))
-        .bearer_auth(&t.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    t.post("/api/v1/agents", &body).await
 }
 
 /// `/health`'s generator check is `ok`, and the status follows it (200 or 503).
@@ -319,15 +305,7 @@ async fn anthropic_answers_through_an_agent_from_its_documented_stream() {
     assert!(sent["max_tokens"].as_u64().unwrap() > 0);
 
     // The whole answer as JSON, with the usage Anthropic reported.
-    let r = t
-        .app
-        .client
-        .post(app.url("/api/v1/chat"))
-        .bearer_auth(&t.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = t.post("/api/v1/chat", &body).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["text"], "Hello from Claude [1].");
@@ -562,17 +540,13 @@ async fn openai_compatible_provider_streams_from_llama_cpp_server() {
     assert!(text.contains("Paris"), "{text}");
 
     // max_tokens reaches the server: the answer is cut, and says so.
-    let r = app
-        .client
-        .post(app.url("/api/v1/chat"))
-        .bearer_auth(&t.key)
-        .json(
+    let r = t
+        .post(
+            "/api/v1/chat",
             &json!({"messages": question("Tell me a long story about a dragon."),
                       "retrieval": {"enabled": false}, "temperature": 0, "max_tokens": 3}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["usage"]["finish_reason"], "length", "{v}");
