@@ -6,6 +6,7 @@ pub mod embedder;
 mod gemm;
 pub mod generator;
 pub mod llama;
+mod ops;
 
 pub use embedder::{EmbedError, Embedder};
 pub use generator::{GenError, Generator};
