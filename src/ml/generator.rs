@@ -1,10 +1,10 @@
 //! The local text generator: any llama-architecture GGUF (SmolLM2-135M-Instruct by
-//! default) on ragbox's own decoder ([`super::llama`]) over candle tensors.
+//! default) on ragbox's own decoder ([`super::llama`]) with candle's kernels.
 //!
 //! The tokenizer is built from the GGUF's own metadata (byte-level BPE: tokens and
-//! merges) and prompts are rendered from its own chat template. Weights stored in a type
-//! without a SIMD kernel in candle (Q4_1, the shipped file's) are converted once at load
-//! to `generation.weights`. One model thread owns the model; requests wait in a bounded
+//! merges) and prompts are rendered from its own chat template. The matrices are stored
+//! at load as `generation.weights` (Q4_0 by default: the shipped file's Q4_1 has no SIMD
+//! kernel in candle). One model thread owns the model; requests wait in a bounded
 //! queue (full → [`GenError::Busy`]) and stream their text back through a channel. When
 //! the receiver goes away (the client disconnected), generation stops at the next token.
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::Device;
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_transformers::generation::{LogitsProcessor, Sampling as Sampler};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
@@ -488,19 +488,14 @@ pub(crate) fn load_weights(
             .unwrap_or(10_000.0),
     };
     let blocks = get("block_count")?.to_u32()? as usize;
-    let mut tensors = HashMap::with_capacity(content.tensor_infos.len());
-    for name in content.tensor_infos.keys() {
-        let tensor = content.tensor(file, name, &Device::Cpu)?;
-        let is_matrix = tensor.shape().dims().len() == 2;
-        let converted = match target {
-            Some(t) if is_matrix && tensor.dtype() != t && tensor.dtype() != GgmlDType::F32 => {
-                QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, t)?
-            }
-            _ => tensor,
-        };
-        tensors.insert(name.clone(), converted);
-    }
-    Llama::new(shape, tensors, blocks, context)
+    let read = |name: &str| {
+        if content.tensor_infos.contains_key(name) {
+            content.tensor(file, name, &Device::Cpu).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    Llama::new(shape, read, blocks, context, target)
 }
 
 /// Builds a byte-level BPE tokenizer from `tokenizer.ggml.*` metadata.
