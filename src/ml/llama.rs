@@ -100,6 +100,13 @@ weight_types! {
 }
 
 fn quantize<T: GgmlType>(data: &[f32]) -> Result<Vec<T>> {
+    if !data.len().is_multiple_of(T::BLCK_SIZE) {
+        return Err(error(format!(
+            "{} values do not fill blocks of {}",
+            data.len(),
+            T::BLCK_SIZE
+        )));
+    }
     let mut blocks: Vec<T> = (0..data.len() / T::BLCK_SIZE).map(|_| T::zeros()).collect();
     T::from_float(data, &mut blocks);
     Ok(blocks)
@@ -142,11 +149,13 @@ impl Matrix {
                 GgmlDType::F32
             }
         });
-        let mut blocks = Blocks::quantize(dtype, &data)?;
-        if !cols.is_multiple_of(blocks.block_size()) {
-            // Rows must hold whole blocks; f16 keeps such a matrix compact enough.
-            blocks = Blocks::quantize(GgmlDType::F16, &data)?;
-        }
+        // Rows must hold whole blocks; f16 keeps a matrix too narrow for them compact.
+        let dtype = if cols.is_multiple_of(dtype.block_size()) {
+            dtype
+        } else {
+            GgmlDType::F16
+        };
+        let blocks = Blocks::quantize(dtype, &data)?;
         Ok(Self { rows, cols, blocks })
     }
 
@@ -713,6 +722,9 @@ mod tests {
             "mixed types fuse as f32"
         );
         assert_eq!((fused.rows, fused.cols), (n1 + n2, k));
+        // Rows of 64 cannot hold a K-quant's blocks of 256.
+        let narrow = Matrix::fuse(&parts[..1], Some(GgmlDType::Q4K)).unwrap();
+        assert!(matches!(narrow.blocks, Blocks::F16(_)));
         let mut weights = Vec::new();
         for p in &parts {
             let w = p.dequantize(cpu).unwrap().flatten_all().unwrap();
