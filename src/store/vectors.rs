@@ -132,6 +132,23 @@ const PERSIST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Graph = Hnsw<'static, f32, DistCosine>;
 
+/// Inserts into a graph on a rayon pool of its own. On the global pool a long build
+/// would hold every worker until it ends, and the embedder and the generator (which use
+/// that pool) would wait behind it; on its own pool it shares the cores with them.
+fn insert(graph: &Graph, batch: &Vec<(&[f32], usize)>) {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("ragbox-hnsw-{i}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(|| graph.parallel_insert_slice(batch)),
+        None => graph.parallel_insert_slice(batch),
+    }
+}
+
 struct TenantIndex {
     /// Live and deleted vectors, flat, `dim` floats each.
     data: Vec<f32>,
@@ -422,7 +439,7 @@ fn build_graph(dim: usize, config: &IndexConfig, ix: &TenantIndex) -> Graph {
         .filter(|(_, id)| !ix.deleted.contains(id))
         .map(|(slot, &id)| (&ix.data[slot * dim..(slot + 1) * dim], id as usize))
         .collect();
-    graph.parallel_insert_slice(&items);
+    insert(&graph, &items);
     graph
 }
 
@@ -502,7 +519,7 @@ impl TenantIndex {
                     )
                 })
                 .collect();
-            graph.parallel_insert_slice(&batch);
+            insert(graph, &batch);
         }
         fresh.dirty = fresh.graph.is_some();
         *self = fresh;
@@ -634,7 +651,7 @@ impl VectorStore for LocalVectorStore {
                 .iter()
                 .map(|i| (i.vector.as_slice(), i.id as usize))
                 .collect();
-            graph.parallel_insert_slice(&batch);
+            insert(graph, &batch);
             ix.dirty = true;
         }
         self.after_change(&handle, &mut ix);
