@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::gemm::{View, matmul};
-use super::ops::{exp, reduce, softmax, sum};
+use super::ops::{add, exp, reduce, sized, softmax, sum};
 
 /// The fields of a BERT `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,12 +71,6 @@ pub struct Scratch {
     qkv: Vec<f32>,
     ctx: Vec<f32>,
     inner: Vec<f32>,
-}
-
-/// Resizes a buffer to `len` values, reusing its memory.
-fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buf.resize(len, 0.0);
-    &mut buf[..]
 }
 
 /// A loaded encoder.
@@ -417,12 +411,6 @@ fn par_rows(data: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync) {
     let per_task = (rows / (rayon::current_num_threads() * 4)).max(8);
     data.par_chunks_mut(width * per_task)
         .for_each(|block| block.chunks_exact_mut(width).for_each(&f));
-}
-
-fn add(row: &mut [f32], bias: &[f32]) {
-    for (v, b) in row.iter_mut().zip(bias) {
-        *v += b;
-    }
 }
 
 fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {

@@ -28,7 +28,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::ops::{exp, reduce, softmax};
+use super::ops::{add, exp, reduce, sized, softmax};
 
 /// Rows from which a product runs on dequantized f32 weights.
 const DENSE_ROWS: usize = 16;
@@ -213,12 +213,6 @@ impl Matrix {
         self.blocks.dequantize(i * per_row..(i + 1) * per_row, out);
         Ok(())
     }
-}
-
-/// Resizes a buffer to `len` values, reusing its memory.
-fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    buf.resize(len, 0.0);
-    &mut buf[..len]
 }
 
 struct Layer {
@@ -652,12 +646,6 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
             *o = v * inv * w;
         }
-    }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
     }
 }
 

@@ -25,6 +25,19 @@ pub(super) fn reduce(
     acc.iter().fold(tail, |a, x| combine(a, *x))
 }
 
+/// Resizes a buffer to `len` values, reusing its memory.
+pub(super) fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    buf.resize(len, 0.0);
+    &mut buf[..]
+}
+
+/// `row += other`, element by element.
+pub(super) fn add(row: &mut [f32], other: &[f32]) {
+    for (v, o) in row.iter_mut().zip(other) {
+        *v += o;
+    }
+}
+
 pub(super) fn sum(row: &[f32]) -> f32 {
     reduce(row, 0.0, |x| x, |a, b| a + b)
 }
