@@ -259,3 +259,27 @@ fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
     let meta = std::fs::read_to_string(snapshot.join("meta.json")).unwrap();
     assert!(meta.contains("\"3000:"), "fresh snapshot written: {meta}");
 }
+
+#[test]
+fn a_dropped_store_opens_again_at_once_in_the_same_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::generate();
+    let data = dataset(800, 13);
+    for round in 0..100 {
+        let store = LocalVectorStore::open(dir.path(), DIM, config(1000))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(store.count(&tenant).unwrap(), round * 8, "round {round}");
+        let items = data[round * 8..round * 8 + 8]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VectorItem {
+                id: (round * 8 + i) as u64 + 1,
+                vector: v.clone(),
+            })
+            .collect();
+        // Fresh writes leave sled's background threads busy as the store is dropped.
+        store
+            .replace_document(&tenant, &format!("doc-{round}"), items)
+            .unwrap();
+    }
+}
