@@ -645,6 +645,15 @@ impl Config {
 }
 
 impl Config {
+    /// Every provider a chat may name: `local` and the configured ones, as a list for
+    /// messages ("local, a, b").
+    pub fn available_providers(&self) -> String {
+        std::iter::once(LOCAL_PROVIDER)
+            .chain(self.providers.keys().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn validate_providers(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         for (name, p) in &self.providers {

@@ -222,13 +222,7 @@ async fn served_turn(
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("the data dir is in use, but {url} failed: {e}"))?;
-    let status = answer.status();
-    anyhow::ensure!(
-        status.is_success(),
-        "the server answered {status}: {}",
-        answer.text().await?
-    );
-    let mut stream = answer.bytes_stream();
+    let mut stream = super::knowledge::succeeded(answer).await?.bytes_stream();
     let mut parser = crate::llm::sse::SseParser::default();
     let mut text = String::new();
     let mut cited = Vec::new();

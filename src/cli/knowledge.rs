@@ -342,6 +342,17 @@ pub fn server_url(config: &crate::config::Config) -> String {
     format!("http://{ip}:{}", bind.port())
 }
 
+/// The server's answer when it succeeded; otherwise an error with its status and body
+/// (read as text, since an error from a proxy in front of it need not be JSON).
+pub async fn succeeded(answer: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    let status = answer.status();
+    if status.is_success() {
+        return Ok(answer);
+    }
+    let body = answer.text().await.unwrap_or_default();
+    anyhow::bail!("the server answered {status}: {}", body.trim())
+}
+
 /// A read-only key of the tenant for talking to the running server; the caller revokes
 /// it when done, and it expires after `lifetime` in any case.
 pub async fn temporary_read_key(
@@ -383,9 +394,7 @@ async fn search_through_server(
             server_url(&core.config)
         )
     })?;
-    let status = answer.status();
-    let body: serde_json::Value = answer.json().await?;
-    anyhow::ensure!(status.is_success(), "the server answered {status}: {body}");
+    let body: serde_json::Value = succeeded(answer).await?.json().await?;
     let results = body["results"].as_array().cloned().unwrap_or_default();
     Ok(results
         .into_iter()
@@ -428,9 +437,7 @@ pub async fn reindex(core: Core, tenant: String) -> anyhow::Result<ExitCode> {
                 .send()
                 .await
                 .map_err(|e| anyhow::anyhow!("the data dir is in use, but {url} failed: {e}"))?;
-            let status = answer.status();
-            let body: serde_json::Value = answer.json().await?;
-            anyhow::ensure!(status.is_success(), "the server answered {status}: {body}");
+            let body: serde_json::Value = succeeded(answer).await?.json().await?;
             body["vectors"].as_u64().unwrap_or(0) as usize
         }
     };

@@ -28,6 +28,8 @@ const ERROR_BODY_LIMIT: usize = 4096;
 pub struct Upstreams {
     by_name: Arc<BTreeMap<String, Upstream>>,
     default: String,
+    /// `local` and the configured names, for messages.
+    available: Arc<str>,
 }
 
 impl Upstreams {
@@ -40,19 +42,13 @@ impl Upstreams {
         Ok(Self {
             by_name: Arc::new(by_name),
             default: config.generation.provider.clone(),
+            available: config.available_providers().into(),
         })
     }
 
     /// The provider used when an agent names none.
     pub fn default_name(&self) -> &str {
         &self.default
-    }
-
-    /// Every provider a chat may use: `local` and the configured names.
-    pub fn names(&self) -> Vec<&str> {
-        std::iter::once(LOCAL_PROVIDER)
-            .chain(self.by_name.keys().map(String::as_str))
-            .collect()
     }
 
     /// The upstream a provider name means; `Ok(None)` is the bundled model, `None`
@@ -65,7 +61,7 @@ impl Upstreams {
         self.by_name.get(name).cloned().map(Some).ok_or_else(|| {
             format!(
                 "provider `{name}` is not configured on this server (available: {})",
-                self.names().join(", ")
+                self.available
             )
         })
     }

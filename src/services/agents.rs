@@ -35,13 +35,10 @@ pub fn validate(config: &Config, name: &str, s: &AgentSettings) -> Result<(), Se
         return invalid("system_prompt must be at most 20000 characters");
     }
     if s.provider != LOCAL_PROVIDER && !config.providers.contains_key(&s.provider) {
-        let available: Vec<&str> = std::iter::once(LOCAL_PROVIDER)
-            .chain(config.providers.keys().map(String::as_str))
-            .collect();
         return Err(ServiceError::Invalid(format!(
             "provider `{}` is not available (available: {})",
             s.provider,
-            available.join(", ")
+            config.available_providers()
         )));
     }
     if s.model.as_ref().is_some_and(|m| m.chars().count() > 200) {
