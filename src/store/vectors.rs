@@ -255,8 +255,9 @@ fn tree_name(tenant: &TenantId) -> String {
 impl LocalVectorStore {
     /// Opens (creating) the sled database under `<data_dir>/vectors`.
     pub fn open(data_dir: &Path, dim: usize, config: IndexConfig) -> Result<Self, VectorError> {
+        let path = data_dir.join("vectors");
         let db = sled::Config::new()
-            .path(data_dir.join("vectors"))
+            .path(&path)
             .cache_capacity(64 << 20)
             .open()
             .map_err(|e| match e {
@@ -272,7 +273,8 @@ impl LocalVectorStore {
             data_dir: data_dir.to_path_buf(),
             tenants: Mutex::new(HashMap::new()),
             builds: Arc::default(),
-            _released: LockRelease(data_dir.join("vectors").join("db")),
+            // sled's lock file.
+            _released: LockRelease(path.join("db")),
         })
     }
 
