@@ -22,7 +22,7 @@ pub struct VerifiedToken {
     pub tenant: String,
     /// `sub`, if any.
     pub subject: Option<String>,
-    /// Scopes from `scope` (space-separated) or `scopes` (array); read+write when absent.
+    /// Scopes from `scope` or `scopes`; read+write when both are absent, none when malformed.
     pub scopes: Scopes,
 }
 
@@ -66,7 +66,16 @@ impl JwtVerifier {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is a required claim: a token without it is
+        // refused, not waved through.
+        let mut required = vec!["exp"];
+        if config.issuer.is_some() {
+            required.push("iss");
+        }
+        if config.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         // Expiry is checked against ragbox's own (injectable) clock below.
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -117,25 +126,39 @@ impl JwtVerifier {
     }
 }
 
+/// Scopes from `scope` (a space-separated string) or `scopes` (an array of strings);
+/// read and write when neither is present. Names ragbox does not know are ignored (a
+/// token may carry other services' scopes), but a claim of the wrong shape grants
+/// nothing at all: a token whose grant cannot be read is not read-only, it is powerless.
 fn scopes_of(claims: &Map<String, Value>) -> Scopes {
-    let names: Option<Vec<String>> = match (claims.get("scope"), claims.get("scopes")) {
-        (Some(Value::String(s)), _) => Some(s.split_whitespace().map(str::to_owned).collect()),
-        (_, Some(Value::Array(items))) => Some(
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-        ),
-        _ => None,
-    };
-    match names {
-        None => Scopes::ALL,
-        Some(names) => Scopes::from_list(
-            &names
-                .iter()
-                .filter_map(|n| Scope::parse(n).ok())
-                .collect::<Vec<_>>(),
-        ),
+    let none = Scopes::from_list(&[]);
+    let (scope, scopes) = (claims.get("scope"), claims.get("scopes"));
+    if scope.is_none() && scopes.is_none() {
+        return Scopes::ALL;
     }
+    let mut names: Vec<&str> = Vec::new();
+    match scope {
+        None => {}
+        Some(Value::String(s)) => names.extend(s.split_whitespace()),
+        Some(_) => return none,
+    }
+    match scopes {
+        None => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                let Some(name) = item.as_str() else {
+                    return none;
+                };
+                names.push(name);
+            }
+        }
+        Some(_) => return none,
+    }
+    Scopes::from_list(
+        &names
+            .into_iter()
+            .take(64)
+            .filter_map(|n| Scope::parse(n).ok())
+            .collect::<Vec<_>>(),
+    )
 }

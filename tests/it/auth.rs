@@ -235,6 +235,51 @@ async fn jwt_hs256() {
         .await;
     assert_eq!(error_code(r, 401).await, "invalid_tenant");
 
+    // A configured issuer and audience are required claims: absent → 401.
+    for claim in ["iss", "aud"] {
+        let mut c = claims("acme", 300);
+        c.as_object_mut().unwrap().remove(claim);
+        let r = app
+            .tenant_get("/api/v1/tenant", &sign(&c, JWT_SECRET))
+            .await;
+        assert_eq!(
+            error_code(r, 401).await,
+            "invalid_tenant",
+            "without {claim}"
+        );
+    }
+
+    // A malformed scope claim grants nothing: not even read.
+    for (claim, value) in [
+        ("scope", json!(["read"])),
+        ("scope", json!(7)),
+        ("scopes", json!("read write")),
+        ("scopes", json!([1, "write"])),
+    ] {
+        let mut c = claims("acme", 300);
+        c[claim] = value.clone();
+        let token = sign(&c, JWT_SECRET);
+        let r = app
+            .client
+            .patch(app.url("/api/v1/tenant"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(r, 403).await,
+            "insufficient_scope",
+            "{claim}: {value}"
+        );
+        let r = app.tenant_get("/api/v1/tenant", &token).await;
+        assert_eq!(
+            error_code(r, 403).await,
+            "insufficient_scope",
+            "{claim}: {value}"
+        );
+    }
+
     // A read-only token cannot write.
     let mut c = claims("acme", 300);
     c["scope"] = json!("read");
