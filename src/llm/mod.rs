@@ -104,8 +104,10 @@ pub struct Tally {
 
 impl Upstream {
     fn new(name: &str, config: &ProviderConfig) -> Result<Self, GenError> {
+        // No redirects: a 3xx would carry the provider's key to wherever it points.
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| GenError::Load(format!("provider `{name}`: {e}")))?;
         Ok(Self(Arc::new(UpstreamInner {
@@ -198,7 +200,7 @@ impl Upstream {
                     format!("no answer within {} ms", self.0.config.idle_timeout_ms),
                 ));
             }
-            Ok(Err(e)) => return Err(self.failure(None, describe(&e))),
+            Ok(Err(e)) => return Err(self.failure(None, describe(e))),
             Ok(Ok(r)) => r,
         };
         let status = response.status();
@@ -266,7 +268,7 @@ impl Upstream {
                     return;
                 }
                 Ok(Some(Err(e))) => {
-                    let _ = tx.send(Err(self.failure(None, describe(&e)))).await;
+                    let _ = tx.send(Err(self.failure(None, describe(e)))).await;
                     return;
                 }
                 Ok(Some(Ok(b))) => match parser.push(&b) {
@@ -318,7 +320,7 @@ impl Upstream {
         let send = self.request(reqwest::Method::GET, path).send();
         match tokio::time::timeout(self.idle(), send).await {
             Err(_) => Err(format!("upstream `{}` did not answer", self.0.name)),
-            Ok(Err(e)) => Err(format!("upstream `{}`: {}", self.0.name, describe(&e))),
+            Ok(Err(e)) => Err(format!("upstream `{}`: {}", self.0.name, describe(e))),
             Ok(Ok(r)) if r.status().is_success() => Ok(format!(
                 "upstream `{}` reachable, model {}",
                 self.0.name, self.0.config.model
@@ -332,16 +334,17 @@ impl Upstream {
     }
 }
 
-/// A transport error in words, without the request's headers (keys stay out).
-fn describe(e: &reqwest::Error) -> String {
+/// A transport error in words, without the request's headers or URL: a URL may hold
+/// credentials (`https://user:key@host/…`, `?key=…`), so none reaches a message or log.
+fn describe(e: reqwest::Error) -> String {
     if e.is_connect() {
         "unreachable (connection failed)".into()
     } else if e.is_timeout() {
         "timed out".into()
     } else {
-        // reqwest's Display names the URL and the cause, never headers.
+        let e = e.without_url();
         let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
+        let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             text.push_str(&format!(": {s}"));
             source = s.source();
