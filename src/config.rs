@@ -54,6 +54,74 @@ pub struct Config {
     pub index: IndexConfig,
     /// Documents.
     pub documents: DocumentsConfig,
+    /// Text extraction in a child process with limits.
+    pub extraction: ExtractionConfig,
+    /// Each tenant's share of the server, unless the operator set its own.
+    pub limits: LimitsConfig,
+}
+
+/// Per-tenant limits applied to every tenant without limits of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per minute (a token bucket holding a minute's worth); 0 for none.
+    pub requests_per_minute: u32,
+    /// Chats generating at once.
+    pub concurrent_generations: u32,
+    /// Documents processed at once (at most `jobs.concurrency` run in all).
+    pub concurrent_ingestion_jobs: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: 6000,
+            concurrent_generations: 2,
+            concurrent_ingestion_jobs: 2,
+        }
+    }
+}
+
+/// Limits on the child process (`ragbox extract`) that reads each document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractionConfig {
+    /// The ragbox executable run as `<program> extract`; this one when unset.
+    pub program: Option<PathBuf>,
+    /// Address space of the child, in MiB; a document that needs more fails.
+    pub memory_mb: u64,
+    /// CPU seconds the child may use.
+    pub cpu_secs: u64,
+    /// Wall-clock seconds before the child is killed.
+    pub timeout_secs: u64,
+    /// Extracted text may be at most this many times the document's size …
+    pub max_text_ratio: u64,
+    /// … and never more than this many bytes.
+    pub max_text_bytes: u64,
+}
+
+impl Default for ExtractionConfig {
+    fn default() -> Self {
+        Self {
+            program: None,
+            memory_mb: 2048,
+            cpu_secs: 60,
+            timeout_secs: 120,
+            max_text_ratio: 100,
+            max_text_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl ExtractionConfig {
+    /// The most text a document of `input_bytes` may yield: a multiple of its size
+    /// (but at least 64 KiB, for small files), never above the absolute maximum.
+    pub fn text_cap(&self, input_bytes: u64) -> u64 {
+        input_bytes
+            .saturating_mul(self.max_text_ratio)
+            .max(64 * 1024)
+            .min(self.max_text_bytes)
+    }
 }
 
 /// Where the model files are.
@@ -284,12 +352,15 @@ impl Default for IndexConfig {
 pub struct DocumentsConfig {
     /// Largest document accepted, in bytes (413 above it).
     pub max_bytes: u64,
+    /// A document cut into more chunks than this fails.
+    pub max_chunks: usize,
 }
 
 impl Default for DocumentsConfig {
     fn default() -> Self {
         Self {
             max_bytes: 20 * 1024 * 1024,
+            max_chunks: 20_000,
         }
     }
 }
@@ -307,6 +378,12 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers (and to start the next request
+    /// on a kept-alive connection); slower clients are disconnected.
+    pub header_read_timeout_secs: u64,
+    /// Seconds without any traffic (and no request being handled) before a connection
+    /// is closed.
+    pub idle_timeout_secs: u64,
     /// Cross-origin requests from browsers.
     pub cors: CorsConfig,
 }
@@ -318,6 +395,8 @@ impl Default for ServerConfig {
             base_domain: None,
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
             cors: CorsConfig::default(),
         }
     }
@@ -457,12 +536,18 @@ pub enum LogFormat {
 pub struct HealthConfig {
     /// Milliseconds each health check may take before it counts as failed.
     pub check_timeout_ms: u64,
+    /// Milliseconds `/health` and `/health/ready` reuse their last checks.
+    pub cache_ms: u64,
+    /// Seconds between two requests to an upstream provider's model list.
+    pub upstream_probe_secs: u64,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             check_timeout_ms: 2000,
+            cache_ms: 5000,
+            upstream_probe_secs: 60,
         }
     }
 }
@@ -607,8 +692,27 @@ impl Config {
             );
         }
         self.validate_providers()?;
+        let x = &self.extraction;
+        if x.memory_mb < 64 || x.cpu_secs == 0 || x.timeout_secs == 0 || x.max_text_ratio == 0 {
+            return invalid(
+                "extraction.memory_mb must be at least 64, and extraction.cpu_secs, timeout_secs and max_text_ratio greater than 0",
+            );
+        }
+        if self.limits.concurrent_generations == 0 || self.limits.concurrent_ingestion_jobs == 0 {
+            return invalid(
+                "limits.concurrent_generations and limits.concurrent_ingestion_jobs must be greater than 0",
+            );
+        }
+        if self.documents.max_chunks == 0 {
+            return invalid("documents.max_chunks must be greater than 0");
+        }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes must be greater than 0");
+        }
+        if self.server.header_read_timeout_secs == 0 || self.server.idle_timeout_secs == 0 {
+            return invalid(
+                "server.header_read_timeout_secs and server.idle_timeout_secs must be greater than 0",
+            );
         }
         if let Some(token) = &self.auth.admin_token
             && token.expose().len() < 16

@@ -9,7 +9,11 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // The extraction child runs before any runtime or thread exists, under its limits.
     let cli = ragbox::cli::Cli::parse();
+    if let Some(code) = cli.run_plain() {
+        return code;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

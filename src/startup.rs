@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use futures_util::future::BoxFuture;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use rand::RngCore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +48,8 @@ pub struct StateInner {
     pub metrics: Metrics,
     /// Set once startup has finished.
     pub ready: AtomicBool,
+    /// The health checks the probes answer from.
+    pub health: crate::services::health::HealthCache,
 }
 
 impl Deref for AppState {
@@ -154,6 +155,7 @@ pub async fn assemble_knowledge(
         embedder,
         vectors,
         queue,
+        in_flight: Default::default(),
     };
     drop_deleted_tenants(&knowledge).await;
     Ok(knowledge)
@@ -204,6 +206,7 @@ pub async fn open_core(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
         config: Arc::new(config),
         db,
         clock,
+        limiter: Default::default(),
     })
 }
 
@@ -327,26 +330,40 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         admin_token,
         metrics,
         ready: AtomicBool::new(false),
+        health: crate::services::health::HealthCache::new(
+            Duration::from_millis(config.health.cache_ms),
+            Duration::from_secs(config.health.upstream_probe_secs),
+        ),
     }));
 
-    let acceptor = TcpListener::bind(config.server.bind)
-        .into_acceptor()
+    // Before any request or worker runs: unfinished documents are queued again, and what an
+    // interrupted delete left behind is removed.
+    if let Err(e) = crate::services::ingest::recover_unfinished(&state.knowledge).await {
+        tracing::warn!(error = %e, "could not re-queue unfinished documents");
+    }
+    if let Err(e) = crate::services::ingest::sweep_leftovers(&state.knowledge).await {
+        tracing::warn!(error = %e, "could not sweep leftovers of deleted documents");
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.bind)
         .await
         .with_context(|| format!("binding server.bind {}", config.server.bind))?;
-    let addr = acceptor
+    let addr = listener
         .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
         .context("listener has no socket address")?;
     let app = crate::api::build(state.clone());
     let shutdown = CancellationToken::new();
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let signal = shutdown.clone();
-    let server = tokio::spawn(async move {
-        poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(app, async move { signal.cancelled().await }, Some(grace))
-            .await
-    });
+    let limits = crate::api::serve::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+    };
+    let server = tokio::spawn(crate::api::serve::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone(),
+        grace,
+    ));
     tracing::info!(%addr, "listening");
 
     let workers_stop = CancellationToken::new();
@@ -361,9 +378,6 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let ready_state = state.clone();
     let before_ready = hooks.before_ready;
     tokio::spawn(async move {
-        if let Err(e) = crate::services::ingest::requeue_orphans(&ready_state.knowledge).await {
-            tracing::warn!(error = %e, "could not re-queue unfinished documents");
-        }
         if let Some(gate) = before_ready {
             gate.await;
         }

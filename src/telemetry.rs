@@ -48,6 +48,22 @@ fn accept_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// The method as a metrics label, from a fixed set: any other name a client sends
+/// becomes `OTHER`, so clients cannot create series at will.
+pub fn method_label(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 /// HTTP metrics, labelled by route template, never by raw path or tenant.
 #[derive(Clone)]
 pub struct Metrics {
@@ -128,7 +144,7 @@ pub async fn observe<E: Endpoint>(
         .and_then(accept_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -147,7 +163,7 @@ pub async fn observe<E: Endpoint>(
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    metrics.observe(&method, &route, status, elapsed.as_secs_f64());
+    metrics.observe(method, &route, status, elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(status, route = %route, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
     });

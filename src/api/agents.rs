@@ -27,7 +27,8 @@ pub struct AgentRetrievalDto {
     pub top_k: Option<u32>,
     /// Drop chunks below this hybrid score.
     pub min_score: Option<f32>,
-    /// Only chunks of these documents.
+    /// Only chunks of these documents (at most 100 ids).
+    #[oai(validator(max_items = 100))]
     pub document_ids: Option<Vec<String>>,
 }
 

@@ -42,7 +42,8 @@ pub struct RetrievalIn {
     pub top_k: Option<u32>,
     /// Drop chunks below this hybrid score.
     pub min_score: Option<f32>,
-    /// Only chunks of these documents.
+    /// Only chunks of these documents (at most 100 ids).
+    #[oai(validator(max_items = 100))]
     pub document_ids: Option<Vec<String>>,
 }
 
@@ -250,6 +251,8 @@ impl ChatApi {
     /// Answers the conversation's last message as one JSON object.
     #[oai(path = "/api/v1/chat", method = "post", operation_id = "chat")]
     async fn chat(&self, auth: TenantAuth, body: Json<ChatIn>) -> Result<Json<ChatOut>, ApiError> {
+        let core = &self.state.core;
+        let _running = core.limiter.generation(core, &auth.0.tenant.id).await?;
         let prepared = self.prepare(&auth, body.0).await?;
         let mut rx = chat::start(&self.state.generator, &prepared).await?;
         let mut text = String::new();
@@ -286,6 +289,8 @@ impl ChatApi {
         auth: TenantAuth,
         body: Json<ChatIn>,
     ) -> Result<ChatStream, ApiError> {
+        let core = &self.state.core;
+        let running = core.limiter.generation(core, &auth.0.tenant.id).await?;
         let prepared = self.prepare(&auth, body.0).await?;
         let rx = chat::start(&self.state.generator, &prepared).await?;
         let head = prepared.sources.is_some().then(|| StreamEvent {
@@ -294,7 +299,9 @@ impl ChatApi {
         });
         let body = tokio_stream_of(rx)
             .take_while(|e| std::future::ready(!e.done))
-            .chain(futures_util::stream::once(async {
+            .chain(futures_util::stream::once(async move {
+                // The tenant's place among running generations is held to the end.
+                drop(running);
                 StreamEvent {
                     done: true,
                     ..StreamEvent::empty()

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use crate::services::health;
 use crate::startup::AppState;
 
 #[derive(Tags)]
@@ -52,12 +51,15 @@ impl HealthApi {
     }
 
     async fn report(&self, require_ready: bool) -> HealthResponse {
-        let checks = health::run(
-            &self.state.core,
-            Some(&self.state.knowledge),
-            Some((&self.state.generator, &self.state.upstreams)),
-        )
-        .await;
+        let checks = self
+            .state
+            .health
+            .get(
+                &self.state.core,
+                &self.state.knowledge,
+                (&self.state.generator, &self.state.upstreams),
+            )
+            .await;
         let mut map: BTreeMap<String, bool> =
             checks.iter().map(|c| (c.name.to_owned(), c.ok)).collect();
         let mut ok = checks.iter().all(|c| c.ok);

@@ -7,7 +7,9 @@ pub mod chat;
 pub mod documents;
 pub mod dto;
 pub mod health;
+pub mod limits;
 pub mod search;
+pub mod serve;
 pub mod tenant;
 
 use poem::http::{Method, header};
@@ -31,6 +33,7 @@ pub fn openapi(
         search::SearchApi,
         chat::ChatApi,
         agents::AgentsApi,
+        limits::LimitsApi,
     ),
     (),
 > {
@@ -43,6 +46,7 @@ pub fn openapi(
             search::SearchApi::new(state.clone()),
             chat::ChatApi::new(state.clone()),
             agents::AgentsApi::new(state.clone()),
+            limits::LimitsApi::new(state.clone()),
         ),
         "ragbox",
         env!("CARGO_PKG_VERSION"),
@@ -67,7 +71,9 @@ pub fn build(state: AppState) -> impl Endpoint<Output = Response> {
     let max_body = state.core.config.server.max_body_bytes;
     let cors = cors(&state);
     let metrics = state.metrics.clone();
+    let rate_state = state.clone();
     routes
+        .around(move |ep, req| rate_limit(rate_state.clone(), ep, req))
         .around(move |ep, req| crate::auth::authenticate(auth_state.clone(), ep, req))
         .around(move |ep, req| limit_body(max_body, ep, req))
         .around(json_errors)
@@ -98,9 +104,62 @@ fn cors(state: &AppState) -> Option<Cors> {
     Some(cors)
 }
 
-/// Refuses bodies over `max` bytes with 413, whether announced by `Content-Length` or
-/// streamed in chunks.
+/// Takes each tenant request from its tenant's bucket (after authentication): 429 with
+/// `Retry-After` when the bucket is empty; `X-RateLimit-Limit`, `-Remaining` and
+/// `-Reset` on every successful tenant answer while a limit is in force.
+async fn rate_limit<E: Endpoint>(state: AppState, ep: E, req: Request) -> poem::Result<Response> {
+    let Some(tenant) = req
+        .extensions()
+        .get::<crate::auth::AuthContext>()
+        .map(|c| c.tenant.id.clone())
+    else {
+        return ep.call(req).await.map(IntoResponse::into_response);
+    };
+    let decision = state
+        .core
+        .limiter
+        .admit(&state.core, &tenant)
+        .await
+        .map_err(ApiError::from)?;
+    let headers = |resp: &mut Response| {
+        if decision.limit == 0 {
+            return;
+        }
+        let h = resp.headers_mut();
+        h.insert("x-ratelimit-limit", decision.limit.into());
+        h.insert("x-ratelimit-remaining", decision.remaining.into());
+        h.insert("x-ratelimit-reset", decision.reset_secs.into());
+    };
+    if !decision.allowed {
+        let mut resp = ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "this tenant is over its limit of {} requests per minute",
+                decision.limit
+            ),
+        )
+        .into_response();
+        headers(&mut resp);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, decision.retry_after_secs.into());
+        return Ok(resp);
+    }
+    let mut resp = ep.call(req).await?.into_response();
+    headers(&mut resp);
+    Ok(resp)
+}
+
+/// Refuses bodies over `max` bytes with 413. A declared `Content-Length` over the limit
+/// is refused before anything is read; every other body (chunked, HTTP/2 frames, a
+/// length that lies) is counted as it streams to the handler, and the request fails
+/// with 413 the moment the count passes the limit. Nothing is buffered here, so the
+/// credential check inside runs before a byte of the body is read.
 async fn limit_body<E: Endpoint>(max: u64, ep: E, mut req: Request) -> poem::Result<Response> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures_util::StreamExt;
+
     let too_large = || {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -112,23 +171,25 @@ async fn limit_body<E: Endpoint>(max: u64, ep: E, mut req: Request) -> poem::Res
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(len) if len > max => return Err(too_large().into()),
-        Some(_) => {}
-        None if req.headers().contains_key(header::TRANSFER_ENCODING) => {
-            use tokio::io::AsyncReadExt;
-            let mut buf = Vec::new();
-            let mut reader = req.take_body().into_async_read().take(max + 1);
-            reader
-                .read_to_end(&mut buf)
-                .await
-                .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading body: {e}")))?;
-            if buf.len() as u64 > max {
-                return Err(too_large().into());
-            }
-            req.set_body(Body::from(buf));
-        }
-        None => {}
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large().into());
     }
-    ep.call(req).await.map(IntoResponse::into_response)
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let mut seen = 0u64;
+    let counted = req.take_body().into_bytes_stream().map(move |piece| {
+        let piece = piece?;
+        seen = seen.saturating_add(piece.len() as u64);
+        if seen > max {
+            flag.store(true, Ordering::Release);
+            return Err(std::io::Error::other("request body over the limit"));
+        }
+        Ok(piece)
+    });
+    req.set_body(Body::from_bytes_stream(counted));
+    let result = ep.call(req).await.map(IntoResponse::into_response);
+    if exceeded.load(Ordering::Acquire) {
+        return Err(too_large().into());
+    }
+    result
 }

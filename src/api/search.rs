@@ -42,7 +42,8 @@ pub struct SearchIn {
     /// `hybrid` (default), `vector` or `keyword`.
     #[oai(default)]
     pub mode: ModeDto,
-    /// Only chunks of these documents.
+    /// Only chunks of these documents (at most 100 ids).
+    #[oai(validator(max_items = 100))]
     pub document_ids: Option<Vec<String>>,
     /// Drop results below this score (cosine for vector, BM25 for keyword, RRF for hybrid).
     pub min_score: Option<f32>,

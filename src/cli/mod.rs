@@ -87,6 +87,39 @@ pub enum Command {
     /// Measure this machine: embedding, ANN index, ingestion.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// (Internal) Extract one document's text from stdin to stdout under limits; the
+    /// server runs this for every document so that no parser runs inside it.
+    #[command(hide = true)]
+    Extract {
+        /// text, markdown, html or pdf.
+        #[arg(long)]
+        kind: String,
+        /// Address-space limit in bytes.
+        #[arg(long)]
+        memory_bytes: u64,
+        /// CPU-time limit in seconds.
+        #[arg(long)]
+        cpu_secs: u64,
+    },
+}
+
+impl Cli {
+    /// Runs the commands that need no async runtime (the extraction child); `None` for
+    /// the others.
+    pub fn run_plain(&self) -> Option<ExitCode> {
+        match &self.command {
+            Command::Extract {
+                kind,
+                memory_bytes,
+                cpu_secs,
+            } => Some(crate::text::sandbox::run_child(
+                kind,
+                *memory_bytes,
+                *cpu_secs,
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Tenant commands.
@@ -191,6 +224,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             with_core(config, |core| knowledge::reindex(core, tenant)).await
         }
         Command::Bench(cmd) => bench::run(config, cmd).await,
+        Command::Extract { .. } => Ok(ExitCode::from(2)),
     };
     match result {
         Ok(code) => code,

@@ -18,6 +18,8 @@ use crate::config::JobsConfig;
 pub use process_document::{IngestContext, ProcessDocument};
 
 const QUEUE: &str = "process_document";
+/// Rounds told apart by priority; later rounds share the last one.
+const ROUNDS: usize = 1_000_000;
 
 /// Why a queue operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,15 +68,21 @@ impl JobQueue {
         SqliteStorage::new(&self.pool).with_config(self.config.clone())
     }
 
-    /// Pushes a job, to run after `delay`; returns once it is on disk.
+    /// Pushes a job, to run after `delay`; returns once it is on disk. Jobs are taken
+    /// by `round` first (lower first), then in order of arrival: a tenant's n-th waiting
+    /// document is in round n, so tenants take turns. One attempt per job: retries are
+    /// the document's own, made by a new job.
     pub async fn enqueue(
         &self,
         job: ProcessDocument,
         delay: Option<Duration>,
+        round: u64,
     ) -> Result<(), QueueError> {
+        let round = usize::try_from(round).unwrap_or(usize::MAX).min(ROUNDS);
         let mut task = TaskBuilder::new(job)
             .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
-            .max_attempts(5);
+            .priority(ROUNDS - round)
+            .max_attempts(1);
         if let Some(delay) = delay {
             task = task.run_after(delay);
         }
@@ -100,6 +108,31 @@ impl JobQueue {
         .await
         .map_err(|e| QueueError(e.to_string()))?
         .map_err(|e| QueueError(e.to_string()))
+    }
+
+    /// The documents that have a job waiting to be taken (not yet running).
+    pub async fn waiting_documents(&self) -> Result<std::collections::HashSet<String>, QueueError> {
+        let path = self.path.clone();
+        let jobs: Vec<String> = tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(Duration::from_secs(2))?;
+            let mut stmt = conn.prepare(
+                "SELECT CAST(job AS TEXT) FROM Jobs WHERE job_type = ?1 AND status = 'Pending'",
+            )?;
+            let rows = stmt.query_map([QUEUE], |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| QueueError(e.to_string()))?
+        .map_err(|e| QueueError(e.to_string()))?;
+        Ok(jobs
+            .iter()
+            .filter_map(|j| serde_json::from_str::<ProcessDocument>(j).ok())
+            .map(|j| j.document_id)
+            .collect())
     }
 
     /// Runs the workers until `stop` is cancelled; a worker that fails is restarted.

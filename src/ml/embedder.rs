@@ -1,9 +1,11 @@
 //! all-MiniLM-L6-v2 on candle, with the sentence-transformers recipe: mean pooling over
 //! the attention mask, L2-normalised, at most `max_tokens` tokens per text.
 //!
-//! One model thread owns the model. Callers send texts through a bounded queue and
-//! wait on a oneshot reply; the thread merges waiting requests, sorts their texts by
-//! length and runs batches of similar lengths so that little compute goes to padding.
+//! One model thread owns the model. Callers send texts through one of two bounded
+//! queues and wait on a oneshot reply: queries (interactive, refused when full) always
+//! go ahead of ingestion batches (bulk, which wait for room). The thread merges waiting
+//! requests of one kind, sorts their texts by length and runs batches of similar
+//! lengths so that little compute goes to padding.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,10 +41,14 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
 }
 
+/// Ingestion requests that may wait for the model at once (each up to a batch).
+const BULK_QUEUE: usize = 4;
+
 /// Handle to the embedding model; cheap to clone.
 #[derive(Clone)]
 pub struct Embedder {
     tx: mpsc::Sender<Request>,
+    bulk_tx: mpsc::Sender<Request>,
     tokenizer: Arc<Tokenizer>,
     max_tokens: usize,
 }
@@ -107,12 +113,14 @@ impl Embedder {
             batch_size: config.batch_size,
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE);
         std::thread::Builder::new()
             .name("ragbox-embed".into())
-            .spawn(move || model.serve(rx))
+            .spawn(move || model.serve(rx, bulk_rx))
             .map_err(|e| EmbedError::Load(format!("starting the model thread: {e}")))?;
         Ok(Self {
             tx,
+            bulk_tx,
             tokenizer,
             max_tokens,
         })
@@ -143,13 +151,19 @@ impl Embedder {
         rx.await.map_err(|_| EmbedError::Stopped)?
     }
 
-    /// Embeds texts, waiting for room in the queue (background jobs, benchmarks).
+    /// Whether the model thread is alive (for health checks; costs no model time).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Embeds texts behind every waiting query, waiting for room in the bulk queue
+    /// (background jobs, benchmarks).
     pub async fn embed_waiting(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.bulk_tx
             .send(Request { texts, reply })
             .await
             .map_err(|_| EmbedError::Stopped)?;
@@ -158,13 +172,29 @@ impl Embedder {
 }
 
 impl Model {
-    fn serve(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(first) = rx.blocking_recv() {
-            // Merge whatever else is waiting, up to a few batches' worth of texts.
+    fn serve(mut self, mut rx: mpsc::Receiver<Request>, mut bulk: mpsc::Receiver<Request>) {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+            return;
+        };
+        loop {
+            // A waiting query always wins over a waiting ingestion batch.
+            let next = runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    Some(r) = rx.recv() => Some((r, true)),
+                    Some(r) = bulk.recv() => Some((r, false)),
+                    else => None,
+                }
+            });
+            let Some((first, interactive)) = next else {
+                return;
+            };
+            // Merge whatever else of the same kind is waiting, up to a few batches' worth.
+            let more = if interactive { &mut rx } else { &mut bulk };
             let mut requests = vec![first];
             let mut count = requests[0].texts.len();
             while count < self.batch_size * 4 {
-                match rx.try_recv() {
+                match more.try_recv() {
                     Ok(r) => {
                         count += r.texts.len();
                         requests.push(r);
@@ -172,21 +202,33 @@ impl Model {
                     Err(_) => break,
                 }
             }
-            let texts: Vec<&str> = requests
-                .iter()
-                .flat_map(|r| r.texts.iter().map(String::as_str))
-                .collect();
-            match self.embed_all(&texts) {
-                Ok(mut vectors) => {
-                    for r in requests.into_iter().rev() {
-                        let mine = vectors.split_off(vectors.len() - r.texts.len());
-                        let _ = r.reply.send(Ok(mine));
-                    }
+            self.answer(requests);
+        }
+    }
+
+    fn answer(&mut self, requests: Vec<Request>) {
+        // Callers that gave up are not computed for.
+        let requests: Vec<Request> = requests
+            .into_iter()
+            .filter(|r| !r.reply.is_closed())
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        let texts: Vec<&str> = requests
+            .iter()
+            .flat_map(|r| r.texts.iter().map(String::as_str))
+            .collect();
+        match self.embed_all(&texts) {
+            Ok(mut vectors) => {
+                for r in requests.into_iter().rev() {
+                    let mine = vectors.split_off(vectors.len() - r.texts.len());
+                    let _ = r.reply.send(Ok(mine));
                 }
-                Err(e) => {
-                    for r in requests {
-                        let _ = r.reply.send(Err(e.clone()));
-                    }
+            }
+            Err(e) => {
+                for r in requests {
+                    let _ = r.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -53,6 +53,10 @@ pub fn validate(config: &Config, name: &str, s: &AgentSettings) -> Result<(), Se
     if !(1..=20).contains(&s.retrieval.top_k) {
         return invalid("retrieval.top_k must be between 1 and 20");
     }
+    super::check_document_ids(
+        "retrieval.document_ids",
+        s.retrieval.document_ids.as_deref(),
+    )?;
     Ok(())
 }
 

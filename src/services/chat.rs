@@ -3,7 +3,7 @@
 //! fits the model's context, and the model is asked to cite them as [n].
 
 use super::search::{self, Mode, Query};
-use super::{Knowledge, ServiceError};
+use super::{Knowledge, ServiceError, blocking};
 use crate::domain::TenantId;
 use crate::llm::{Upstream, Upstreams};
 use crate::ml::generator::{Event, GenError, Generator, Message, Sampling};
@@ -166,21 +166,37 @@ impl Budget<'_> {
         }
     }
 
-    fn count(&self, messages: &[Message]) -> Result<usize, ServiceError> {
-        match self.upstream {
-            Some(_) => Ok(messages
-                .iter()
-                .map(|m| self.generator.count_tokens(&m.content) + 8)
-                .sum::<usize>()
-                + 8),
-            None => Ok(self
-                .generator
-                .tokenize(&self.generator.render(messages).map_err(gen_error)?)
-                .map_err(gen_error)?
-                .len()),
-        }
+    /// Tokens of a conversation as the target will see it; tokenizing runs off the
+    /// async runtime.
+    async fn count(&self, messages: Vec<Message>) -> Result<usize, ServiceError> {
+        let generator = self.generator.clone();
+        let upstream = self.upstream.is_some();
+        blocking(move || {
+            if upstream {
+                return Ok(messages
+                    .iter()
+                    .map(|m| generator.count_tokens(&m.content) + 8)
+                    .sum::<usize>()
+                    + 8);
+            }
+            local_prompt(&generator, &messages).map(|p| p.len())
+        })
+        .await?
     }
 }
+
+/// The bundled model's prompt: the chat template rendered, then tokenized.
+fn local_prompt(generator: &Generator, messages: &[Message]) -> Result<Vec<u32>, ServiceError> {
+    generator
+        .tokenize(&generator.render(messages).map_err(gen_error)?)
+        .map_err(gen_error)
+}
+
+/// Messages a conversation may have.
+const MAX_MESSAGES: usize = 256;
+/// Bytes of text per token of context that a conversation may bring before it is
+/// tokenized (no tokenizer packs more): a larger one cannot fit and is refused at once.
+const MAX_BYTES_PER_TOKEN: usize = 32;
 
 /// Tokens kept free for the answer when the request does not say.
 const MIN_ANSWER_TOKENS: usize = 16;
@@ -203,6 +219,8 @@ pub async fn prepare(
         model,
     } = req;
     validate(&messages)?;
+    super::check_stops(&sampling.stop)?;
+    super::check_document_ids("retrieval.document_ids", retrieval.document_ids.as_deref())?;
     let upstream = upstreams
         .route(provider.as_deref())
         .map_err(ServiceError::Invalid)?;
@@ -210,6 +228,14 @@ pub async fn prepare(
         generator,
         upstream: upstream.as_ref(),
     };
+    // Refused by size before anything is rendered or tokenized.
+    let bytes = system_prompt.len() + messages.iter().map(|m| m.content.len()).sum::<usize>();
+    let most = budget.context() * MAX_BYTES_PER_TOKEN;
+    if bytes > most {
+        return Err(ServiceError::Invalid(format!(
+            "the conversation is {bytes} bytes; the model's context cannot hold more than {most}"
+        )));
+    }
     let question = messages
         .last()
         .map(|m| m.content.clone())
@@ -217,7 +243,7 @@ pub async fn prepare(
 
     let context = budget.context();
     let bare = conversation(&system_prompt, &[], &messages);
-    let bare_tokens = budget.count(&bare)?;
+    let bare_tokens = budget.count(bare).await?;
     if bare_tokens + MIN_ANSWER_TOKENS > context {
         return Err(ServiceError::Invalid(format!(
             "the conversation has {bare_tokens} tokens; the model's context holds {context} \
@@ -265,13 +291,14 @@ pub async fn prepare(
 
     messages = conversation(&system_prompt, sources.as_deref().unwrap_or(&[]), &messages);
     let target = match &upstream {
-        None => Target::Local {
-            prompt: generator
-                .tokenize(&generator.render(&messages).map_err(gen_error)?)
-                .map_err(gen_error)?,
-        },
+        None => {
+            let (g, m) = (generator.clone(), messages);
+            Target::Local {
+                prompt: blocking(move || local_prompt(&g, &m)).await??,
+            }
+        }
         Some(upstream) => Target::Upstream {
-            prompt_tokens: budget.count(&messages)?,
+            prompt_tokens: budget.count(messages.clone()).await?,
             model: upstream.model(model.as_deref()),
             upstream: upstream.clone(),
             messages,
@@ -327,6 +354,9 @@ fn validate(messages: &[Message]) -> Result<(), ServiceError> {
     let invalid = |m: String| Err(ServiceError::Invalid(m));
     if messages.is_empty() {
         return invalid("messages must not be empty".into());
+    }
+    if messages.len() > MAX_MESSAGES {
+        return invalid(format!("messages holds at most {MAX_MESSAGES} messages"));
     }
     for (i, m) in messages.iter().enumerate() {
         if !ROLES.contains(&m.role.as_str()) {

@@ -46,11 +46,16 @@ fn extract_error(e: ExtractError) -> ServiceError {
     }
 }
 
+/// The longest file name accepted with an upload.
+const MAX_FILENAME_BYTES: usize = 255;
+/// The longest title, in characters (a longer file name is cut to it).
+const MAX_TITLE_CHARS: usize = 500;
+
 fn default_title(new: &NewDocument) -> String {
     if let Some(name) = &new.filename
         && !name.trim().is_empty()
     {
-        return name.trim().to_owned();
+        return name.trim().chars().take(MAX_TITLE_CHARS).collect();
     }
     let text = String::from_utf8_lossy(&new.bytes[..new.bytes.len().min(512)]).into_owned();
     let line = text
@@ -78,6 +83,14 @@ pub async fn create(
     if new.bytes.is_empty() {
         return Err(ServiceError::Invalid("the document is empty".into()));
     }
+    super::check_object_size("metadata", new.metadata.as_ref())?;
+    if let Some(name) = &new.filename
+        && name.len() > MAX_FILENAME_BYTES
+    {
+        return Err(ServiceError::Invalid(format!(
+            "the file name must be at most {MAX_FILENAME_BYTES} bytes"
+        )));
+    }
     let kind = extract::detect(
         new.content_type.as_deref(),
         new.filename.as_deref(),
@@ -85,11 +98,12 @@ pub async fn create(
     )
     .map_err(extract_error)?;
     let bytes = new.bytes.clone();
+    // A linear check only (type, encoding, nesting); the parsing is the job's.
     blocking(move || extract::precheck(kind, &bytes))
         .await?
         .map_err(extract_error)?;
     let title = match &new.title {
-        Some(t) if !t.trim().is_empty() => limited_text("title", t.trim(), 500)?,
+        Some(t) if !t.trim().is_empty() => limited_text("title", t.trim(), MAX_TITLE_CHARS)?,
         _ => default_title(&new),
     };
     let now = k.core.clock.now();
@@ -141,12 +155,31 @@ pub async fn create(
     Ok((stored, true))
 }
 
-async fn enqueue(k: Intake<'_>, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+/// Puts a document's job on the queue. Its round is the number of documents its
+/// tenant has waiting, so that tenants take turns: a tenant with thousands queued does
+/// not hold back another's single upload.
+pub async fn queue_document(
+    k: Intake<'_>,
+    tenant: &TenantId,
+    id: &str,
+    delay: Option<std::time::Duration>,
+) -> Result<(), ServiceError> {
+    let t = tenant.clone();
+    let round = k
+        .core
+        .db
+        .call(move |c| documents::queued_count(c, &t))
+        .await?;
     let job = ProcessDocument {
         tenant_id: tenant.to_string(),
         document_id: id.to_owned(),
     };
-    if let Err(e) = k.queue.enqueue(job, None).await {
+    k.queue.enqueue(job, delay, round).await?;
+    Ok(())
+}
+
+async fn enqueue(k: Intake<'_>, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+    if let Err(e) = queue_document(k, tenant, id, None).await {
         let (t, i, now) = (tenant.clone(), id.to_owned(), k.core.clock.now());
         let msg = format!("could not queue processing: {e}");
         let _ = k
@@ -186,11 +219,13 @@ pub async fn list(
         .await?)
 }
 
-/// Deletes a document: its row and chunks, its vectors and its stored bytes. Search
-/// stops returning it at once.
+/// Deletes a document: its row and chunks, its vectors and its stored bytes, and stops
+/// any processing of it. Search stops returning it at once. The row goes first: if the
+/// process stops before the rest, the start-up sweep removes what has no row.
 #[instrument(skip_all, fields(tenant = %tenant, document = %id))]
 pub async fn delete(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
     let (t, i) = (tenant.clone(), id.to_owned());
+    k.in_flight.cancel(id);
     if !k
         .core
         .db
@@ -216,17 +251,19 @@ pub async fn reprocess(
     tenant: &TenantId,
     id: &str,
 ) -> Result<Document, ServiceError> {
-    let doc = get(k, tenant, id).await?;
-    if matches!(doc.status, Status::Queued | Status::Processing) {
+    get(k, tenant, id).await?;
+    let (t, i, now) = (tenant.clone(), id.to_owned(), k.core.clock.now());
+    // One conditional update: of two concurrent calls, one queues and the other is told.
+    let queued = k
+        .core
+        .db
+        .call(move |c| documents::requeue_settled(c, &t, &i, now))
+        .await?;
+    if !queued {
         return Err(ServiceError::Conflict(
             "the document is already being processed".into(),
         ));
     }
-    let (t, i, now) = (tenant.clone(), id.to_owned(), k.core.clock.now());
-    k.core
-        .db
-        .call(move |c| documents::set_status(c, &t, &i, Status::Queued, Some(0), None, now))
-        .await?;
     enqueue(k, tenant, id).await?;
     get(k, tenant, id).await
 }

@@ -1,7 +1,10 @@
 //! Health checks: each touches its component for real, under a timeout, so that a
-//! hung dependency reports failure instead of hanging the probe.
+//! hung dependency reports failure instead of hanging the probe. The HTTP probes read
+//! them through [`HealthCache`]: unauthenticated callers cannot make ragbox work (or
+//! pay an upstream) more than the cache allows.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::{Core, Knowledge};
 use crate::store::Db;
@@ -37,6 +40,24 @@ pub async fn run(
     knowledge: Option<&Knowledge>,
     generator: Option<(&crate::ml::Generator, &crate::llm::Upstreams)>,
 ) -> Vec<Check> {
+    run_with(core, knowledge, generator, None).await
+}
+
+async fn probe_upstream(timeout: Duration, upstream: &crate::llm::Upstream) -> Check {
+    let upstream = upstream.clone();
+    let check = timed_async("generator", timeout, async move { upstream.probe().await }).await;
+    if !check.ok {
+        tracing::warn!(check = "generator", detail = %check.detail, "the default provider does not answer");
+    }
+    check
+}
+
+async fn run_with(
+    core: &Core,
+    knowledge: Option<&Knowledge>,
+    generator: Option<(&crate::ml::Generator, &crate::llm::Upstreams)>,
+    upstream_probes: Option<&HealthCache>,
+) -> Vec<Check> {
     let timeout = Duration::from_millis(core.config.health.check_timeout_ms);
     let db_path = core.db.path().to_path_buf();
     let data_dir = core.config.storage.data_dir.clone();
@@ -69,27 +90,24 @@ pub async fn run(
                     .map(|n| format!("{n} unfinished"))
                     .map_err(|e| e.to_string())
             }),
+            // The model thread's life, not a forward pass: a probe never takes a place
+            // in the queue that tenants' searches use.
             timed_async("embedding", timeout, async move {
-                embedder
-                    .embed(vec!["health check".to_owned()])
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| match v.first() {
-                        Some(v) if v.len() == crate::ml::embedder::DIM => {
-                            Ok(format!("{}-d vectors", v.len()))
-                        }
-                        _ => Err("unexpected embedding shape".to_owned()),
-                    })
+                if embedder.is_running() {
+                    Ok(format!("{}-d vectors", crate::ml::embedder::DIM))
+                } else {
+                    Err("the embedding thread has stopped".to_owned())
+                }
             }),
         );
         checks.extend([v, q, e]);
     }
     let upstream = generator.map(|(_, u)| u.route(None));
     if let Some(Ok(Some(upstream))) = upstream {
-        let check = timed_async("generator", timeout, async move { upstream.probe().await }).await;
-        if !check.ok {
-            tracing::warn!(check = "generator", detail = %check.detail, "the default provider does not answer");
-        }
+        let check = match upstream_probes {
+            Some(cache) => cache.upstream(timeout, &upstream).await,
+            None => probe_upstream(timeout, &upstream).await,
+        };
         checks.push(check);
     } else if let Some((g, _)) = generator {
         // A busy generator is healthy; a stopped model thread is not.
@@ -131,4 +149,58 @@ where
         tracing::warn!(check = name, %detail, "health check failed");
     }
     Check { name, ok, detail }
+}
+
+/// The checks as the HTTP probes see them: computed at most once per `ttl` (callers in
+/// between get the last result; one probe runs at a time, the others wait for it), and
+/// an upstream provider asked at most once per `upstream_ttl`.
+pub struct HealthCache {
+    ttl: Duration,
+    upstream_ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Vec<Check>)>>,
+    upstream: Mutex<Option<(Instant, Check)>>,
+}
+
+impl HealthCache {
+    /// A cache keeping results for `ttl`, upstream answers for `upstream_ttl`.
+    pub fn new(ttl: Duration, upstream_ttl: Duration) -> Self {
+        Self {
+            ttl,
+            upstream_ttl,
+            last: tokio::sync::Mutex::new(None),
+            upstream: Mutex::new(None),
+        }
+    }
+
+    /// The checks, fresh enough.
+    pub async fn get(
+        &self,
+        core: &Core,
+        knowledge: &Knowledge,
+        generator: (&crate::ml::Generator, &crate::llm::Upstreams),
+    ) -> Vec<Check> {
+        let mut last = self.last.lock().await;
+        if let Some((at, checks)) = last.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return checks.clone();
+        }
+        let checks = run_with(core, Some(knowledge), Some(generator), Some(self)).await;
+        *last = Some((Instant::now(), checks.clone()));
+        checks
+    }
+
+    async fn upstream(&self, timeout: Duration, upstream: &crate::llm::Upstream) -> Check {
+        if let Ok(cached) = self.upstream.lock()
+            && let Some((at, check)) = cached.as_ref()
+            && at.elapsed() < self.upstream_ttl
+        {
+            return check.clone();
+        }
+        let check = probe_upstream(timeout, upstream).await;
+        if let Ok(mut cached) = self.upstream.lock() {
+            *cached = Some((Instant::now(), check.clone()));
+        }
+        check
+    }
 }

@@ -2,18 +2,22 @@
 //! run replaces whatever an earlier (or interrupted) run stored, so running it twice
 //! leaves one copy of each chunk.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
-use super::documents::file_path;
+use super::documents::{file_path, queue_document};
 use super::{Knowledge, ServiceError, blocking};
 use crate::domain::TenantId;
 use crate::jobs::ProcessDocument;
-use crate::store::documents::{self, Document, NewChunk, Status};
+use crate::store::documents::{self, Claim, Document, NewChunk};
 use crate::store::vectors::VectorItem;
 use crate::text::chunker;
-use crate::text::extract::{self, Kind};
+use crate::text::extract::Kind;
+use crate::text::sandbox::{self, Limits, SandboxError};
 
 /// What the document job needs.
 pub type IngestDeps = Knowledge;
@@ -28,74 +32,165 @@ enum Attempt {
     Failed(String),
 }
 
-/// Runs the job for one document. Document-level failures are recorded on the
-/// document (and retried after `jobs.retry_delay_secs` by a delayed job until
-/// `jobs.max_retries` is spent); only infrastructure failures are returned.
+/// The documents being processed now, each with a token that stops its work (a delete
+/// cancels it: the extraction child is killed and no more batches are embedded).
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashMap<String, CancellationToken>>>);
+
+impl InFlight {
+    fn start(&self, document: &str) -> InFlightGuard {
+        let token = CancellationToken::new();
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(document.to_owned(), token.clone());
+        }
+        InFlightGuard {
+            set: self.clone(),
+            document: document.to_owned(),
+            token,
+        }
+    }
+
+    /// Stops the work on a document, if any is running.
+    pub fn cancel(&self, document: &str) {
+        if let Ok(map) = self.0.lock()
+            && let Some(token) = map.get(document)
+        {
+            token.cancel();
+        }
+    }
+}
+
+struct InFlightGuard {
+    set: InFlight,
+    document: String,
+    token: CancellationToken,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.set.0.lock() {
+            map.remove(&self.document);
+        }
+    }
+}
+
+/// Runs the job for one document: claims it (so no two runs interleave), processes it,
+/// and records the outcome. A failed attempt is retried by a new, delayed job until
+/// `jobs.max_retries` is spent; the queue itself never retries. Only a failure to claim
+/// is returned (the document then stays queued and is queued again at the next start).
 #[instrument(skip_all, fields(tenant = %job.tenant_id, document = %job.document_id))]
 pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), ServiceError> {
     let Ok(tenant) = TenantId::parse(&job.tenant_id) else {
         tracing::warn!("job names an invalid tenant id; dropped");
         return Ok(());
     };
+    // The tenant's share of the workers: when its places are taken, the job goes back
+    // behind the other tenants' (its round is its count of waiting documents).
+    let Some(_slot) = k.core.limiter.ingestion(&k.core, &tenant).await? else {
+        queue_document(
+            k.intake(),
+            &tenant,
+            &job.document_id,
+            Some(Duration::from_secs(1)),
+        )
+        .await?;
+        return Ok(());
+    };
+    let max_attempts = k.core.config.jobs.max_retries.saturating_add(1);
+    let (t, i, now) = (tenant.clone(), job.document_id.clone(), k.core.clock.now());
+    let claimed = k
+        .core
+        .db
+        .call(move |c| documents::claim(c, &t, &i, max_attempts, now))
+        .await?;
+    let attempt = match claimed {
+        Claim::Claimed(attempt) => attempt,
+        Claim::Exhausted => {
+            tracing::warn!("document failed: its attempts were used up before this job ran");
+            return Ok(());
+        }
+        // Deleted, finished, or another job has it: a duplicate delivery.
+        Claim::NotQueued => return Ok(()),
+    };
     let (t, i) = (tenant.clone(), job.document_id.clone());
     let Some(doc) = k.core.db.call(move |c| documents::get(c, &t, &i)).await? else {
         return Ok(());
     };
-    if matches!(doc.status, Status::Ready | Status::Failed) {
-        // A duplicate delivery of a job that already ran to its end.
-        return Ok(());
-    }
-    let attempt = doc.attempts + 1;
-    let (t, i, now) = (tenant.clone(), doc.id.clone(), k.core.clock.now());
-    k.core
-        .db
-        .call(move |c| {
-            documents::set_status(c, &t, &i, Status::Processing, Some(attempt), None, now)
-        })
-        .await?;
+    let guard = k.in_flight.start(&doc.id);
+    let outcome = process(k, &tenant, &doc, &guard.token).await;
+    drop(guard);
 
-    match process(k, &tenant, &doc).await {
+    match outcome {
         Ok(count) => {
             let (t, i, now) = (tenant.clone(), doc.id.clone(), k.core.clock.now());
-            k.core
+            let marked = k
+                .core
                 .db
                 .call(move |c| documents::mark_ready(c, &t, &i, count, attempt, now))
                 .await?;
-            tracing::info!(chunks = count, attempt, "document ready");
+            if marked {
+                tracing::info!(chunks = count, attempt, "document ready");
+            } else {
+                forget_vectors(k, &tenant, &doc.id).await?;
+            }
         }
-        Err(Attempt::Gone) => {
-            let (vectors, t, i) = (k.vectors.clone(), tenant.clone(), doc.id.clone());
-            blocking(move || vectors.delete_document(&t, &i)).await??;
-        }
+        Err(Attempt::Gone) => forget_vectors(k, &tenant, &doc.id).await?,
         Err(Attempt::Failed(reason)) => {
-            let retries = k.core.config.jobs.max_retries;
-            let last = attempt > retries;
-            let status = if last { Status::Failed } else { Status::Queued };
+            let retry = attempt < max_attempts;
             let (t, i, now, msg) = (
                 tenant.clone(),
                 doc.id.clone(),
                 k.core.clock.now(),
                 reason.clone(),
             );
-            k.core
+            let released = k
+                .core
                 .db
-                .call(move |c| {
-                    documents::set_status(c, &t, &i, status, Some(attempt), Some(&msg), now)
-                })
+                .call(move |c| documents::release(c, &t, &i, retry, &msg, now))
                 .await?;
-            if last {
-                tracing::warn!(attempt, %reason, "document failed; no retries left");
-            } else {
+            if !released {
+                forget_vectors(k, &tenant, &doc.id).await?;
+            } else if retry {
                 tracing::warn!(attempt, %reason, "document attempt failed; will retry");
                 let delay = Duration::from_secs(k.core.config.jobs.retry_delay_secs);
-                k.queue.enqueue(job.clone(), Some(delay)).await?;
+                queue_document(k.intake(), &tenant, &doc.id, Some(delay)).await?;
+            } else {
+                tracing::warn!(attempt, %reason, "document failed; no retries left");
             }
         }
     }
     Ok(())
 }
 
-async fn process(k: &Knowledge, tenant: &TenantId, doc: &Document) -> Result<usize, Attempt> {
+async fn forget_vectors(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+    let (vectors, t, i) = (k.vectors.clone(), tenant.clone(), id.to_owned());
+    blocking(move || vectors.delete_document(&t, &i)).await??;
+    Ok(())
+}
+
+/// The limits of one document's extraction child.
+fn extraction_limits(k: &Knowledge, input_bytes: u64) -> Result<Limits, String> {
+    let x = &k.core.config.extraction;
+    let program = match &x.program {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find the ragbox executable for extraction: {e}"))?,
+    };
+    Ok(Limits {
+        program,
+        memory_bytes: x.memory_mb.saturating_mul(1024 * 1024),
+        cpu_secs: x.cpu_secs,
+        timeout: Duration::from_secs(x.timeout_secs),
+        max_text_bytes: x.text_cap(input_bytes),
+    })
+}
+
+async fn process(
+    k: &Knowledge,
+    tenant: &TenantId,
+    doc: &Document,
+    cancel: &CancellationToken,
+) -> Result<usize, Attempt> {
     let failed = |m: String| Attempt::Failed(m);
     let path = file_path(&k.core, tenant, &doc.id);
     let bytes = tokio::fs::read(&path)
@@ -103,10 +198,12 @@ async fn process(k: &Knowledge, tenant: &TenantId, doc: &Document) -> Result<usi
         .map_err(|e| failed(format!("the stored original could not be read: {e}")))?;
     let kind = Kind::from_media_type(&doc.media_type)
         .ok_or_else(|| failed(format!("unknown media type {}", doc.media_type)))?;
-    let text = blocking(move || extract::extract(kind, &bytes))
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(|e| failed(e.to_string()))?;
+    let limits = extraction_limits(k, bytes.len() as u64).map_err(failed)?;
+    let text = match sandbox::extract_isolated(kind, bytes, &limits, cancel).await {
+        Ok(text) => text,
+        Err(SandboxError::Cancelled) => return Err(Attempt::Gone),
+        Err(e) => return Err(failed(e.to_string())),
+    };
 
     let tokenizer = k.embedder.tokenizer().clone();
     let (max, overlap) = (
@@ -120,9 +217,19 @@ async fn process(k: &Knowledge, tenant: &TenantId, doc: &Document) -> Result<usi
     if chunks.is_empty() {
         return Err(failed("the document contains no text".into()));
     }
+    let max_chunks = k.core.config.documents.max_chunks;
+    if chunks.len() > max_chunks {
+        return Err(failed(format!(
+            "the document makes {} chunks, more than documents.max_chunks ({max_chunks})",
+            chunks.len()
+        )));
+    }
 
     let mut vectors = Vec::with_capacity(chunks.len());
     for batch in chunks.chunks(EMBED_BATCH) {
+        if cancel.is_cancelled() {
+            return Err(Attempt::Gone);
+        }
         let texts = batch.iter().map(|c| c.text.clone()).collect();
         let embedded = k
             .embedder
@@ -176,36 +283,72 @@ async fn process(k: &Knowledge, tenant: &TenantId, doc: &Document) -> Result<usi
     Ok(count)
 }
 
-/// Re-queues documents left queued or processing by a process that stopped before
-/// their job was stored; runs at start when the queue holds no unfinished job.
-pub async fn requeue_orphans(k: &Knowledge) -> Result<usize, ServiceError> {
-    if k.queue.pending().await? > 0 {
-        return Ok(0);
-    }
-    let stuck: Vec<(String, String)> = k
+/// At start, before any worker runs: documents left `processing` by a stopped
+/// process go back to `queued`, and every queued document without a waiting job gets
+/// one (a duplicate job is harmless: only one run can claim the document).
+pub async fn recover_unfinished(k: &Knowledge) -> Result<usize, ServiceError> {
+    let now = k.core.clock.now();
+    let unfinished = k
         .core
         .db
-        .call(|c| {
-            let mut stmt = c.prepare(
-                "SELECT tenant_id, id FROM documents WHERE status IN ('queued', 'processing')",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        .call(move |c| documents::unfinished_after_restart(c, now))
         .await?;
-    for (tenant_id, document_id) in &stuck {
-        k.queue
-            .enqueue(
-                ProcessDocument {
-                    tenant_id: tenant_id.clone(),
-                    document_id: document_id.clone(),
-                },
-                None,
-            )
-            .await?;
+    let waiting = k.queue.waiting_documents().await?;
+    let mut queued = 0;
+    for (tenant_id, document_id) in unfinished {
+        if waiting.contains(&document_id) {
+            continue;
+        }
+        let Ok(tenant) = TenantId::parse(&tenant_id) else {
+            continue;
+        };
+        queue_document(k.intake(), &tenant, &document_id, None).await?;
+        queued += 1;
     }
-    if !stuck.is_empty() {
-        tracing::info!(count = stuck.len(), "re-queued documents that had no job");
+    if queued > 0 {
+        tracing::info!(count = queued, "re-queued documents that had no job");
     }
-    Ok(stuck.len())
+    Ok(queued)
+}
+
+/// At start: removes vectors and stored files of documents that have no row (left
+/// by a delete that was interrupted between its steps, or by an upload that stopped
+/// before its row was written).
+pub async fn sweep_leftovers(k: &Knowledge) -> Result<usize, ServiceError> {
+    let mut removed = 0;
+    let vectors = k.vectors.clone();
+    for tenant in blocking(move || vectors.tenants()).await? {
+        let t = tenant.clone();
+        let known = k.core.db.call(move |c| documents::ids(c, &t)).await?;
+        let (vectors, t) = (k.vectors.clone(), tenant.clone());
+        let stored = blocking(move || vectors.documents(&t)).await??;
+        for doc in stored.difference(&known) {
+            tracing::info!(tenant = %tenant, document = %doc, "removing vectors of a deleted document");
+            forget_vectors(k, &tenant, doc).await?;
+            removed += 1;
+        }
+    }
+    let tenants_dir = k.core.config.storage.data_dir.join("tenants");
+    let Ok(mut dirs) = tokio::fs::read_dir(&tenants_dir).await else {
+        return Ok(removed);
+    };
+    while let Some(entry) = dirs.next_entry().await? {
+        let Ok(tenant) = TenantId::parse(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let t = tenant.clone();
+        let known = k.core.db.call(move |c| documents::ids(c, &t)).await?;
+        let Ok(mut files) = tokio::fs::read_dir(entry.path().join("documents")).await else {
+            continue;
+        };
+        while let Some(file) = files.next_entry().await? {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                tracing::info!(tenant = %tenant, file = %name, "removing a stored file without a document");
+                tokio::fs::remove_file(file.path()).await?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }

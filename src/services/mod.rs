@@ -6,6 +6,7 @@ pub mod documents;
 pub mod health;
 pub mod ingest;
 pub mod keys;
+pub mod limits;
 pub mod search;
 pub mod tenants;
 
@@ -26,6 +27,8 @@ pub struct Core {
     pub db: Db,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Per-tenant request rates and concurrency.
+    pub limiter: limits::Limiter,
 }
 
 /// Why a use-case failed.
@@ -101,6 +104,8 @@ pub struct Knowledge {
     pub vectors: Arc<dyn crate::store::vectors::VectorStore>,
     /// The job queue.
     pub queue: crate::jobs::JobQueue,
+    /// Documents being processed now, to stop when deleted.
+    pub in_flight: ingest::InFlight,
 }
 
 impl Knowledge {
@@ -175,4 +180,70 @@ pub fn limited_text(field: &str, value: &str, max_chars: usize) -> Result<String
         )));
     }
     Ok(value.to_owned())
+}
+
+/// Documents a filter (search, chat, agents) may name.
+pub const MAX_DOCUMENT_IDS: usize = 100;
+/// The largest JSON object of free-form fields (document metadata, tenant settings),
+/// serialised.
+pub const MAX_OBJECT_BYTES: usize = 16 * 1024;
+/// Stop texts of a chat, and the length of each.
+pub const MAX_STOPS: usize = 4;
+/// The longest stop text, in characters.
+pub const MAX_STOP_CHARS: usize = 64;
+
+/// Checks a document filter before any work is done with it: at most
+/// [`MAX_DOCUMENT_IDS`] ids, each a document id (a UUID).
+pub fn check_document_ids(field: &str, ids: Option<&[String]>) -> Result<(), ServiceError> {
+    let Some(ids) = ids else {
+        return Ok(());
+    };
+    if ids.len() > MAX_DOCUMENT_IDS {
+        return Err(ServiceError::Invalid(format!(
+            "{field} names {} documents; at most {MAX_DOCUMENT_IDS} are allowed",
+            ids.len()
+        )));
+    }
+    if let Some(bad) = ids.iter().find(|id| uuid::Uuid::parse_str(id).is_err()) {
+        let shown: String = bad.chars().take(40).collect();
+        return Err(ServiceError::Invalid(format!(
+            "{field} holds `{shown}`, which is not a document id"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a free-form JSON object's size (serialised) against [`MAX_OBJECT_BYTES`].
+pub fn check_object_size(
+    field: &str,
+    object: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), ServiceError> {
+    let size = object
+        .map(|o| serde_json::to_vec(o).map(|v| v.len()).unwrap_or(usize::MAX))
+        .unwrap_or(0);
+    if size > MAX_OBJECT_BYTES {
+        return Err(ServiceError::Invalid(format!(
+            "{field} must be at most {MAX_OBJECT_BYTES} bytes as JSON"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a chat's stop texts: at most [`MAX_STOPS`], each 1 to [`MAX_STOP_CHARS`]
+/// characters.
+pub fn check_stops(stops: &[String]) -> Result<(), ServiceError> {
+    if stops.len() > MAX_STOPS {
+        return Err(ServiceError::Invalid(format!(
+            "stop holds at most {MAX_STOPS} texts"
+        )));
+    }
+    if stops
+        .iter()
+        .any(|s| s.is_empty() || s.chars().count() > MAX_STOP_CHARS)
+    {
+        return Err(ServiceError::Invalid(format!(
+            "each stop text must be 1 to {MAX_STOP_CHARS} characters"
+        )));
+    }
+    Ok(())
 }

@@ -54,6 +54,7 @@ pub async fn search(
     tenant: &TenantId,
     q: Query,
 ) -> Result<Vec<Found>, ServiceError> {
+    super::check_document_ids("document_ids", q.document_ids.as_deref())?;
     let text = q.text.trim().to_owned();
     if text.is_empty() {
         return Err(ServiceError::Invalid("query must not be empty".into()));

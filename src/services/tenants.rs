@@ -51,7 +51,10 @@ pub async fn create(core: &Core, new: NewTenant) -> Result<Tenant, ServiceError>
             new.system_prompt.as_deref().unwrap_or(""),
             MAX_SYSTEM_PROMPT,
         )?,
-        settings: new.settings.unwrap_or_default(),
+        settings: {
+            super::check_object_size("settings", new.settings.as_ref())?;
+            new.settings.unwrap_or_default()
+        },
         created_at: now,
         updated_at: now,
     };
@@ -106,6 +109,7 @@ pub async fn update(
         tenant.system_prompt = limited_text("system_prompt", &prompt, MAX_SYSTEM_PROMPT)?;
     }
     if let Some(settings) = patch.settings {
+        super::check_object_size("settings", Some(&settings))?;
         tenant.settings = settings;
     }
     tenant.updated_at = core.clock.now();

@@ -1,4 +1,4 @@
-//! Document and chunk rows, and keyword search over chunks (FTS5).
+//! Document and chunk rows, and keyword search over chunks (FTS5, per tenant).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -203,6 +203,142 @@ pub fn set_status(
     Ok(n == 1)
 }
 
+/// What [`claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller now processes the document; this is attempt number `.0`.
+    Claimed(u32),
+    /// The document had used all its attempts; it is now failed.
+    Exhausted,
+    /// Not waiting (gone, processing elsewhere, ready or failed): nothing to do.
+    NotQueued,
+}
+
+/// Claims a queued document for one processing attempt, atomically: two jobs for the
+/// same document never both run. A document that has used `max_attempts` already is
+/// failed instead (so a document that kills its worker cannot loop forever).
+pub fn claim(
+    conn: &mut Connection,
+    tenant: &TenantId,
+    id: &str,
+    max_attempts: u32,
+    now: DateTime<Utc>,
+) -> Result<Claim, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found: Option<(String, u32, Option<String>)> = tx
+        .query_row(
+            "SELECT status, attempts, last_error FROM documents WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.as_str(), id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((status, attempts, last_error)) = found else {
+        return Ok(Claim::NotQueued);
+    };
+    if status != Status::Queued.as_str() {
+        return Ok(Claim::NotQueued);
+    }
+    let claim = if attempts >= max_attempts {
+        let reason = format!(
+            "gave up after {attempts} attempts; the last one: {}",
+            last_error
+                .as_deref()
+                .unwrap_or("it stopped without a result")
+        );
+        tx.execute(
+            "UPDATE documents SET status = 'failed', last_error = ?3, updated_at = ?4
+             WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.as_str(), id, reason, timestamp(now)],
+        )?;
+        Claim::Exhausted
+    } else {
+        tx.execute(
+            "UPDATE documents SET status = 'processing', attempts = attempts + 1, updated_at = ?3
+             WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.as_str(), id, timestamp(now)],
+        )?;
+        Claim::Claimed(attempts + 1)
+    };
+    tx.commit()?;
+    Ok(claim)
+}
+
+/// Ends a processing attempt that failed: back to `queued` for a retry, or `failed`.
+/// False when the document is no longer being processed (deleted meanwhile).
+pub fn release(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+    retry: bool,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let status = if retry {
+        Status::Queued
+    } else {
+        Status::Failed
+    };
+    let n = conn.execute(
+        "UPDATE documents SET status = ?3, last_error = ?4, updated_at = ?5
+         WHERE tenant_id = ?1 AND id = ?2 AND status = 'processing'",
+        params![tenant.as_str(), id, status.as_str(), error, timestamp(now)],
+    )?;
+    Ok(n == 1)
+}
+
+/// Queues a ready or failed document again with fresh attempts; false when it is
+/// queued or processing already (or gone), so two calls never start two runs.
+pub fn requeue_settled(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE documents SET status = 'queued', attempts = 0, last_error = NULL, updated_at = ?3
+         WHERE tenant_id = ?1 AND id = ?2 AND status IN ('ready', 'failed')",
+        params![tenant.as_str(), id, timestamp(now)],
+    )?;
+    Ok(n == 1)
+}
+
+/// At start, no attempt of this process is running: documents left `processing` by a
+/// stopped process go back to `queued`. Returns every queued document (tenant, id).
+pub fn unfinished_after_restart(
+    conn: &Connection,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    conn.execute(
+        "UPDATE documents SET status = 'queued', updated_at = ?1 WHERE status = 'processing'",
+        [timestamp(now)],
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT tenant_id, id FROM documents WHERE status = 'queued' ORDER BY created_at",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// How many documents of a tenant wait for processing (its place in the round-robin).
+pub fn queued_count(conn: &Connection, tenant: &TenantId) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM documents WHERE tenant_id = ?1 AND status = 'queued'",
+        [tenant.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(n.unsigned_abs())
+}
+
+/// Every document id of a tenant (for the start-up sweep of leftovers).
+pub fn ids(
+    conn: &Connection,
+    tenant: &TenantId,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id FROM documents WHERE tenant_id = ?1")?;
+    let rows = stmt.query_map([tenant.as_str()], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// A chunk about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewChunk {
@@ -238,6 +374,7 @@ pub fn replace_chunks(
     if !exists {
         return Ok(None);
     }
+    super::keywords::remove_document(&tx, tenant, document)?;
     tx.execute("DELETE FROM chunks WHERE document_id = ?1", [document])?;
     let mut ids = Vec::with_capacity(chunks.len());
     {
@@ -258,6 +395,13 @@ pub fn replace_chunks(
             ids.push(tx.last_insert_rowid().unsigned_abs());
         }
     }
+    super::keywords::add(
+        &tx,
+        tenant,
+        ids.iter()
+            .copied()
+            .zip(chunks.iter().map(|c| c.text.as_str())),
+    )?;
     tx.commit()?;
     Ok(Some(ids))
 }
@@ -274,7 +418,7 @@ pub fn mark_ready(
     let n = conn.execute(
         "UPDATE documents SET status = 'ready', chunk_count = ?3, attempts = ?4, last_error = NULL,
                 updated_at = ?5, processed_at = ?5
-         WHERE tenant_id = ?1 AND id = ?2",
+         WHERE tenant_id = ?1 AND id = ?2 AND status = 'processing'",
         params![
             tenant.as_str(),
             id,
@@ -286,12 +430,27 @@ pub fn mark_ready(
     Ok(n == 1)
 }
 
-/// Deletes a document and its chunks.
-pub fn delete(conn: &Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
-    Ok(conn.execute(
+/// Deletes a document, its chunks and their keyword entries, in one transaction.
+pub fn delete(conn: &mut Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let owned: bool = tx
+        .query_row(
+            "SELECT 1 FROM documents WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant.as_str(), id],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if !owned {
+        return Ok(false);
+    }
+    super::keywords::remove_document(&tx, tenant, id)?;
+    tx.execute(
         "DELETE FROM documents WHERE tenant_id = ?1 AND id = ?2",
         params![tenant.as_str(), id],
-    )? == 1)
+    )?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// A chunk found by search, with its document's title.
@@ -357,33 +516,31 @@ pub fn keyword_search(
     let Some(words) = fts_query(query) else {
         return Ok(Vec::new());
     };
-    let expr = format!(
-        "tenant : \"{}\" AND text : ({words})",
-        tenant.as_str().replace('-', "")
-    );
-    let doc_filter = documents.map(|d| serde_json::to_string(d).unwrap_or_else(|_| "[]".into()));
-    // FTS5 ranks the tenant's matches itself and hands back the best `fetch`; those
-    // outside the filter (documents not ready, other documents) are dropped here, and
+    let allowed: Option<std::collections::HashSet<&str>> =
+        documents.map(|d| d.iter().map(String::as_str).collect());
+    // FTS5 ranks the tenant's matches in the tenant's own table and hands back the best
+    // `fetch`; those of documents not ready or outside the filter are dropped here, and
     // the window widens until enough are left or the matches run out.
-    let mut ranked = conn.prepare_cached(
-        "SELECT rowid, rank FROM chunk_search WHERE chunk_search MATCH ?1 ORDER BY rank LIMIT ?2 OFFSET ?3",
-    )?;
     let mut keep = conn.prepare_cached(
-        "SELECT 1 FROM chunks c JOIN documents d ON d.id = c.document_id
-         WHERE c.id = ?1 AND c.tenant_id = ?2 AND d.status = 'ready'
-           AND (?3 IS NULL OR c.document_id IN (SELECT value FROM json_each(?3)))",
+        "SELECT c.document_id FROM chunks c JOIN documents d ON d.id = c.document_id
+         WHERE c.id = ?1 AND c.tenant_id = ?2 AND d.status = 'ready'",
     )?;
     let mut out = Vec::with_capacity(limit);
     let mut offset = 0usize;
     let mut fetch = (limit * 2).max(32);
     loop {
-        let page: Vec<(i64, f64)> = ranked
-            .query_map(params![expr, fetch as i64, offset as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
+        let page = super::keywords::ranked(conn, tenant, &words, fetch, offset)?;
         for &(id, rank) in &page {
-            if keep.exists(params![id, tenant.as_str(), doc_filter])? {
+            let document: Option<String> = keep
+                .query_row(params![id, tenant.as_str()], |r| r.get(0))
+                .optional()?;
+            let Some(document) = document else {
+                continue;
+            };
+            if allowed
+                .as_ref()
+                .is_none_or(|a| a.contains(document.as_str()))
+            {
                 out.push((id.unsigned_abs(), -rank));
                 if out.len() == limit {
                     return Ok(out);

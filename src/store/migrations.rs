@@ -110,7 +110,25 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (tenant_id, name)
     );
     "#,
+    // 5: keyword search per tenant. The shared table's BM25 statistics mixed every
+    // tenant's text; each tenant now has its own table (see `keywords`), filled from
+    // the chunks right after this step.
+    r#"
+    DROP TRIGGER chunk_search_insert;
+    DROP TRIGGER chunk_search_delete;
+    DROP TABLE chunk_search;
+    "#,
+    // 6: limits the operator set for a tenant (the server's defaults apply otherwise).
+    r#"
+    CREATE TABLE tenant_limits (
+        tenant_id TEXT PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
+        limits    TEXT NOT NULL
+    );
+    "#,
 ];
+
+/// The version after which each tenant's keyword table is built from its chunks.
+const PER_TENANT_KEYWORDS: i64 = 5;
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -133,6 +151,9 @@ pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
             continue;
         }
         tx.execute_batch(sql)?;
+        if version == PER_TENANT_KEYWORDS {
+            super::keywords::build_all(&tx)?;
+        }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, "applied database migration");

@@ -4,6 +4,8 @@
 pub mod agents;
 pub mod documents;
 pub mod keys;
+pub mod keywords;
+pub mod limits;
 mod migrations;
 pub mod tenants;
 pub mod vectors;

@@ -119,5 +119,9 @@ pub fn count(conn: &Connection) -> Result<u64, StoreError> {
 
 /// Deletes a tenant; its keys (and later everything else) go by cascade.
 pub fn delete(conn: &Connection, id: &TenantId) -> Result<bool, StoreError> {
-    Ok(conn.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? == 1)
+    let tx = conn.unchecked_transaction()?;
+    super::keywords::drop_tenant(&tx, id)?;
+    let deleted = tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? == 1;
+    tx.commit()?;
+    Ok(deleted)
 }

@@ -91,6 +91,8 @@ pub trait VectorStore: Send + Sync + 'static {
     fn check(&self) -> Result<String, VectorError>;
     /// Tenants that have vectors.
     fn tenants(&self) -> Vec<TenantId>;
+    /// The documents a tenant has vectors of (for the start-up sweep of leftovers).
+    fn documents(&self, tenant: &TenantId) -> Result<HashSet<String>, VectorError>;
     /// Blocks until background index builds are done (tests, benchmarks, `reindex`).
     fn settle(&self) {}
 }
@@ -690,6 +692,24 @@ impl VectorStore for LocalVectorStore {
         }
         self.after_change(&handle, &mut ix);
         Ok(())
+    }
+
+    fn documents(&self, tenant: &TenantId) -> Result<HashSet<String>, VectorError> {
+        let tree = self.db.open_tree(tree_name(tenant))?;
+        let mut found = HashSet::new();
+        let mut from = Vec::new();
+        // One key per document: after each, skip past all of its keys (`doc\0…` sorts
+        // before `doc\x01`).
+        while let Some(entry) = tree.range(from.clone()..).keys().next() {
+            let k = entry?;
+            let Some((doc, _)) = split_key(&k) else {
+                break;
+            };
+            from = doc.as_bytes().to_vec();
+            from.push(1);
+            found.insert(doc.to_owned());
+        }
+        Ok(found)
     }
 
     fn delete_document(&self, tenant: &TenantId, document: &str) -> Result<(), VectorError> {

@@ -67,6 +67,14 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.log.level = "warn".into();
     config.models.embedding_dir = model_dir();
     config.jobs.poll_interval_ms = 50;
+    // In-process servers run inside the test binary: extraction children are ragbox.
+    config.extraction.program = Some(env!("CARGO_BIN_EXE_ragbox").into());
+    // Tests look at each component's state as it changes: no cached probes.
+    config.health.cache_ms = 0;
+    config.health.upstream_probe_secs = 0;
+    // The test clock stands still, so buckets would never refill: no request rate limit
+    // unless a test sets one.
+    config.limits.requests_per_minute = 0;
     config
 }
 

@@ -22,7 +22,7 @@ fn ragbox() -> Command {
 }
 
 /// Writes a config file for a data dir inside `dir` and returns its path.
-fn write_config(dir: &Path, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");
     std::fs::write(
         &path,
@@ -36,7 +36,7 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
-fn run(args: &[&str], config: &Path) -> Output {
+pub(crate) fn run(args: &[&str], config: &Path) -> Output {
     run_with_input(args, config, "")
 }
 
@@ -62,7 +62,7 @@ fn run_with_input(args: &[&str], config: &Path, input: &str) -> Output {
 }
 
 /// Starts `ragbox serve` and returns the child and the address it listens on.
-fn serve(config: &Path) -> (Child, String) {
+pub(crate) fn serve(config: &Path) -> (Child, String) {
     let (child, base, _) = serve_logged(config);
     (child, base)
 }
@@ -98,7 +98,7 @@ fn serve_logged(config: &Path) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     (child, format!("http://{addr}"), logged)
 }
 
-async fn wait_ready(base: &str) {
+pub(crate) async fn wait_ready(base: &str) {
     let client = reqwest::Client::new();
     for _ in 0..500 {
         if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
@@ -111,7 +111,18 @@ async fn wait_ready(base: &str) {
     panic!("never ready");
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+/// Sends SIGTERM and asserts a clean exit.
+pub(crate) fn terminate(child: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_exit(child);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+pub(crate) fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     for _ in 0..1000 {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
