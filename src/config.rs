@@ -77,7 +77,7 @@ impl Default for LimitsConfig {
         Self {
             requests_per_minute: 6000,
             concurrent_generations: 2,
-            concurrent_ingestion_jobs: 2,
+            concurrent_ingestion_jobs: 1,
         }
     }
 }

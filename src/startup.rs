@@ -66,8 +66,9 @@ impl AppState {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Drops a deleted tenant's vectors.
+    /// Drops a deleted tenant's vectors and limiter state.
     pub fn forget_tenant(&self, tenant: &TenantId) {
+        self.core.limiter.forget(tenant);
         if let Err(e) = self.knowledge.vectors.drop_tenant(tenant) {
             tracing::warn!(tenant = %tenant, error = %e, "could not drop the tenant's vectors; they go at the next start");
         }
@@ -281,7 +282,9 @@ impl Running {
     /// Waits until the server has stopped (after the shutdown token is cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.server.await.context("server task")?.context("server");
-        // Then the job workers finish their current jobs, and index snapshots are written.
+        // Then the job workers stop: documents being extracted or embedded are
+        // interrupted (queued again for the next start), and index snapshots are written.
+        self.state.knowledge.in_flight.interrupt_all();
         self.workers_stop.cancel();
         let _ = self.workers.await;
         let vectors = self.state.knowledge.vectors.clone();

@@ -135,6 +135,27 @@ impl JobQueue {
             .collect())
     }
 
+    /// Whether a job of another tenant than `tenant` is waiting and may run now.
+    pub async fn others_waiting(&self, tenant: &str) -> Result<bool, QueueError> {
+        let (path, tenant) = (self.path.clone(), tenant.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(Duration::from_secs(2))?;
+            conn.prepare(
+                "SELECT 1 FROM Jobs WHERE job_type = ?1 AND status = 'Pending'
+                   AND run_at <= strftime('%s', 'now')
+                   AND json_extract(CAST(job AS TEXT), '$.tenant_id') != ?2 LIMIT 1",
+            )?
+            .exists(rusqlite::params![QUEUE, tenant])
+        })
+        .await
+        .map_err(|e| QueueError(e.to_string()))?
+        .map_err(|e| QueueError(e.to_string()))
+    }
+
     /// Runs the workers until `stop` is cancelled; a worker that fails is restarted.
     pub async fn run(self, ctx: Arc<IngestContext>, stop: CancellationToken) {
         loop {

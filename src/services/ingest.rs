@@ -32,15 +32,19 @@ enum Attempt {
     Failed(String),
 }
 
-/// The documents being processed now, each with a token that stops its work (a delete
-/// cancels it: the extraction child is killed and no more batches are embedded).
+/// The documents being processed now, each with a token that stops its work: a delete
+/// cancels one (its extraction child is killed and no more batches are embedded), and
+/// shutdown cancels all, so that SIGTERM never waits for a slow document.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<Mutex<HashMap<String, CancellationToken>>>);
+pub struct InFlight {
+    running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    shutdown: CancellationToken,
+}
 
 impl InFlight {
     fn start(&self, document: &str) -> InFlightGuard {
-        let token = CancellationToken::new();
-        if let Ok(mut map) = self.0.lock() {
+        let token = self.shutdown.child_token();
+        if let Ok(mut map) = self.running.lock() {
             map.insert(document.to_owned(), token.clone());
         }
         InFlightGuard {
@@ -52,11 +56,17 @@ impl InFlight {
 
     /// Stops the work on a document, if any is running.
     pub fn cancel(&self, document: &str) {
-        if let Ok(map) = self.0.lock()
+        if let Ok(map) = self.running.lock()
             && let Some(token) = map.get(document)
         {
             token.cancel();
         }
+    }
+
+    /// Stops every document's work for shutdown; the documents go back to `queued` and
+    /// run again at the next start.
+    pub fn interrupt_all(&self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -68,7 +78,7 @@ struct InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.set.0.lock() {
+        if let Ok(mut map) = self.set.running.lock() {
             map.remove(&self.document);
         }
     }
@@ -84,16 +94,7 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
         tracing::warn!("job names an invalid tenant id; dropped");
         return Ok(());
     };
-    // The tenant's share of the workers: when its places are taken, the job goes back
-    // behind the other tenants' (its round is its count of waiting documents).
-    let Some(_slot) = k.core.limiter.ingestion(&k.core, &tenant).await? else {
-        queue_document(
-            k.intake(),
-            &tenant,
-            &job.document_id,
-            Some(Duration::from_secs(1)),
-        )
-        .await?;
+    let Some(_slot) = tenant_slot(k, &tenant, &job.document_id).await? else {
         return Ok(());
     };
     let max_attempts = k.core.config.jobs.max_retries.saturating_add(1);
@@ -120,6 +121,16 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
     let outcome = process(k, &tenant, &doc, &guard.token).await;
     drop(guard);
 
+    if k.in_flight.shutdown.is_cancelled() && outcome.is_err() {
+        // Stopped for shutdown, not by the document: queued again for the next start.
+        let (t, i, now) = (tenant.clone(), doc.id.clone(), k.core.clock.now());
+        let msg = "interrupted by a shutdown; it runs again at the next start";
+        k.core
+            .db
+            .call(move |c| documents::release(c, &t, &i, true, msg, now))
+            .await?;
+        return Ok(());
+    }
     match outcome {
         Ok(count) => {
             let (t, i, now) = (tenant.clone(), doc.id.clone(), k.core.clock.now());
@@ -160,6 +171,33 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
         }
     }
     Ok(())
+}
+
+/// The tenant's share of the workers. When all its places are taken, the job waits for
+/// one while no other tenant has work waiting; once another has, it goes back behind
+/// that work (its round is its tenant's count of waiting documents) and `None` says
+/// so. A job is only ever put back in favour of another tenant's, so a single busy
+/// tenant costs the queue nothing.
+async fn tenant_slot(
+    k: &Knowledge,
+    tenant: &TenantId,
+    document: &str,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ServiceError> {
+    let places = k.core.limiter.ingestion(&k.core, tenant).await?;
+    loop {
+        if let Ok(slot) = places.clone().try_acquire_owned() {
+            return Ok(Some(slot));
+        }
+        if k.queue.others_waiting(tenant.as_str()).await? {
+            queue_document(k.intake(), tenant, document, Some(Duration::from_secs(1))).await?;
+            return Ok(None);
+        }
+        if let Ok(Ok(slot)) =
+            tokio::time::timeout(Duration::from_secs(1), places.clone().acquire_owned()).await
+        {
+            return Ok(Some(slot));
+        }
+    }
 }
 
 async fn forget_vectors(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {

@@ -178,14 +178,13 @@ impl Limiter {
         })
     }
 
-    /// A place among the tenant's running ingestion jobs, if one is free.
+    /// The tenant's places among running ingestion jobs.
     pub async fn ingestion(
         &self,
         core: &Core,
         tenant: &TenantId,
-    ) -> Result<Option<OwnedSemaphorePermit>, ServiceError> {
-        let semaphore = self.state(core, tenant, |s, _| s.ingestion.clone()).await?;
-        Ok(semaphore.try_acquire_owned().ok())
+    ) -> Result<Arc<Semaphore>, ServiceError> {
+        self.state(core, tenant, |s, _| s.ingestion.clone()).await
     }
 
     /// Forgets a tenant's state, so that new limits take effect at its next request.

@@ -58,7 +58,7 @@ pub fn self_drawing_pdf() -> Vec<u8> {
 }
 
 /// A page whose parent is itself: inherited attributes are looked up forever.
-fn page_cycle_pdf() -> Vec<u8> {
+pub fn page_cycle_pdf() -> Vec<u8> {
     pdf_of(&[
         b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),

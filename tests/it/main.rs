@@ -16,6 +16,7 @@ mod health;
 mod hostile;
 mod knowledge;
 mod openapi;
+mod probes;
 mod process;
 mod recovery;
 mod upstream;

@@ -205,3 +205,63 @@ fn the_systemd_unit_is_locked_down() {
     assert!(text.contains("SystemCallFilter=@system-service"));
     assert!(!text.contains("~@resources") && !text.contains("~@process"));
 }
+
+#[tokio::test]
+async fn sigterm_exits_promptly_while_a_hostile_document_spins_and_it_runs_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[jobs]\npoll_interval_ms = 50\n[extraction]\ncpu_secs = 300\ntimeout_secs = 600\n",
+    );
+    let key = key_for(&config, "acme");
+    let (mut child, base) = serve(&config);
+    wait_ready(&base).await;
+    let client = reqwest::Client::new();
+    let part = reqwest::multipart::Part::bytes(crate::hostile::page_cycle_pdf())
+        .file_name("cycle.pdf")
+        .mime_str("application/pdf")
+        .unwrap();
+    let r = client
+        .post(format!("{base}/api/v1/documents/upload"))
+        .bearer_auth(&key)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = |client: reqwest::Client, base: String, key: String, id: String| async move {
+        let v: Value = client
+            .get(format!("{base}/api/v1/documents/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["status"].as_str().unwrap().to_owned()
+    };
+    let mut spinning = false;
+    for _ in 0..400 {
+        if status(client.clone(), base.clone(), key.clone(), id.clone()).await == "processing" {
+            spinning = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(spinning, "the document never started");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // wait_exit gives up (and fails the test) after 10 s; the extraction would spin 300.
+    terminate(&mut child);
+
+    // The interrupted document is queued again, and processing resumes at the next start.
+    let (mut child, base) = serve(&config);
+    wait_ready(&base).await;
+    let now = status(client.clone(), base.clone(), key.clone(), id.clone()).await;
+    assert!(now == "queued" || now == "processing", "{now}");
+    terminate(&mut child);
+}
