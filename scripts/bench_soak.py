@@ -78,7 +78,7 @@ def loop_pdf():
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 3 0 R /Contents 4 0 R >>",
-        b"<< /Length 10 >>\nstream\nBT (x) Tj\nendstream",
+        b"<< /Length 36 >>\nstream\nBT /F1 12 Tf 72 720 Td (cycle) Tj ET\nendstream",
     ]
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
@@ -91,6 +91,24 @@ def loop_pdf():
         out += b"%010d 00000 n \n" % o
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def hostile_queue(base, count):
+    hostile_key = tenant(base, "hostile")
+    hostile = [upload(base, hostile_key, f"loop{i}.pdf", loop_pdf() + b"%" + str(i).encode(),
+                      "application/pdf") for i in range(count)]
+    time.sleep(0.5)
+    normal_key = tenant(base, "normal")
+    started = time.time()
+    doc = upload(base, normal_key, "normal.txt",
+                 b"A normal document uploaded while hostile ones spin in the queue.", "text/plain")
+    v = wait_ready(base, normal_key, doc)
+    took = time.time() - started
+    print(f"normal document {v['status']} {took * 1000:.0f} ms after upload, "
+          f"with {count} looping PDFs of another tenant queued before it")
+    for h in hostile:
+        d = call(base, "GET", f"/api/v1/documents/{h}", hostile_key)
+        print(f"hostile document: {d['status']}, attempts {d['attempts']}, last_error: {d['last_error']}")
 
 
 WRK_SCRIPT = """
@@ -114,6 +132,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--hostile", type=int, default=2, help="looping PDFs queued before the normal one")
+    ap.add_argument("--skip-soak", action="store_true", help="only the hostile-queue figure")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
 
@@ -138,6 +157,8 @@ def main():
         chunks = sum(wait_ready(base, key, d)["chunk_count"] for d in docs)
         print(f"corpus: {len(docs)} documents, {chunks} chunks")
 
+        if args.skip_soak:
+            return hostile_queue(base, args.hostile)
         uploader_key = tenant(base, "uploader")
         stop = threading.Event()
         uploaded = []
@@ -167,20 +188,7 @@ def main():
         print(f"uploads during the soak: {len(uploaded)}, ready afterwards: {ready}")
         print(f"server RSS: {rss_start:.0f} MB at start, {rss_end:.0f} MB at the end")
 
-        hostile_key = tenant(base, "hostile")
-        hostile = [upload(base, hostile_key, f"loop{i}.pdf", loop_pdf() + b"%" + str(i).encode(),
-                          "application/pdf") for i in range(args.hostile)]
-        time.sleep(0.5)
-        normal_key = tenant(base, "normal")
-        started = time.time()
-        doc = upload(base, normal_key, "normal.txt",
-                     b"A normal document uploaded while hostile ones spin in the queue.", "text/plain")
-        v = wait_ready(base, normal_key, doc)
-        took = time.time() - started
-        print(f"normal document {v['status']} {took * 1000:.0f} ms after upload, "
-              f"with {args.hostile} looping PDFs of another tenant queued before it")
-        states = [call(base, "GET", f"/api/v1/documents/{h}", hostile_key)["status"] for h in hostile]
-        print(f"hostile documents meanwhile: {states}")
+        hostile_queue(base, args.hostile)
     finally:
         server.terminate()
         server.wait(timeout=60)

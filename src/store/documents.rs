@@ -339,6 +339,13 @@ pub fn ids(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Whether the tenant has the document.
+fn owned(conn: &Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM documents WHERE tenant_id = ?1 AND id = ?2")?
+        .exists(params![tenant.as_str(), id])?)
+}
+
 /// A chunk about to be stored.
 #[derive(Debug, Clone)]
 pub struct NewChunk {
@@ -363,15 +370,7 @@ pub fn replace_chunks(
     chunks: &[NewChunk],
 ) -> Result<Option<Vec<u64>>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let exists: bool = tx
-        .query_row(
-            "SELECT 1 FROM documents WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.as_str(), document],
-            |_| Ok(true),
-        )
-        .optional()?
-        .unwrap_or(false);
-    if !exists {
+    if !owned(&tx, tenant, document)? {
         return Ok(None);
     }
     super::keywords::remove_document(&tx, tenant, document)?;
@@ -433,15 +432,7 @@ pub fn mark_ready(
 /// Deletes a document, its chunks and their keyword entries, in one transaction.
 pub fn delete(conn: &mut Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let owned: bool = tx
-        .query_row(
-            "SELECT 1 FROM documents WHERE tenant_id = ?1 AND id = ?2",
-            params![tenant.as_str(), id],
-            |_| Ok(true),
-        )
-        .optional()?
-        .unwrap_or(false);
-    if !owned {
+    if !owned(&tx, tenant, id)? {
         return Ok(false);
     }
     super::keywords::remove_document(&tx, tenant, id)?;

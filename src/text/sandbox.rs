@@ -136,14 +136,24 @@ fn describe_exit(status: std::process::ExitStatus, said: &str, limits: &Limits) 
     let first_line = said.lines().next().unwrap_or("").chars().take(500);
     let said: String = first_line.collect();
     if let Some(signal) = status.signal() {
-        let why = match signal {
-            9 | 24 => format!(
-                "it ran past its CPU-time limit of {} s or was killed",
-                limits.cpu_secs
-            ),
-            11 | 7 => "it crashed (for example a stack overflow on deep nesting)".to_owned(),
-            6 => "it aborted (for example out of memory or a stack overflow)".to_owned(),
-            _ => "it was stopped by a signal".to_owned(),
+        let why = if said.contains("overflowed its stack") {
+            "it overflowed its stack (content that nests or refers to itself without end)"
+                .to_owned()
+        } else if said.contains("memory allocation") {
+            format!(
+                "it needed more than the memory limit of {} MiB",
+                limits.memory_bytes / (1024 * 1024)
+            )
+        } else {
+            match signal {
+                9 | 24 => format!(
+                    "it ran past its CPU-time limit of {} s or was killed",
+                    limits.cpu_secs
+                ),
+                11 | 7 => "it crashed (for example a stack overflow on deep nesting)".to_owned(),
+                6 => "it aborted".to_owned(),
+                _ => "it was stopped by a signal".to_owned(),
+            }
         };
         return format!("the document could not be extracted: {why} (signal {signal})");
     }

@@ -10,32 +10,13 @@ use crate::helpers::{TestApp, error_code};
 /// A one-page PDF whose text layer holds `text` (ASCII, no parentheses).
 pub fn make_pdf(text: &str) -> Vec<u8> {
     let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
-        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
-    ];
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, body) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).into_bytes());
-    }
-    let xref = out.len();
-    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).into_bytes());
-    for o in offsets {
-        out.extend(format!("{o:010} 00000 n \n").into_bytes());
-    }
-    out.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .into_bytes(),
-    );
-    out
+    crate::helpers::pdf_of(&[
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
+        format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()).into_bytes(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
+    ])
 }
 
 pub struct Tenant<'a> {
@@ -532,14 +513,7 @@ async fn search_validates_its_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_embedding_queue_answers_503_with_retry_after() {
     // One request may wait for the model; the rest are refused at once, not queued.
-    let mut settings = ragbox::config::Config::default().embedding;
-    settings.queue_capacity = 1;
-    settings.batch_size = 1;
-    let models = ragbox::config::ModelsConfig {
-        embedding_dir: crate::helpers::model_dir(),
-        ..Default::default()
-    };
-    let embedder = ragbox::ml::Embedder::load(&models, &settings).unwrap();
+    let embedder = crate::helpers::tiny_queue_embedder();
     let app = TestApp::start_with_embedder(|_| {}, None, embedder).await;
     app.wait_ready().await;
     let t = Tenant::new(&app, "acme").await;

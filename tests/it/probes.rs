@@ -129,14 +129,7 @@ async fn health_is_cached_and_asks_a_paid_upstream_once_a_minute() {
 
 #[tokio::test]
 async fn health_stays_healthy_while_tenants_fill_the_embedding_queue() {
-    let mut settings = ragbox::config::Config::default().embedding;
-    settings.queue_capacity = 1;
-    settings.batch_size = 1;
-    let models = ragbox::config::ModelsConfig {
-        embedding_dir: crate::helpers::model_dir(),
-        ..Default::default()
-    };
-    let embedder = ragbox::ml::Embedder::load(&models, &settings).unwrap();
+    let embedder = crate::helpers::tiny_queue_embedder();
     let app = TestApp::start_with_embedder(|_| {}, None, embedder).await;
     app.wait_ready().await;
     let t = Tenant::new(&app, "acme").await;

@@ -37,17 +37,21 @@ async fn add_text(
         .to_owned()
 }
 
+async fn get_json(client: &reqwest::Client, url: String, token: &str) -> Value {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn wait_done(client: &reqwest::Client, base: &str, key: &str, id: &str) -> Value {
     for _ in 0..2400 {
-        let v: Value = client
-            .get(format!("{base}/api/v1/documents/{id}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(client, format!("{base}/api/v1/documents/{id}"), key).await;
         if v["status"] == "ready" || v["status"] == "failed" {
             return v;
         }
@@ -89,15 +93,7 @@ async fn a_tenant_with_a_long_queue_does_not_hold_back_anothers_upload() {
     let done = wait_done(&client, &base, &b, &id).await;
     assert_eq!(done["status"], "ready");
     let ready_at = time_of(&done["processed_at"]);
-    let list: Value = client
-        .get(format!("{base}/api/v1/documents?limit=1000"))
-        .bearer_auth(&a)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&client, format!("{base}/api/v1/documents?limit=1000"), &a).await;
     let before_b = list["items"]
         .as_array()
         .unwrap()
@@ -136,15 +132,7 @@ async fn a_delete_cut_short_by_a_crash_leaves_nothing_after_a_restart() {
         wait_done(&client, &base, &key, &id).await["status"],
         "ready"
     );
-    let tenant: Value = client
-        .get(format!("{base}/api/v1/tenant"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tenant: Value = get_json(&client, format!("{base}/api/v1/tenant"), &key).await;
     let tenant = TenantId::parse(tenant["id"].as_str().unwrap()).unwrap();
     terminate(&mut child);
 
@@ -234,15 +222,7 @@ async fn sigterm_exits_promptly_while_a_hostile_document_spins_and_it_runs_again
         .unwrap()
         .to_owned();
     let status = |client: reqwest::Client, base: String, key: String, id: String| async move {
-        let v: Value = client
-            .get(format!("{base}/api/v1/documents/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&client, format!("{base}/api/v1/documents/{id}"), &key).await;
         v["status"].as_str().unwrap().to_owned()
     };
     let mut spinning = false;
