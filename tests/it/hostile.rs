@@ -253,6 +253,22 @@ async fn the_http_edge_counts_every_body_and_drops_slow_clients() {
         .await
         .unwrap();
     assert_eq!(error_code(r, 413).await, "payload_too_large");
+    // A huge multipart upload, streamed without a length, is cut off at the limit too.
+    let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(
+        futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 64 * 1024]))),
+    ))
+    .file_name("huge.txt")
+    .mime_str("text/plain")
+    .unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/documents/upload"))
+        .bearer_auth(&t.key)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r, 413).await, "payload_too_large");
     // A body within the limit still works over HTTP/2.
     let r = h2
         .post(app.url("/api/v1/search"))
