@@ -49,3 +49,36 @@ async fn embeddings_match_sentence_transformers() {
         assert!(cos > 0.9999, "{cos} for {text:?}");
     }
 }
+
+/// Queries go ahead of ingestion batches: a query sent after four large batches are
+/// waiting is answered before the last of them.
+#[tokio::test]
+async fn a_query_goes_ahead_of_waiting_ingestion_batches() {
+    let embedder = shared_embedder();
+    let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut bulk = Vec::new();
+    for b in 0..4 {
+        let (e, done) = (embedder.clone(), done.clone());
+        let texts: Vec<String> = (0..256)
+            .map(|i| format!("batch {b} passage {i}: ingestion text that takes the model a while"))
+            .collect();
+        bulk.push(tokio::spawn(async move {
+            e.embed_waiting(texts).await.unwrap();
+            done.lock().unwrap().push(format!("bulk {b}"));
+        }));
+        tokio::task::yield_now().await;
+    }
+    // Let the batches reach the queue, then ask.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    embedder.embed(vec!["a short query".into()]).await.unwrap();
+    done.lock().unwrap().push("query".into());
+    for b in bulk {
+        b.await.unwrap();
+    }
+    let order = done.lock().unwrap().clone();
+    let query_at = order.iter().position(|o| o == "query").unwrap();
+    assert!(
+        query_at < order.len() - 1,
+        "the query waited for every batch: {order:?}"
+    );
+}

@@ -563,3 +563,51 @@ async fn two_concurrent_reprocess_calls_leave_one_copy_of_each_chunk() {
     seen.dedup();
     assert_eq!(seen.len(), all);
 }
+
+#[tokio::test]
+async fn deleting_a_document_stops_its_extraction() {
+    // One document of the tenant at a time: a spinning one would hold its only place
+    // for the whole CPU limit unless the delete stops it.
+    let app = TestApp::spawn_with(|c| {
+        c.extraction.cpu_secs = 300;
+        c.extraction.timeout_secs = 600;
+        c.limits.concurrent_ingestion_jobs = 1;
+    })
+    .await;
+    let t = Tenant::new(&app, "acme").await;
+    let r = t
+        .upload("cycle.pdf", "application/pdf", page_cycle_pdf())
+        .await;
+    let id = id_of(&r.json().await.unwrap());
+    let mut started = false;
+    for _ in 0..400 {
+        let v: Value = t
+            .get(&format!("/api/v1/documents/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "processing" {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(started, "the document never started");
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/v1/documents/{id}")))
+        .bearer_auth(&t.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // The tenant's one place is free again at once: the next document is processed.
+    let next = t
+        .add_text(
+            "next",
+            "The next document does not wait for the deleted one.",
+        )
+        .await;
+    assert_eq!(t.wait(&next).await["status"], "ready");
+}
