@@ -98,25 +98,23 @@ impl Limiter {
         f: impl FnOnce(&mut TenantState, i64) -> T,
     ) -> Result<T, ServiceError> {
         let now_ms = core.clock.now().timestamp_millis();
+        // A tenant seen for the first time has its own limits read (outside the lock).
         let cached = self.0.lock().ok().map(|map| map.contains_key(tenant));
-        if cached == Some(false) {
+        let loaded = if cached == Some(false) {
             let t = tenant.clone();
             let own = core.db.call(move |c| store::get(c, &t)).await?;
-            let limits = Effective::of(&own, &core.config.limits);
-            if let Ok(mut map) = self.0.lock() {
-                map.entry(tenant.clone())
-                    .or_insert_with(|| TenantState::new(limits, now_ms));
-            }
-        }
+            Some(Effective::of(&own, &core.config.limits))
+        } else {
+            None
+        };
         let mut map = self
             .0
             .lock()
             .map_err(|_| ServiceError::Internal("limiter lock poisoned".into()))?;
         let state = map.entry(tenant.clone()).or_insert_with(|| {
-            TenantState::new(
-                Effective::of(&TenantLimits::default(), &core.config.limits),
-                now_ms,
-            )
+            let limits = loaded
+                .unwrap_or_else(|| Effective::of(&TenantLimits::default(), &core.config.limits));
+            TenantState::new(limits, now_ms)
         });
         Ok(f(state, now_ms))
     }
