@@ -2,10 +2,9 @@
 //! `ragbox serve` and for the integration tests.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,65 +14,17 @@ use rand::RngCore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::state::{AppState, StateInner};
+use crate::auth::Authenticator;
 use crate::auth::jwt::JwtVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
-use crate::domain::TenantId;
 use crate::jobs::JobQueue;
 use crate::ml::{Embedder, Generator};
 use crate::services::{Core, Knowledge};
 use crate::store::Db;
 use crate::store::vectors::{LocalVectorStore, VectorStore};
 use crate::telemetry::Metrics;
-
-/// Everything a request handler may use; built once at startup.
-#[derive(Clone)]
-pub struct AppState(Arc<StateInner>);
-
-/// The fields of [`AppState`].
-pub struct StateInner {
-    /// Configuration, database and clock.
-    pub core: Core,
-    /// Embedding model, vectors and job queue.
-    pub knowledge: Knowledge,
-    /// The local generation model.
-    pub generator: Generator,
-    /// Upstream generation providers and the default provider.
-    pub upstreams: crate::llm::Upstreams,
-    /// JWT verifier, when `[auth.jwt]` is configured.
-    pub jwt: Option<JwtVerifier>,
-    /// The operator token.
-    pub admin_token: Secret,
-    /// Prometheus metrics.
-    pub metrics: Metrics,
-    /// Set once startup has finished.
-    pub ready: AtomicBool,
-    /// The health checks the probes answer from.
-    pub health: crate::services::health::HealthCache,
-}
-
-impl Deref for AppState {
-    type Target = StateInner;
-
-    fn deref(&self) -> &StateInner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// Whether startup has completed.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Drops a deleted tenant's vectors and limiter state.
-    pub fn forget_tenant(&self, tenant: &TenantId) {
-        self.core.limiter.forget(tenant);
-        if let Err(e) = self.knowledge.vectors.drop_tenant(tenant) {
-            tracing::warn!(tenant = %tenant, error = %e, "could not drop the tenant's vectors; they go at the next start");
-        }
-    }
-}
 
 /// Points where tests may step into startup.
 #[derive(Default)]
@@ -158,34 +109,10 @@ pub async fn assemble_knowledge(
         queue,
         in_flight: Default::default(),
     };
-    drop_deleted_tenants(&knowledge).await;
+    if let Err(e) = crate::services::ingest::drop_deleted_tenants(&knowledge).await {
+        tracing::warn!(error = %e, "could not drop the vectors of deleted tenants");
+    }
     Ok(knowledge)
-}
-
-/// Removes vectors of tenants deleted while the vector store was not open.
-async fn drop_deleted_tenants(k: &Knowledge) {
-    let Ok(known) = k
-        .core
-        .db
-        .call(|c| {
-            let mut stmt = c.prepare("SELECT id FROM tenants")?;
-            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            Ok(ids.collect::<Result<std::collections::HashSet<_>, _>>()?)
-        })
-        .await
-    else {
-        return;
-    };
-    let vectors = k.vectors.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        for tenant in vectors.tenants() {
-            if !known.contains(tenant.as_str()) {
-                tracing::info!(tenant = %tenant, "dropping vectors of a deleted tenant");
-                let _ = vectors.drop_tenant(&tenant);
-            }
-        }
-    })
-    .await;
 }
 
 /// Opens the stores named by the configuration (creating the data dir and
@@ -324,20 +251,20 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         None => load_generator(&config).await?,
     };
     let upstreams = crate::llm::Upstreams::from_config(&config)?;
-    let state = AppState(Arc::new(StateInner {
+    let auth = Authenticator::new(core.clone(), jwt, admin_token);
+    let state = AppState::new(StateInner {
         core,
         knowledge,
         generator,
         upstreams,
-        jwt,
-        admin_token,
+        auth,
         metrics,
         ready: AtomicBool::new(false),
         health: crate::services::health::HealthCache::new(
             Duration::from_millis(config.health.cache_ms),
             Duration::from_secs(config.health.upstream_probe_secs),
         ),
-    }));
+    });
 
     // Before any request or worker runs: unfinished documents are queued again, and what an
     // interrupted delete left behind is removed.
@@ -370,12 +297,13 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     tracing::info!(%addr, "listening");
 
     let workers_stop = CancellationToken::new();
+    let handler = crate::services::ingest::job_handler(state.knowledge.clone());
     let workers = tokio::spawn(
         state
             .knowledge
             .queue
             .clone()
-            .run(Arc::new(state.knowledge.clone()), workers_stop.clone()),
+            .run(handler, workers_stop.clone()),
     );
 
     let ready_state = state.clone();
@@ -384,7 +312,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         if let Some(gate) = before_ready {
             gate.await;
         }
-        ready_state.ready.store(true, Ordering::Release);
+        ready_state.mark_ready();
         tracing::info!("ready");
     });
 

@@ -9,12 +9,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde_json::Value;
 
 use super::dto::{TenantOut, TenantPatchIn};
-use crate::auth::AdminAuth;
+use crate::api::error::ApiError;
+use crate::api::security::AdminAuth;
+use crate::api::state::AppState;
 use crate::domain::{Scope, Scopes, Slug, TenantRef};
-use crate::error::ApiError;
 use crate::services::keys::{self, NewKey};
 use crate::services::tenants::{self, NewTenant};
-use crate::startup::AppState;
 use crate::store::keys::ApiKey;
 
 #[derive(Tags)]
@@ -269,9 +269,7 @@ impl AdminApi {
         _auth: AdminAuth,
         tenant: Path<String>,
     ) -> Result<Deleted, ApiError> {
-        tenants::delete(&self.state.core, &tenant_ref(&tenant)?)
-            .await
-            .map(|t| self.state.forget_tenant(&t.id))?;
+        tenants::delete_with_vectors(&self.state.knowledge, &tenant_ref(&tenant)?).await?;
         Ok(Deleted::NoContent)
     }
 

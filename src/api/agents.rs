@@ -5,12 +5,12 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use crate::auth::TenantAuth;
+use crate::api::error::ApiError;
+use crate::api::security::TenantAuth;
+use crate::api::state::AppState;
 use crate::domain::Scope;
-use crate::error::ApiError;
 use crate::services::agents;
-use crate::startup::AppState;
-use crate::store::agents::{Agent, AgentRetrieval};
+use crate::store::agents::Agent;
 
 #[derive(Tags)]
 enum Tag {
@@ -122,44 +122,24 @@ enum Deleted {
 }
 
 /// Applies the fields given onto an agent's name and settings.
-fn merge(agent: &mut Agent, body: AgentIn) {
-    let s = &mut agent.settings;
-    if let Some(v) = body.name {
-        agent.name = v;
-    }
-    if let Some(v) = body.system_prompt {
-        s.system_prompt = v;
-    }
-    if let Some(v) = body.provider {
-        s.provider = v;
-    }
-    if body.model.is_some() {
-        s.model = body.model;
-    }
-    if let Some(v) = body.temperature {
-        s.temperature = v;
-    }
-    if let Some(v) = body.max_tokens {
-        s.max_tokens = v;
-    }
-    if let Some(r) = body.retrieval {
-        let AgentRetrieval {
-            enabled,
+impl From<AgentIn> for agents::AgentPatch {
+    fn from(body: AgentIn) -> Self {
+        let r = body.retrieval;
+        let (enabled, top_k, min_score, document_ids) = match r {
+            Some(r) => (r.enabled, r.top_k, r.min_score, r.document_ids),
+            None => (None, None, None, None),
+        };
+        Self {
+            name: body.name,
+            system_prompt: body.system_prompt,
+            provider: body.provider,
+            model: body.model,
+            temperature: body.temperature,
+            max_tokens: body.max_tokens,
+            retrieval_enabled: enabled,
             top_k,
             min_score,
             document_ids,
-        } = &mut s.retrieval;
-        if let Some(v) = r.enabled {
-            *enabled = v;
-        }
-        if let Some(v) = r.top_k {
-            *top_k = v;
-        }
-        if r.min_score.is_some() {
-            *min_score = r.min_score;
-        }
-        if r.document_ids.is_some() {
-            *document_ids = r.document_ids;
         }
     }
 }
@@ -186,26 +166,7 @@ impl AgentsApi {
     )]
     async fn create(&self, auth: TenantAuth, body: Json<AgentIn>) -> Result<Created, ApiError> {
         auth.0.require(Scope::Write)?;
-        let mut body = body.0;
-        let Some(name) = body.name.take() else {
-            return Err(ApiError::invalid("name is required"));
-        };
-        let mut draft = Agent {
-            id: String::new(),
-            tenant_id: auth.0.tenant.id.clone(),
-            name,
-            settings: agents::default_settings(&self.state.core.config),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        };
-        merge(&mut draft, body);
-        let agent = agents::create(
-            &self.state.core,
-            &auth.0.tenant.id,
-            draft.name,
-            draft.settings,
-        )
-        .await?;
+        let agent = agents::create(&self.state.core, &auth.0.tenant.id, body.0.into()).await?;
         Ok(Created::Created(Json(agent.into())))
     }
 
@@ -244,9 +205,8 @@ impl AgentsApi {
         body: Json<AgentIn>,
     ) -> Result<Json<AgentOut>, ApiError> {
         auth.0.require(Scope::Write)?;
-        let mut agent = agents::get(&self.state.core, &auth.0.tenant.id, &id).await?;
-        merge(&mut agent, body.0);
-        Ok(Json(agents::update(&self.state.core, agent).await?.into()))
+        let agent = agents::update(&self.state.core, &auth.0.tenant.id, &id, body.0.into()).await?;
+        Ok(Json(agent.into()))
     }
 
     /// Deletes an agent.

@@ -9,13 +9,13 @@ use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use crate::auth::TenantAuth;
+use crate::api::error::ApiError;
+use crate::api::security::TenantAuth;
+use crate::api::state::AppState;
 use crate::domain::Scope;
-use crate::error::ApiError;
 use crate::ml::generator::{Event, Message, Sampling};
 use crate::services::agents;
 use crate::services::chat::{self, ChatRequest, Prepared, Retrieval};
-use crate::startup::AppState;
 
 #[derive(Tags)]
 enum Tag {

@@ -9,11 +9,11 @@ use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi, Tags};
 use serde_json::Value;
 
-use crate::auth::TenantAuth;
+use crate::api::error::ApiError;
+use crate::api::security::TenantAuth;
+use crate::api::state::AppState;
 use crate::domain::Scope;
-use crate::error::ApiError;
 use crate::services::documents::{self, NewDocument};
-use crate::startup::AppState;
 use crate::store::documents::{Document, Status};
 
 #[derive(Tags)]
@@ -85,8 +85,10 @@ impl From<StatusDto> for Status {
 pub struct Accepted {
     /// Document id.
     pub id: String,
-    /// `processing` for a new document; the existing document's status for a duplicate.
-    pub status: String,
+    /// The document's status, named as `GET /api/v1/documents/{id}` names it: `queued`
+    /// for a new (or reprocessed) document until a worker takes it; the existing
+    /// document's status for a duplicate.
+    pub status: StatusDto,
     /// True when the tenant already had this content (nothing new was queued).
     pub duplicate: bool,
 }
@@ -194,13 +196,13 @@ fn answer(doc: Document, created: bool) -> UploadResponse {
     if created {
         UploadResponse::Accepted(Json(Accepted {
             id: doc.id,
-            status: "processing".into(),
+            status: doc.status.into(),
             duplicate: false,
         }))
     } else {
         UploadResponse::Existing(Json(Accepted {
             id: doc.id,
-            status: doc.status.as_str().into(),
+            status: doc.status.into(),
             duplicate: true,
         }))
     }
@@ -230,7 +232,7 @@ impl DocumentsApi {
         let content_type = form.file.content_type().map(str::to_owned);
         let bytes = form.file.into_vec().await.map_err(|e| {
             ApiError::new(
-                crate::error::ErrorCode::BadRequest,
+                crate::api::error::ErrorCode::BadRequest,
                 format!("reading the upload: {e}"),
             )
         })?;
@@ -345,7 +347,7 @@ impl DocumentsApi {
         let doc = documents::reprocess(k.intake(), &auth.0.tenant.id, &id).await?;
         Ok(Reprocessing::Accepted(Json(Accepted {
             id: doc.id,
-            status: "processing".into(),
+            status: doc.status.into(),
             duplicate: false,
         })))
     }

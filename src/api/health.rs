@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use crate::startup::AppState;
+use crate::api::state::AppState;
 
 #[derive(Tags)]
 enum Tag {

@@ -4,12 +4,12 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 
-use crate::auth::AdminAuth;
+use crate::api::error::ApiError;
+use crate::api::security::AdminAuth;
+use crate::api::state::AppState;
 use crate::domain::TenantRef;
-use crate::error::ApiError;
 use crate::services::limits::{self, Effective, TenantLimits};
 use crate::services::tenants;
-use crate::startup::AppState;
 
 #[derive(Tags)]
 enum Tag {

@@ -6,10 +6,13 @@ pub mod agents;
 pub mod chat;
 pub mod documents;
 pub mod dto;
+pub mod error;
 pub mod health;
 pub mod limits;
 pub mod search;
+pub mod security;
 pub mod serve;
+pub mod state;
 pub mod tenant;
 
 use poem::http::{Method, header};
@@ -17,8 +20,8 @@ use poem::middleware::Cors;
 use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::OpenApiService;
 
-use crate::error::{ApiError, ErrorCode, json_errors};
-use crate::startup::AppState;
+use error::{ApiError, ErrorCode, json_errors};
+use state::AppState;
 
 /// The OpenAPI service with every API of ragbox.
 #[allow(clippy::type_complexity)]
@@ -74,7 +77,7 @@ pub fn build(state: AppState) -> impl Endpoint<Output = Response> {
     let rate_state = state.clone();
     routes
         .around(move |ep, req| rate_limit(rate_state.clone(), ep, req))
-        .around(move |ep, req| crate::auth::authenticate(auth_state.clone(), ep, req))
+        .around(move |ep, req| security::authenticate(auth_state.clone(), ep, req))
         .around(move |ep, req| limit_body(max_body, ep, req))
         .around(json_errors)
         .with_if(cors.is_some(), cors.unwrap_or_default())

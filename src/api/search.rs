@@ -3,11 +3,11 @@
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi, Tags};
 
-use crate::auth::TenantAuth;
+use crate::api::error::ApiError;
+use crate::api::security::TenantAuth;
+use crate::api::state::AppState;
 use crate::domain::Scope;
-use crate::error::ApiError;
 use crate::services::search::{self, Mode, Query};
-use crate::startup::AppState;
 
 #[derive(Tags)]
 enum Tag {

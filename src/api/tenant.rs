@@ -4,11 +4,11 @@ use poem_openapi::payload::Json;
 use poem_openapi::{OpenApi, Tags};
 
 use super::dto::{TenantOut, TenantPatchIn};
-use crate::auth::TenantAuth;
+use crate::api::error::ApiError;
+use crate::api::security::TenantAuth;
+use crate::api::state::AppState;
 use crate::domain::{Scope, TenantRef};
-use crate::error::ApiError;
 use crate::services::tenants;
-use crate::startup::AppState;
 
 #[derive(Tags)]
 enum Tag {

@@ -366,7 +366,10 @@ async fn ingest(config: Config, paths: &[PathBuf]) -> anyhow::Result<()> {
     let files = super::knowledge::collect_files(paths)?;
     let (dir, core, tenant, k) = scratch(config).await?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let workers = tokio::spawn(k.queue.clone().run(Arc::new(k.clone()), stop.clone()));
+    let workers = tokio::spawn(k.queue.clone().run(
+        crate::services::ingest::job_handler(k.clone()),
+        stop.clone(),
+    ));
     let started = Instant::now();
     let summary = super::knowledge::upload_files(k.intake(), &tenant.id, &files, false).await?;
     let uploaded = started.elapsed().as_secs_f64();
@@ -424,7 +427,8 @@ fn rss_mb() -> f64 {
 
 async fn search(config: Config, file: &Path, total: usize, queries: usize) -> anyhow::Result<()> {
     use crate::services::search::{Mode, Query};
-    use crate::store::documents::{self as rows, Document, NewChunk, Status};
+    use crate::store::chunks::{self as chunk_rows, NewChunk};
+    use crate::store::documents::{self as rows, Document, Status};
     use crate::store::vectors::VectorItem;
     use rand::{Rng, SeedableRng};
 
@@ -480,7 +484,7 @@ async fn search(config: Config, file: &Path, total: usize, queries: usize) -> an
             .db
             .call(move |c| {
                 rows::insert_or_existing(c, &row)?;
-                rows::replace_chunks(c, &t, &id, &chunks)
+                chunk_rows::replace_chunks(c, &t, &id, &chunks)
             })
             .await?
             .unwrap_or_default();

@@ -11,11 +11,41 @@ use apalis::prelude::*;
 use apalis_sqlite::{
     Config as QueueConfig, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage,
 };
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::JobsConfig;
+use crate::store::queue as table;
 
-pub use process_document::{IngestContext, ProcessDocument};
+pub use process_document::ProcessDocument;
+
+/// The future of one job's run.
+type JobFuture = BoxFuture<'static, Result<(), BoxDynError>>;
+
+/// What runs a document job. The application wires the ingestion use-case in here, so
+/// that the queue knows payloads and not use-cases.
+#[derive(Clone)]
+pub struct Handler(Arc<dyn Fn(ProcessDocument) -> JobFuture + Send + Sync>);
+
+impl Handler {
+    /// Wraps an async function.
+    pub fn new<F, Fut, E>(f: F) -> Self
+    where
+        F: Fn(ProcessDocument) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Self(Arc::new(move |job| {
+            let run = f(job);
+            Box::pin(async move { run.await.map_err(|e| Box::new(e) as BoxDynError) })
+        }))
+    }
+
+    /// Runs one job.
+    pub fn run(&self, job: ProcessDocument) -> JobFuture {
+        (self.0)(job)
+    }
+}
 
 const QUEUE: &str = "process_document";
 /// Rounds told apart by priority; later rounds share the last one.
@@ -96,38 +126,13 @@ impl JobQueue {
     /// read-only connection (also the health check).
     pub async fn pending(&self) -> Result<i64, QueueError> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            conn.busy_timeout(Duration::from_secs(2))?;
-            conn.query_row(
-                "SELECT count(*) FROM Jobs WHERE job_type = ?1 AND status IN ('Pending', 'Queued', 'Running')",
-                [QUEUE],
-                |r| r.get::<_, i64>(0),
-            )
-        })
-        .await
-        .map_err(|e| QueueError(e.to_string()))?
-        .map_err(|e| QueueError(e.to_string()))
+        read(move || table::unfinished(&path, QUEUE)).await
     }
 
     /// The documents that have a job waiting to be taken (not yet running).
     pub async fn waiting_documents(&self) -> Result<std::collections::HashSet<String>, QueueError> {
         let path = self.path.clone();
-        let jobs: Vec<String> = tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            conn.busy_timeout(Duration::from_secs(2))?;
-            let mut stmt = conn.prepare(
-                "SELECT CAST(job AS TEXT) FROM Jobs WHERE job_type = ?1 AND status = 'Pending'",
-            )?;
-            let rows = stmt.query_map([QUEUE], |r| r.get::<_, String>(0))?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| QueueError(e.to_string()))?
-        .map_err(|e| QueueError(e.to_string()))?;
+        let jobs = read(move || table::waiting_payloads(&path, QUEUE)).await?;
         Ok(jobs
             .iter()
             .filter_map(|j| serde_json::from_str::<ProcessDocument>(j).ok())
@@ -138,26 +143,11 @@ impl JobQueue {
     /// Whether a job of another tenant than `tenant` is waiting and may run now.
     pub async fn others_waiting(&self, tenant: &str) -> Result<bool, QueueError> {
         let (path, tenant) = (self.path.clone(), tenant.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            conn.busy_timeout(Duration::from_secs(2))?;
-            conn.prepare(
-                "SELECT 1 FROM Jobs WHERE job_type = ?1 AND status = 'Pending'
-                   AND run_at <= strftime('%s', 'now')
-                   AND json_extract(CAST(job AS TEXT), '$.tenant_id') != ?2 LIMIT 1",
-            )?
-            .exists(rusqlite::params![QUEUE, tenant])
-        })
-        .await
-        .map_err(|e| QueueError(e.to_string()))?
-        .map_err(|e| QueueError(e.to_string()))
+        read(move || table::due_for_others(&path, QUEUE, &tenant)).await
     }
 
     /// Runs the workers until `stop` is cancelled; a worker that fails is restarted.
-    pub async fn run(self, ctx: Arc<IngestContext>, stop: CancellationToken) {
+    pub async fn run(self, handler: Handler, stop: CancellationToken) {
         loop {
             let backend = self
                 .storage()
@@ -169,7 +159,7 @@ impl JobQueue {
             let worker = WorkerBuilder::new(name)
                 .backend(backend)
                 .concurrency(self.jobs.concurrency)
-                .data(ctx.clone())
+                .data(handler.clone())
                 .build(process_document::handle);
             let result = worker
                 .run_until(async move {
@@ -193,4 +183,16 @@ impl JobQueue {
         }
         tracing::info!("job worker stopped");
     }
+}
+
+/// Runs a read of the queue's table on a blocking thread.
+async fn read<T, F>(f: F) -> Result<T, QueueError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueueError(e.to_string()))?
+        .map_err(|e| QueueError(e.to_string()))
 }

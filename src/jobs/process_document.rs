@@ -1,11 +1,10 @@
-//! The `process_document` job: extract → chunk → embed → store, with retries.
-
-use std::sync::Arc;
+//! The `process_document` job: its payload, and the worker function that hands each
+//! job to the handler the application wired in.
 
 use apalis::prelude::{BoxDynError, Data};
 use serde::{Deserialize, Serialize};
 
-use crate::services::ingest::{self, IngestDeps};
+use super::Handler;
 
 /// Process one document of one tenant. Kept backward-compatible: a stored job that
 /// no longer decodes would stop the worker.
@@ -17,17 +16,12 @@ pub struct ProcessDocument {
     pub document_id: String,
 }
 
-/// What the job needs.
-pub type IngestContext = IngestDeps;
-
-/// The worker's handler: runs the use-case; only infrastructure failures are errors
-/// here (document failures are recorded on the document and retried by re-enqueueing).
-pub async fn handle(
-    job: ProcessDocument,
-    ctx: Data<Arc<IngestContext>>,
-) -> Result<(), BoxDynError> {
-    ingest::run_job(&ctx, &job).await.map_err(|e| {
-        tracing::error!(error = %e, document = %job.document_id, "document job failed");
-        Box::new(e) as BoxDynError
+/// The worker function: runs the wired-in handler; only infrastructure failures are
+/// errors here (document failures are recorded on the document and retried by
+/// enqueueing a new job).
+pub async fn handle(job: ProcessDocument, handler: Data<Handler>) -> Result<(), BoxDynError> {
+    let document = job.document_id.clone();
+    handler.run(job).await.inspect_err(|e| {
+        tracing::error!(error = %e, %document, "document job failed");
     })
 }

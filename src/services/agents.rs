@@ -60,25 +60,85 @@ pub fn validate(config: &Config, name: &str, s: &AgentSettings) -> Result<(), Se
     Ok(())
 }
 
-/// Creates an agent; a name the tenant already uses is a conflict.
+/// Changes to an agent: each field given replaces the agent's; an absent one keeps it.
+/// A new agent starts from [`default_settings`].
+#[derive(Debug, Clone, Default)]
+pub struct AgentPatch {
+    /// Unique in the tenant; required for a new agent.
+    pub name: Option<String>,
+    /// Instructions.
+    pub system_prompt: Option<String>,
+    /// Provider name.
+    pub provider: Option<String>,
+    /// The provider's model.
+    pub model: Option<String>,
+    /// Sampling temperature.
+    pub temperature: Option<f64>,
+    /// New tokens at most.
+    pub max_tokens: Option<u32>,
+    /// Retrieval switch.
+    pub retrieval_enabled: Option<bool>,
+    /// Chunks retrieved.
+    pub top_k: Option<u32>,
+    /// Lowest score kept.
+    pub min_score: Option<f32>,
+    /// Documents searched.
+    pub document_ids: Option<Vec<String>>,
+}
+
+impl AgentPatch {
+    /// Applies the given fields to `agent`.
+    fn apply(self, agent: &mut Agent) {
+        let s = &mut agent.settings;
+        let r = &mut s.retrieval;
+        set(&mut agent.name, self.name);
+        set(&mut s.system_prompt, self.system_prompt);
+        set(&mut s.provider, self.provider);
+        set(&mut s.temperature, self.temperature);
+        set(&mut s.max_tokens, self.max_tokens);
+        set(&mut r.enabled, self.retrieval_enabled);
+        set(&mut r.top_k, self.top_k);
+        if self.model.is_some() {
+            s.model = self.model;
+        }
+        if self.min_score.is_some() {
+            r.min_score = self.min_score;
+        }
+        if self.document_ids.is_some() {
+            r.document_ids = self.document_ids;
+        }
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+/// Creates an agent from the server's defaults and `patch`, which must name it; a
+/// name the tenant already uses is a conflict.
 #[instrument(skip_all, fields(tenant = %tenant))]
 pub async fn create(
     core: &Core,
     tenant: &TenantId,
-    name: String,
-    settings: AgentSettings,
+    patch: AgentPatch,
 ) -> Result<Agent, ServiceError> {
-    let name = name.trim().to_owned();
-    validate(&core.config, &name, &settings)?;
     let now = core.clock.now();
-    let agent = Agent {
+    let mut agent = Agent {
         id: uuid::Uuid::now_v7().to_string(),
         tenant_id: tenant.clone(),
-        name,
-        settings,
+        name: String::new(),
+        settings: default_settings(&core.config),
         created_at: now,
         updated_at: now,
     };
+    if patch.name.is_none() {
+        return Err(ServiceError::Invalid("name is required".into()));
+    }
+    patch.apply(&mut agent);
+    agent.name = agent.name.trim().to_owned();
+    validate(&core.config, &agent.name, &agent.settings)?;
     let row = agent.clone();
     match core.db.call(move |c| agents::insert(c, &row)).await {
         Ok(()) => Ok(agent),
@@ -105,8 +165,16 @@ pub async fn list(core: &Core, tenant: &TenantId) -> Result<Vec<Agent>, ServiceE
     Ok(core.db.call(move |c| agents::list(c, &t)).await?)
 }
 
-/// Replaces an agent's name and settings (the caller merged the patch).
-pub async fn update(core: &Core, mut agent: Agent) -> Result<Agent, ServiceError> {
+/// Changes the fields `patch` gives of one of the tenant's agents.
+#[instrument(skip_all, fields(tenant = %tenant, agent = %id))]
+pub async fn update(
+    core: &Core,
+    tenant: &TenantId,
+    id: &str,
+    patch: AgentPatch,
+) -> Result<Agent, ServiceError> {
+    let mut agent = get(core, tenant, id).await?;
+    patch.apply(&mut agent);
     agent.name = agent.name.trim().to_owned();
     validate(&core.config, &agent.name, &agent.settings)?;
     agent.updated_at = core.clock.now();

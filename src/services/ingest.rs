@@ -13,14 +13,12 @@ use super::documents::{file_path, queue_document};
 use super::{Knowledge, ServiceError, blocking};
 use crate::domain::TenantId;
 use crate::jobs::ProcessDocument;
-use crate::store::documents::{self, Claim, Document, NewChunk};
+use crate::store::chunks::{self, NewChunk};
+use crate::store::documents::{self, Claim, Document};
 use crate::store::vectors::VectorItem;
 use crate::text::chunker;
 use crate::text::extract::Kind;
 use crate::text::sandbox::{self, Limits, SandboxError};
-
-/// What the document job needs.
-pub type IngestDeps = Knowledge;
 
 const EMBED_BATCH: usize = 64;
 
@@ -82,6 +80,14 @@ impl Drop for InFlightGuard {
             map.remove(&self.document);
         }
     }
+}
+
+/// The job queue's handler: runs [`run_job`] for each document job.
+pub fn job_handler(k: Knowledge) -> crate::jobs::Handler {
+    crate::jobs::Handler::new(move |job| {
+        let k = k.clone();
+        async move { run_job(&k, &job).await }
+    })
 }
 
 /// Runs the job for one document: claims it (so no two runs interleave), processes it,
@@ -292,7 +298,7 @@ async fn process(
     let ids = k
         .core
         .db
-        .call(move |c| documents::replace_chunks(c, &t, &i, &rows))
+        .call(move |c| chunks::replace_chunks(c, &t, &i, &rows))
         .await
         .map_err(|e| failed(e.to_string()))?
         .ok_or(Attempt::Gone)?;
@@ -347,6 +353,25 @@ pub async fn recover_unfinished(k: &Knowledge) -> Result<usize, ServiceError> {
         tracing::info!(count = queued, "re-queued documents that had no job");
     }
     Ok(queued)
+}
+
+/// At start: drops the vectors of tenants deleted while the vector store was not open.
+pub async fn drop_deleted_tenants(k: &Knowledge) -> Result<usize, ServiceError> {
+    let known = k.core.db.call(|c| crate::store::tenants::ids(c)).await?;
+    let vectors = k.vectors.clone();
+    let dropped = blocking(move || {
+        let mut dropped = 0;
+        for tenant in vectors.tenants() {
+            if !known.contains(tenant.as_str()) {
+                tracing::info!(tenant = %tenant, "dropping vectors of a deleted tenant");
+                vectors.drop_tenant(&tenant)?;
+                dropped += 1;
+            }
+        }
+        Ok::<_, crate::store::vectors::VectorError>(dropped)
+    })
+    .await??;
+    Ok(dropped)
 }
 
 /// At start: removes vectors and stored files of documents that have no row (left

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Core, ServiceError};
@@ -13,16 +12,7 @@ use crate::config::LimitsConfig;
 use crate::domain::TenantId;
 use crate::store::limits as store;
 
-/// A tenant's own limits; an absent field takes the server's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TenantLimits {
-    /// Requests per minute (token bucket; a minute's worth may come at once). 0: none.
-    pub requests_per_minute: Option<u32>,
-    /// Generations (chats) running at once.
-    pub concurrent_generations: Option<u32>,
-    /// Documents of the tenant processed at once.
-    pub concurrent_ingestion_jobs: Option<u32>,
-}
+pub use crate::store::limits::TenantLimits;
 
 /// The limits in force for a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

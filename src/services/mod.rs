@@ -15,7 +15,6 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::InvalidInput;
-use crate::error::{ApiError, ErrorCode};
 use crate::store::{Db, StoreError};
 
 /// What every use-case needs: configuration, the database and the clock.
@@ -72,24 +71,6 @@ pub enum ServiceError {
 impl From<InvalidInput> for ServiceError {
     fn from(err: InvalidInput) -> Self {
         Self::Invalid(err.0)
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(err: ServiceError) -> Self {
-        match err {
-            ServiceError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
-            ServiceError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
-            ServiceError::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
-            ServiceError::Store(e) => e.into(),
-            ServiceError::Io(e) => ApiError::internal(&e),
-            ServiceError::TooLarge(m) => ApiError::new(ErrorCode::PayloadTooLarge, m),
-            ServiceError::Unsupported(m) => ApiError::new(ErrorCode::UnsupportedMediaType, m),
-            ServiceError::Busy(m) => ApiError::new(ErrorCode::Unavailable, m),
-            ServiceError::RateLimited(m) => ApiError::new(ErrorCode::RateLimited, m),
-            ServiceError::Upstream(m) => ApiError::new(ErrorCode::UpstreamFailed, m),
-            ServiceError::Internal(m) => ApiError::internal(&m),
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use tracing::instrument;
 
 use super::{Knowledge, ServiceError, blocking};
 use crate::domain::TenantId;
-use crate::store::documents::{self, ChunkHit};
+use crate::store::chunks::{self, ChunkHit};
 
 /// How to search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub async fn search(
         let (t, docs, query) = (tenant.clone(), q.document_ids.clone(), text.clone());
         k.core
             .db
-            .call(move |c| documents::keyword_search(c, &t, &query, candidates, docs.as_deref()))
+            .call(move |c| chunks::keyword_search(c, &t, &query, candidates, docs.as_deref()))
             .await?
             .into_iter()
             .map(|(id, s)| (id, s as f32))
@@ -112,7 +112,7 @@ pub async fn search(
     let rows = k
         .core
         .db
-        .call(move |c| documents::chunks_by_ids(c, &t, &ids))
+        .call(move |c| chunks::chunks_by_ids(c, &t, &ids))
         .await?;
     let mut by_id: HashMap<u64, ChunkHit> = rows.into_iter().map(|r| (r.id, r)).collect();
     let allowed: Option<HashSet<&String>> = q.document_ids.as_ref().map(|d| d.iter().collect());

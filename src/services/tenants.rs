@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 use tracing::instrument;
 
-use super::{Core, ServiceError, limited_text, required_text};
+use super::{Core, Knowledge, ServiceError, blocking, limited_text, required_text};
 use crate::domain::{Slug, TenantId, TenantRef};
 use crate::store::tenants::{self, Tenant};
 
@@ -135,5 +135,17 @@ pub async fn delete(core: &Core, r: &TenantRef) -> Result<Tenant, ServiceError> 
         Err(e) => return Err(e.into()),
     }
     tracing::info!(tenant = %tenant.slug, "tenant deleted");
+    Ok(tenant)
+}
+
+/// Deletes a tenant as [`delete`] does, and drops what the serving process holds of it
+/// beside the database: its vectors and its place in the limiter.
+pub async fn delete_with_vectors(k: &Knowledge, r: &TenantRef) -> Result<Tenant, ServiceError> {
+    let tenant = delete(&k.core, r).await?;
+    k.core.limiter.forget(&tenant.id);
+    let (vectors, id) = (k.vectors.clone(), tenant.id.clone());
+    if let Err(e) = blocking(move || vectors.drop_tenant(&id)).await? {
+        tracing::warn!(tenant = %tenant.id, error = %e, "could not drop the tenant's vectors; they go at the next start");
+    }
     Ok(tenant)
 }

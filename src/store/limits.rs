@@ -1,10 +1,21 @@
 //! Per-tenant limits set by the operator (one JSON object per tenant).
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::domain::TenantId;
-use crate::services::limits::TenantLimits;
+
+/// A tenant's own limits; an absent field takes the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantLimits {
+    /// Requests per minute (token bucket; a minute's worth may come at once). 0: none.
+    pub requests_per_minute: Option<u32>,
+    /// Generations (chats) running at once.
+    pub concurrent_generations: Option<u32>,
+    /// Documents of the tenant processed at once.
+    pub concurrent_ingestion_jobs: Option<u32>,
+}
 
 /// The tenant's own limits; all defaults when none were set.
 pub fn get(conn: &Connection, tenant: &TenantId) -> Result<TenantLimits, StoreError> {

@@ -2,11 +2,13 @@
 //! and a small pool so that every call runs on a blocking thread, off the runtime.
 
 pub mod agents;
+pub mod chunks;
 pub mod documents;
 pub mod keys;
 pub mod keywords;
 pub mod limits;
 mod migrations;
+pub mod queue;
 pub mod tenants;
 pub mod vectors;
 

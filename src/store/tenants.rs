@@ -117,6 +117,13 @@ pub fn count(conn: &Connection) -> Result<u64, StoreError> {
     Ok(n.unsigned_abs())
 }
 
+/// The ids of every tenant.
+pub fn ids(conn: &Connection) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id FROM tenants")?;
+    let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
 /// Deletes a tenant; its keys (and later everything else) go by cascade.
 pub fn delete(conn: &Connection, id: &TenantId) -> Result<bool, StoreError> {
     let tx = conn.unchecked_transaction()?;

@@ -7,7 +7,9 @@ use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registr
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 
+use crate::auth::AuthError;
 use crate::domain::InvalidInput;
+use crate::services::ServiceError;
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -59,6 +61,9 @@ pub enum ErrorCode {
     Unavailable,
     /// 502: an upstream generation provider refused or failed.
     UpstreamFailed,
+    /// 500: the local model failed; also the code of an error inside a chat stream
+    /// that started already.
+    GenerationFailed,
 }
 
 impl ErrorCode {
@@ -81,7 +86,15 @@ impl ErrorCode {
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             UpstreamFailed => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            GenerationFailed => (StatusCode::INTERNAL_SERVER_ERROR, "generation_failed"),
         }
+    }
+}
+
+impl ErrorCode {
+    /// The stable code string, as it appears in `{"error": {"code": …}}`.
+    pub fn as_str(self) -> &'static str {
+        self.parts().1
     }
 }
 
@@ -236,6 +249,42 @@ impl From<StoreError> for ApiError {
             StoreError::Busy => Self::new(ErrorCode::Unavailable, "database busy; retry"),
             other => Self::internal(&other),
         }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::NotFound(m) => Self::new(ErrorCode::NotFound, m),
+            ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
+            ServiceError::Invalid(m) => Self::new(ErrorCode::ValidationFailed, m),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Io(e) => Self::internal(&e),
+            ServiceError::TooLarge(m) => Self::new(ErrorCode::PayloadTooLarge, m),
+            ServiceError::Unsupported(m) => Self::new(ErrorCode::UnsupportedMediaType, m),
+            ServiceError::Busy(m) => Self::new(ErrorCode::Unavailable, m),
+            ServiceError::RateLimited(m) => Self::new(ErrorCode::RateLimited, m),
+            ServiceError::Upstream(m) => Self::new(ErrorCode::UpstreamFailed, m),
+            ServiceError::Internal(m) => Self::internal(&m),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let code = match &err {
+            AuthError::Service(_) => {
+                return match err {
+                    AuthError::Service(e) => e.into(),
+                    other => Self::internal(&other),
+                };
+            }
+            AuthError::Missing(_) => ErrorCode::MissingCredentials,
+            AuthError::InvalidTenant(_) => ErrorCode::InvalidTenant,
+            AuthError::InvalidAdminToken => ErrorCode::InvalidAdminToken,
+            AuthError::InsufficientScope(_) => ErrorCode::InsufficientScope,
+        };
+        Self::new(code, err.to_string())
     }
 }
 
