@@ -506,7 +506,12 @@ async fn search(config: Config, file: &Path, total: usize, queries: usize) -> an
     }
     // The graph is built in the background; measure against it, not the exact scan.
     let store = k.vectors.clone();
-    tokio::task::spawn_blocking(move || store.settle()).await?;
+    tokio::task::spawn_blocking(move || {
+        if let Some(index) = store.maintenance() {
+            index.settle();
+        }
+    })
+    .await?;
     println!(
         "search bench: {total} chunks stored and indexed in {:.1} s; RSS {:.0} MB",
         started.elapsed().as_secs_f64(),
