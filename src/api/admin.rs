@@ -14,6 +14,7 @@ use crate::api::security::AdminAuth;
 use crate::api::state::AppState;
 use crate::domain::{Scope, Scopes, Slug, TenantRef};
 use crate::services::keys::{self, NewKey};
+use crate::services::reindex;
 use crate::services::tenants::{self, NewTenant};
 use crate::store::keys::ApiKey;
 
@@ -275,6 +276,9 @@ impl AdminApi {
 
     /// Rebuilds a tenant's vector index from its stored vectors (what `ragbox reindex`
     /// asks of a running server). Searches go on meanwhile.
+    ///
+    /// Answers 409 `conflict` when the vector store keeps no local index to rebuild
+    /// (a backend such as Qdrant indexes by itself).
     #[oai(
         path = "/tenants/:tenant/reindex",
         method = "post",
@@ -285,16 +289,10 @@ impl AdminApi {
         _auth: AdminAuth,
         tenant: Path<String>,
     ) -> Result<Json<Reindexed>, ApiError> {
-        let tenant = tenants::get(&self.state.core, &tenant_ref(&tenant)?).await?;
-        let vectors = self.state.knowledge.vectors.clone();
-        let started = std::time::Instant::now();
-        let count = tokio::task::spawn_blocking(move || vectors.rebuild(&tenant.id))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&e))?;
+        let done = reindex::reindex_tenant(&self.state.knowledge, &tenant_ref(&tenant)?).await?;
         Ok(Json(Reindexed {
-            vectors: count as u64,
-            seconds: started.elapsed().as_secs_f64(),
+            vectors: done.vectors as u64,
+            seconds: done.took.as_secs_f64(),
         }))
     }
 

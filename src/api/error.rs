@@ -45,7 +45,8 @@ pub enum ErrorCode {
     NotFound,
     /// 405.
     MethodNotAllowed,
-    /// 409: it exists already.
+    /// 409: it exists already, or the server's state does not allow it (a reindex
+    /// when the vector store keeps no local index).
     Conflict,
     /// 413.
     PayloadTooLarge,

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::TenantRef;
 use crate::services::documents::{self, NewDocument};
 use crate::services::search::{self, Mode, Query};
-use crate::services::{Core, Intake, keys, tenants};
+use crate::services::{Core, Intake, keys, reindex, tenants};
 use crate::startup;
 use crate::store::documents::Status;
+use crate::store::vectors::VectorStore;
 
 /// `ragbox ingest`.
 #[derive(Debug, clap::Args)]
@@ -414,13 +416,10 @@ pub async fn reindex(core: Core, tenant: String) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let count = match startup::open_vectors(&core.config).await? {
         Some(store) => {
-            tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-                use crate::store::vectors::VectorStore;
-                let n = store.rebuild(&tenant.id)?;
-                store.persist()?;
-                Ok(n)
-            })
-            .await??
+            let store: Arc<dyn VectorStore> = Arc::new(store);
+            let done = reindex::reindex(store.clone(), &tenant.id).await?;
+            tokio::task::spawn_blocking(move || store.persist()).await??;
+            done.vectors
         }
         None => {
             // The server holds the store: ask it, as the operator.

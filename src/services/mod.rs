@@ -7,6 +7,7 @@ pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod limits;
+pub mod reindex;
 pub mod search;
 pub mod tenants;
 
@@ -36,7 +37,7 @@ pub enum ServiceError {
     /// The thing does not exist (or belongs to someone else).
     #[error("{0}")]
     NotFound(String),
-    /// The thing exists already.
+    /// The thing exists already, or the state does not allow the request.
     #[error("{0}")]
     Conflict(String),
     /// The input is well-formed but not acceptable.

@@ -210,3 +210,10 @@ pub fn count_chunks(conn: &Connection, tenant: &TenantId) -> Result<u64, StoreEr
     )?;
     Ok(n.unsigned_abs())
 }
+
+/// The texts of a tenant's chunks (all documents), in no particular order.
+pub fn texts(conn: &Connection, tenant: &TenantId) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare("SELECT text FROM chunks WHERE tenant_id = ?1")?;
+    let rows = stmt.query_map([tenant.as_str()], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}

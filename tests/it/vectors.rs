@@ -2,7 +2,7 @@
 
 use ragbox::config::IndexConfig;
 use ragbox::domain::TenantId;
-use ragbox::store::vectors::{LocalVectorStore, VectorItem, VectorStore};
+use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorItem, VectorStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

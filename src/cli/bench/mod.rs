@@ -1,0 +1,214 @@
+//! `ragbox bench …`: measurements an operator can run on their own machine and data.
+//! This file holds the command, its arguments and the helpers the benchmarks share;
+//! each benchmark has a file of its own.
+
+mod ann;
+mod embed;
+mod generate;
+mod ingest;
+mod search;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::services::tenants::{self, NewTenant};
+use crate::startup;
+
+/// Benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Embedding throughput (passages of ~max-tokens from a text file) and single-query latency.
+    Embed {
+        /// A UTF-8 text file; it is cut into passages of `--tokens` tokens.
+        #[arg(long)]
+        file: PathBuf,
+        /// Tokens per passage.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Passages to embed (at most).
+        #[arg(long, default_value_t = 1024)]
+        passages: usize,
+        /// Single queries for the latency figures.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Also write the passages, one JSON string per line, so that another
+        /// embedder can be timed on exactly the same texts.
+        #[arg(long)]
+        save_passages: Option<PathBuf>,
+    },
+    /// HNSW build time, QPS and recall@k for several `ef`, on `.npy` files
+    /// (base and queries float32 [n, d]; truth int32/int64 [nq, >=k]).
+    Ann {
+        /// Base vectors.
+        #[arg(long)]
+        base: PathBuf,
+        /// Query vectors.
+        #[arg(long)]
+        queries: PathBuf,
+        /// True nearest neighbours (indices into base), best first.
+        #[arg(long)]
+        truth: PathBuf,
+        /// `ef` values to try.
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        ef: Vec<usize>,
+        /// Neighbours per query.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Links per node.
+        #[arg(long, default_value_t = 16)]
+        m: usize,
+        /// Candidate list while building.
+        #[arg(long, default_value_t = 200)]
+        ef_construction: usize,
+    },
+    /// End-to-end ingestion of files into a fresh data dir: documents/s and chunks/s,
+    /// beside the raw embedding throughput on the same chunks.
+    Ingest {
+        /// Files and folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Search latency (vector, keyword, hybrid) and memory at a given number of chunks,
+    /// in a scratch data dir: chunk texts are cut from `--file`; their vectors are
+    /// synthetic (clustered, normalised) so that large sizes build in minutes.
+    Search {
+        /// A UTF-8 text file the chunk texts are cut from (cycled as needed).
+        #[arg(long)]
+        file: PathBuf,
+        /// Chunks in the tenant.
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        /// Queries per mode.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
+    /// Prompt processing and decode speed of a GGUF, for each weight type asked, at each
+    /// prompt length (the context the new tokens attend to).
+    Generate {
+        /// The GGUF (default: models.generation_file).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Weight types to load it as.
+        #[arg(long, value_delimiter = ',', default_value = "q4_0,original,f16")]
+        weights: Vec<String>,
+        /// Prompt lengths in tokens.
+        #[arg(long, value_delimiter = ',', default_value = "64,1024")]
+        prompt_tokens: Vec<usize>,
+        /// Tokens to generate after each prompt.
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+        /// Context window (prompt and new tokens).
+        #[arg(long, default_value_t = 2048)]
+        context: usize,
+    },
+}
+
+/// Runs a benchmark.
+pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Embed {
+            file,
+            tokens,
+            passages,
+            queries,
+            save_passages,
+        } => {
+            let sizes = (tokens, passages, queries);
+            embed::run(&config, &file, sizes, save_passages.as_deref()).await?
+        }
+        BenchCommand::Ann {
+            base,
+            queries,
+            truth,
+            ef,
+            k,
+            m,
+            ef_construction,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                ann::run(&base, &queries, &truth, &ef, k, m, ef_construction)
+            })
+            .await??
+        }
+        BenchCommand::Ingest { paths } => ingest::run(config, &paths).await?,
+        BenchCommand::Search {
+            file,
+            chunks,
+            queries,
+        } => search::run(config, &file, chunks, queries).await?,
+        BenchCommand::Generate {
+            model,
+            weights,
+            prompt_tokens,
+            new_tokens,
+            context,
+        } => {
+            let model = model.unwrap_or_else(|| config.models.generation_file.clone());
+            generate::run(
+                &config,
+                &model,
+                &weights,
+                &prompt_tokens,
+                new_tokens,
+                context,
+            )
+            .await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// A scratch data dir with a tenant `bench` and the knowledge components opened on it.
+async fn scratch(
+    mut config: Config,
+) -> anyhow::Result<(
+    PathBuf,
+    crate::services::Core,
+    crate::store::tenants::Tenant,
+    crate::services::Knowledge,
+)> {
+    let dir = tempdir()?;
+    config.storage.data_dir = dir.clone();
+    let core = startup::open_core(config, Arc::new(SystemClock)).await?;
+    let tenant = tenants::create(
+        &core,
+        NewTenant {
+            slug: crate::domain::Slug::parse("bench")?,
+            name: None,
+            system_prompt: None,
+            settings: None,
+        },
+    )
+    .await?;
+    let k = startup::open_knowledge(core.clone(), None).await?;
+    Ok((dir, core, tenant, k))
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ragbox-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
