@@ -11,9 +11,8 @@ use poem::{EndpointExt, Request, Response, Route, handler};
 use ragbox::config::{ProviderConfig, ProviderKind, Secret};
 use serde_json::json;
 
-use crate::chat::question;
-use crate::helpers::{TestApp, error_code};
-use crate::knowledge::Tenant;
+use crate::helpers::chat::question;
+use crate::helpers::{Tenant, TestApp, error_code};
 
 /// Counts the requests a stand-in upstream receives, and where.
 #[derive(Clone, Default)]
@@ -82,13 +81,15 @@ fn provider(base: &str) -> ProviderConfig {
 async fn health_is_cached_and_asks_a_paid_upstream_once_a_minute() {
     let seen = Seen::default();
     let base = stand_in(seen.clone()).await;
-    let app = TestApp::spawn_with(|c| {
-        c.providers.insert("up".into(), provider(&base));
-        c.generation.provider = "up".into();
-        c.health.cache_ms = 0;
-        c.health.upstream_probe_secs = 60;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.providers.insert("up".into(), provider(&base));
+            c.generation.provider = "up".into();
+            c.health.cache_ms = 0;
+            c.health.upstream_probe_secs = 60;
+        })
+        .start()
+        .await;
     for _ in 0..5 {
         let r = app.client.get(app.url("/health")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -102,13 +103,15 @@ async fn health_is_cached_and_asks_a_paid_upstream_once_a_minute() {
     // With a cache, concurrent probes share one run of the checks.
     let seen = Seen::default();
     let base = stand_in(seen.clone()).await;
-    let app = TestApp::spawn_with(|c| {
-        c.providers.insert("up".into(), provider(&base));
-        c.generation.provider = "up".into();
-        c.health.cache_ms = 60_000;
-        c.health.upstream_probe_secs = 0;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.providers.insert("up".into(), provider(&base));
+            c.generation.provider = "up".into();
+            c.health.cache_ms = 60_000;
+            c.health.upstream_probe_secs = 0;
+        })
+        .start()
+        .await;
     let probes = (0..20).map(|_| app.client.get(app.url("/health")).send());
     for r in futures_util::future::join_all(probes).await {
         assert_eq!(r.unwrap().status(), 200);
@@ -130,8 +133,7 @@ async fn health_is_cached_and_asks_a_paid_upstream_once_a_minute() {
 #[tokio::test]
 async fn health_stays_healthy_while_tenants_fill_the_embedding_queue() {
     let embedder = crate::helpers::tiny_queue_embedder();
-    let app = TestApp::start_with_embedder(|_| {}, None, embedder).await;
-    app.wait_ready().await;
+    let app = TestApp::builder().embedder(embedder).start().await;
     let t = Tenant::new(&app, "acme").await;
     let long = "the quick brown fox jumps over the lazy dog ".repeat(20);
     let searches = (0..48).map(|i| {
@@ -164,11 +166,13 @@ async fn health_stays_healthy_while_tenants_fill_the_embedding_queue() {
 async fn an_upstream_redirect_is_not_followed_with_the_key() {
     let seen = Seen::default();
     let base = stand_in(seen.clone()).await;
-    let app = TestApp::spawn_with(|c| {
-        c.providers.insert("up".into(), provider(&base));
-        c.generation.provider = "up".into();
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.providers.insert("up".into(), provider(&base));
+            c.generation.provider = "up".into();
+        })
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let r = t
         .post(

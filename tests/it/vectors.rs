@@ -1,55 +1,9 @@
 //! The local vector store: HNSW recall against exact search, tombstones, snapshots.
 
-use ragbox::config::IndexConfig;
 use ragbox::domain::TenantId;
 use ragbox::store::vectors::{LocalVectorStore, VectorItem, VectorStore};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-const DIM: usize = 384;
-
-fn normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= n);
-    v
-}
-
-/// Clustered data, like embeddings of related texts: 300 topics with points around
-/// them (cosine within a topic about 0.6). Base and queries share the topics
-/// (`topics` seed) and differ in their points (`seed`).
-fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut topics = StdRng::seed_from_u64(2026);
-    let centers: Vec<Vec<f32>> = (0..300)
-        .map(|_| normalised((0..DIM).map(|_| topics.random::<f32>() - 0.5).collect()))
-        .collect();
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let c = &centers[rng.random_range(0..centers.len())];
-            normalised(
-                c.iter()
-                    .map(|x| x + 0.15 * (rng.random::<f32>() - 0.5))
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
-fn exact_top(data: &[(u64, Vec<f32>)], q: &[f32], k: usize) -> Vec<u64> {
-    let mut scored: Vec<(u64, f32)> = data
-        .iter()
-        .map(|(id, v)| (*id, v.iter().zip(q).map(|(a, b)| a * b).sum()))
-        .collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-    scored.into_iter().take(k).map(|(id, _)| id).collect()
-}
-
-fn config(threshold: usize) -> IndexConfig {
-    IndexConfig {
-        exact_threshold: threshold,
-        ..IndexConfig::default()
-    }
-}
+use crate::helpers::vectors::{DIM, config, dataset, exact_top};
 
 #[test]
 fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
