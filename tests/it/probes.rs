@@ -1,6 +1,7 @@
 //! Probes cost little and give nothing away: cached health, no tenant queue used, an
-//! upstream asked at most once a minute; upstream redirects are not followed; a tenant
-//! runs a bounded number of generations at once.
+//! upstream asked at most once a minute; upstream redirects are not followed. (That a
+//! tenant runs a bounded number of generations at once is a long test, in
+//! `tests/long`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use ragbox::config::{ProviderConfig, ProviderKind, Secret};
 use serde_json::json;
 
 use crate::helpers::chat::question;
-use crate::helpers::{Tenant, TestApp, error_code};
+use crate::helpers::{Tenant, TestApp};
 
 /// Counts the requests a stand-in upstream receives, and where.
 #[derive(Clone, Default)]
@@ -194,55 +195,4 @@ async fn an_upstream_redirect_is_not_followed_with_the_key() {
         "the redirect was followed"
     );
     assert_eq!(seen.with_key.load(Ordering::SeqCst), 0);
-}
-
-#[tokio::test]
-async fn a_tenant_runs_a_bounded_number_of_generations_at_once() {
-    let app = TestApp::spawn().await;
-    let a = Tenant::new(&app, "alpha").await;
-    let b = Tenant::new(&app, "beta").await;
-    let r = app
-        .admin(
-            reqwest::Method::PUT,
-            "/api/v1/admin/tenants/alpha/limits",
-            Some(json!({"concurrent_generations": 1})),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    // A long answer holds alpha's one place while it streams.
-    let long = json!({
-        "messages": question("Write a long story about a lighthouse keeper."),
-        "retrieval": {"enabled": false},
-        "max_tokens": 400,
-        "temperature": 0.0,
-    });
-    let first = a
-        .app
-        .client
-        .post(app.url("/api/v1/chat/stream"))
-        .bearer_auth(&a.key)
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 200);
-    let second = a.post("/api/v1/chat", &long).await;
-    assert_eq!(error_code(second, 429).await, "rate_limited");
-    // Another tenant is not held back by alpha's stream.
-    let other = b
-        .post(
-            "/api/v1/chat",
-            &json!({"messages": question("Hi"), "retrieval": {"enabled": false}, "max_tokens": 4}),
-        )
-        .await;
-    assert_eq!(other.status(), 200);
-    // Once alpha's stream ends, its place is free again.
-    let _ = first.text().await.unwrap();
-    let again = a
-        .post(
-            "/api/v1/chat",
-            &json!({"messages": question("Hi"), "retrieval": {"enabled": false}, "max_tokens": 4}),
-        )
-        .await;
-    assert_eq!(again.status(), 200);
 }

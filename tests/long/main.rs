@@ -1,12 +1,14 @@
 //! The long tests: each keeps every core busy for a while (a 20,000-vector graph,
-//! llama.cpp's server). In a binary of their own, after the short ones, so that they
-//! do not starve them; and here one at a time, so that they do not starve each other.
+//! llama.cpp's server, a 400-token answer). In a binary of their own, after the short
+//! ones, so that they do not starve them; and here one at a time, so that they do not
+//! starve each other.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../helpers/mod.rs"]
 mod helpers;
 
+mod generations;
 mod llama;
 mod vectors;
 
