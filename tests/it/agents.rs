@@ -3,8 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code};
-use crate::knowledge::Tenant;
+use crate::helpers::{Tenant, TestApp, error_code};
 
 async fn call(
     t: &Tenant<'_>,

@@ -111,7 +111,10 @@ async fn unknown_and_malformed_credentials_are_refused() {
 
 #[tokio::test]
 async fn the_subdomain_must_agree_with_the_key() {
-    let app = TestApp::spawn_with(|c| c.server.base_domain = Some("ragbox.test".into())).await;
+    let app = TestApp::builder()
+        .config(|c| c.server.base_domain = Some("ragbox.test".into()))
+        .start()
+        .await;
     app.create_tenant("alpha").await;
     app.create_tenant("beta").await;
     let key = app.create_key("alpha").await;
@@ -168,7 +171,10 @@ async fn a_read_key_cannot_write() {
 
 #[tokio::test]
 async fn jwt_hs256() {
-    let app = TestApp::spawn_with(|c| c.auth.jwt = Some(hs256_config(Some("ragbox")))).await;
+    let app = TestApp::builder()
+        .config(|c| c.auth.jwt = Some(hs256_config(Some("ragbox"))))
+        .start()
+        .await;
     let acme = app.create_tenant("acme").await;
     app.create_tenant("other").await;
 
@@ -296,7 +302,10 @@ async fn jwt_hs256() {
 
 #[tokio::test]
 async fn jwt_of_another_algorithm_is_refused() {
-    let app = TestApp::spawn_with(|c| c.auth.jwt = Some(hs256_config(None))).await;
+    let app = TestApp::builder()
+        .config(|c| c.auth.jwt = Some(hs256_config(None)))
+        .start()
+        .await;
     app.create_tenant("acme").await;
     let pem = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -319,18 +328,20 @@ async fn jwt_es256_with_a_public_key_file() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/jwt-es256-public.pem"
     );
-    let app = TestApp::spawn_with(|c| {
-        c.auth.jwt = Some(JwtConfig {
-            algorithm: JwtAlgorithm::ES256,
-            secret: None,
-            public_key_file: Some(public.into()),
-            issuer: None,
-            audience: None,
-            tenant_claim: "org".into(),
-            leeway_secs: 0,
+    let app = TestApp::builder()
+        .config(|c| {
+            c.auth.jwt = Some(JwtConfig {
+                algorithm: JwtAlgorithm::ES256,
+                secret: None,
+                public_key_file: Some(public.into()),
+                issuer: None,
+                audience: None,
+                tenant_claim: "org".into(),
+                leeway_secs: 0,
+            })
         })
-    })
-    .await;
+        .start()
+        .await;
     app.create_tenant("acme").await;
     let pem = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

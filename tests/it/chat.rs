@@ -4,27 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code};
-use crate::knowledge::Tenant;
-
-/// The `data:` payloads of an SSE body, in order.
-pub fn sse_data(body: &str) -> Vec<String> {
-    body.lines()
-        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
-        .map(|d| d.trim().to_owned())
-        .collect()
-}
-
-pub async fn stream(t: &Tenant<'_>, body: Value) -> (reqwest::header::HeaderMap, Vec<String>) {
-    let r = t.post("/api/v1/chat/stream", &body).await;
-    assert_eq!(r.status(), 200);
-    let headers = r.headers().clone();
-    (headers, sse_data(&r.text().await.unwrap()))
-}
-
-pub fn question(q: &str) -> Value {
-    json!([{"role": "user", "content": q}])
-}
+use crate::helpers::chat::{question, stream};
+use crate::helpers::models::own_generator;
+use crate::helpers::{Tenant, TestApp, error_code, eventually};
 
 #[tokio::test]
 async fn a_streamed_chat_sends_sources_text_and_done() {
@@ -178,18 +160,11 @@ async fn invalid_chats_are_refused_before_any_stream() {
 #[tokio::test]
 async fn a_client_that_hangs_up_stops_its_generation() {
     // A generator of its own, so no other test moves its token counter.
-    let config = ragbox::config::Config::default();
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&config.models.generation_file);
-    let generator = ragbox::ml::Generator::load(&path, &config.generation).unwrap();
-    let app = TestApp::start_with_models(
-        |_| {},
-        None,
-        crate::helpers::shared_embedder(),
-        generator.clone(),
-    )
-    .await;
-    app.wait_ready().await;
+    let generator = own_generator();
+    let app = TestApp::builder()
+        .generator(generator.clone())
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let body = json!({
         "messages": question("Count from 1 to 500, one number per line."),
@@ -207,15 +182,22 @@ async fn a_client_that_hangs_up_stops_its_generation() {
     drop(r);
     let at_hangup = generator.tokens_generated();
     // Wait until the counter stops moving.
-    let mut last = at_hangup;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = generator.tokens_generated();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+    let last = eventually(
+        Duration::from_secs(20),
+        "the generation to stop after the hang-up",
+        || async {
+            let before = generator.tokens_generated();
+            // What "stopped" means: no token for 200 ms (one takes far less).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = generator.tokens_generated();
+            if now == before {
+                Ok(now)
+            } else {
+                Err(format!("{} tokens in 200 ms", now - before))
+            }
+        },
+    )
+    .await;
     let after = last - at_hangup;
     eprintln!("{after} tokens after the hang-up, {last} in all");
     assert!(

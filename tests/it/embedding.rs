@@ -56,20 +56,27 @@ async fn embeddings_match_sentence_transformers() {
 async fn a_query_goes_ahead_of_waiting_ingestion_batches() {
     let embedder = shared_embedder();
     let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (queued, mut all_queued) = tokio::sync::mpsc::unbounded_channel();
     let mut bulk = Vec::new();
     for b in 0..4 {
-        let (e, done) = (embedder.clone(), done.clone());
+        let (e, done, queued) = (embedder.clone(), done.clone(), queued.clone());
         let texts: Vec<String> = (0..256)
             .map(|i| format!("batch {b} passage {i}: ingestion text that takes the model a while"))
             .collect();
         bulk.push(tokio::spawn(async move {
-            e.embed_waiting(texts).await.unwrap();
+            let mut batch = std::pin::pin!(e.embed_waiting(texts));
+            // The first poll puts the batch in the queue (four fit, unless batches of
+            // other tests fill it: then the query goes first all the more).
+            assert!(futures_util::poll!(batch.as_mut()).is_pending());
+            queued.send(b).unwrap();
+            batch.await.unwrap();
             done.lock().unwrap().push(format!("bulk {b}"));
         }));
-        tokio::task::yield_now().await;
     }
-    // Let the batches reach the queue, then ask.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Ask once every batch waits in the queue.
+    for _ in 0..4 {
+        all_queued.recv().await.unwrap();
+    }
     embedder.embed(vec!["a short query".into()]).await.unwrap();
     done.lock().unwrap().push("query".into());
     for b in bulk {

@@ -30,7 +30,10 @@ async fn malformed_json_is_400_in_the_shared_shape() {
 
 #[tokio::test]
 async fn oversize_bodies_are_413() {
-    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 1024).await;
+    let app = TestApp::builder()
+        .config(|c| c.server.max_body_bytes = 1024)
+        .start()
+        .await;
     let big = json!({"slug": "acme", "system_prompt": "x".repeat(4096)});
     let r = app
         .admin(Method::POST, "/api/v1/admin/tenants", Some(big.clone()))
@@ -142,11 +145,13 @@ async fn cors_is_off_by_default_and_configurable() {
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 
-    let app = TestApp::spawn_with(|c| {
-        c.server.cors.enabled = true;
-        c.server.cors.allowed_origins = vec!["https://app.example.com".into()];
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.server.cors.enabled = true;
+            c.server.cors.allowed_origins = vec!["https://app.example.com".into()];
+        })
+        .start()
+        .await;
     let r = app
         .client
         .request(Method::OPTIONS, app.url("/api/v1/tenant"))

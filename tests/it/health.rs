@@ -1,10 +1,12 @@
 //! Health, readiness, liveness and metrics.
 
 use std::io::{Seek, SeekFrom, Write};
+use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, eventually};
 
 #[tokio::test]
 async fn health_is_200_with_every_check() {
@@ -64,13 +66,12 @@ async fn health_is_503_when_the_database_is_broken() {
 #[tokio::test]
 async fn ready_is_503_until_startup_completes() {
     let (release, gate) = tokio::sync::oneshot::channel::<()>();
-    let app = TestApp::start(
-        |_| {},
-        Some(Box::pin(async move {
+    let app = TestApp::builder()
+        .gate(async move {
             let _ = gate.await;
-        })),
-    )
-    .await;
+        })
+        .start_listening()
+        .await;
     let r = app
         .client
         .get(app.url("/health/ready"))
@@ -150,12 +151,45 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .send();
     let in_flight = tokio::spawn(request);
     tx.send(Ok(b"{\"system_prompt\": ".to_vec())).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The server has taken the request once it has checked the key: a key's first use
+    // is recorded.
+    eventually(
+        Duration::from_secs(10),
+        "the server to take the request",
+        || async {
+            let keys: Value = app
+                .admin(Method::GET, "/api/v1/admin/tenants/acme/keys", None)
+                .await
+                .json()
+                .await
+                .unwrap();
+            if keys["items"][0]["last_used_at"].is_string() {
+                Ok(())
+            } else {
+                Err(keys)
+            }
+        },
+    )
+    .await;
 
     // Ask the server to stop while the request's body is still arriving.
     let running = app.running.take().unwrap();
     let stopped = tokio::spawn(running.stop());
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the server to refuse new connections",
+        || async {
+            match reqwest::Client::new()
+                .get(app.url("/health/live"))
+                .send()
+                .await
+            {
+                Ok(r) => Err(format!("a new connection was answered {}", r.status())),
+                Err(_) => Ok(()),
+            }
+        },
+    )
+    .await;
     tx.send(Ok(b"\"drained\"}".to_vec())).await.unwrap();
     drop(tx);
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, pdf_of};
-use crate::knowledge::Tenant;
+use crate::helpers::{Tenant, TestApp, error_code, eventually, pdf_of};
 
 fn stream(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut out = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
@@ -61,10 +60,11 @@ fn flate_bomb_pdf(inflated: usize) -> Vec<u8> {
     ])
 }
 
-/// Polls `/health/live` while waiting for a document to finish; panics if the server
-/// stops answering.
+/// Waits for a document to finish, checking at each look that `/health/live` still
+/// answers; panics if the server stops answering.
 async fn wait_alive(t: &Tenant<'_>, id: &str) -> Value {
-    for _ in 0..1200 {
+    let what = format!("document {id} to finish");
+    eventually(Duration::from_secs(120), &what, || async {
         let live = t.app.client.get(t.app.url("/health/live")).send().await;
         assert_eq!(
             live.map(|r| r.status().as_u16()).ok(),
@@ -78,11 +78,12 @@ async fn wait_alive(t: &Tenant<'_>, id: &str) -> Value {
             .await
             .unwrap();
         if v["status"] == "ready" || v["status"] == "failed" {
-            return v;
+            Ok(v)
+        } else {
+            Err(v)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("document {id} never finished");
+    })
+    .await
 }
 
 fn id_of(v: &Value) -> String {
@@ -91,13 +92,15 @@ fn id_of(v: &Value) -> String {
 
 #[tokio::test]
 async fn hostile_documents_fail_alone_and_a_normal_one_beside_them_is_ready() {
-    let app = TestApp::spawn_with(|c| {
-        c.extraction.cpu_secs = 2;
-        c.extraction.timeout_secs = 6;
-        c.extraction.memory_mb = 512;
-        c.jobs.max_retries = 0;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.extraction.cpu_secs = 2;
+            c.extraction.timeout_secs = 6;
+            c.extraction.memory_mb = 512;
+            c.jobs.max_retries = 0;
+        })
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let mut hostile = Vec::new();
     for (name, bytes) in [
@@ -140,12 +143,14 @@ async fn hostile_documents_fail_alone_and_a_normal_one_beside_them_is_ready() {
 
 #[tokio::test]
 async fn extraction_limits_and_reasons_are_the_operators_to_read() {
-    let app = TestApp::spawn_with(|c| {
-        c.extraction.max_text_ratio = 1;
-        c.extraction.max_text_bytes = 70_000;
-        c.jobs.max_retries = 0;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.extraction.max_text_ratio = 1;
+            c.extraction.max_text_bytes = 70_000;
+            c.jobs.max_retries = 0;
+        })
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     // A text of 100 kB makes more text than the absolute cap allows.
     let big = "word ".repeat(20_000);
@@ -195,11 +200,13 @@ fn raw_exchange(addr: &str, request: &[u8], limit: Duration) -> String {
 
 #[tokio::test]
 async fn the_http_edge_counts_every_body_and_drops_slow_clients() {
-    let app = TestApp::spawn_with(|c| {
-        c.server.max_body_bytes = 1 << 20;
-        c.server.header_read_timeout_secs = 1;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.server.max_body_bytes = 1 << 20;
+            c.server.header_read_timeout_secs = 1;
+        })
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let oversized = json!({"query": "x".repeat(2 << 20)}).to_string();
@@ -315,6 +322,7 @@ async fn the_http_edge_counts_every_body_and_drops_slow_clients() {
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                 Err(_) => break,
             }
+            // The behaviour under test: a client that sends one byte at a time.
             std::thread::sleep(Duration::from_millis(150));
         }
         (sent, String::from_utf8_lossy(&answer).into_owned())
@@ -553,19 +561,20 @@ async fn two_concurrent_reprocess_calls_leave_one_copy_of_each_chunk() {
 async fn deleting_a_document_stops_its_extraction() {
     // One document of the tenant at a time: a spinning one would hold its only place
     // for the whole CPU limit unless the delete stops it.
-    let app = TestApp::spawn_with(|c| {
-        c.extraction.cpu_secs = 300;
-        c.extraction.timeout_secs = 600;
-        c.limits.concurrent_ingestion_jobs = 1;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.extraction.cpu_secs = 300;
+            c.extraction.timeout_secs = 600;
+            c.limits.concurrent_ingestion_jobs = 1;
+        })
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let r = t
         .upload("cycle.pdf", "application/pdf", page_cycle_pdf())
         .await;
     let id = id_of(&r.json().await.unwrap());
-    let mut started = false;
-    for _ in 0..400 {
+    eventually(Duration::from_secs(30), "the document to start", || async {
         let v: Value = t
             .get(&format!("/api/v1/documents/{id}"))
             .await
@@ -573,12 +582,12 @@ async fn deleting_a_document_stops_its_extraction() {
             .await
             .unwrap();
         if v["status"] == "processing" {
-            started = true;
-            break;
+            Ok(())
+        } else {
+            Err(v)
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(started, "the document never started");
+    })
+    .await;
     let r = app
         .client
         .delete(app.url(&format!("/api/v1/documents/{id}")))

@@ -1,11 +1,8 @@
 //! Documents, background processing and search through the real server and model.
 
-use std::time::Duration;
-
-use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code};
+use crate::helpers::{Tenant, TestApp, error_code};
 
 /// A one-page PDF whose text layer holds `text` (ASCII, no parentheses).
 pub fn make_pdf(text: &str) -> Vec<u8> {
@@ -17,107 +14,6 @@ pub fn make_pdf(text: &str) -> Vec<u8> {
         format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()).into_bytes(),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
     ])
-}
-
-pub struct Tenant<'a> {
-    pub app: &'a TestApp,
-    pub key: String,
-}
-
-impl Tenant<'_> {
-    pub async fn new<'a>(app: &'a TestApp, slug: &str) -> Tenant<'a> {
-        app.create_tenant(slug).await;
-        Tenant {
-            app,
-            key: app.create_key(slug).await,
-        }
-    }
-
-    pub async fn upload(&self, name: &str, mime: &str, bytes: Vec<u8>) -> reqwest::Response {
-        let part = Part::bytes(bytes)
-            .file_name(name.to_owned())
-            .mime_str(mime)
-            .unwrap();
-        self.app
-            .client
-            .post(self.app.url("/api/v1/documents/upload"))
-            .bearer_auth(&self.key)
-            .multipart(
-                Form::new()
-                    .part("file", part)
-                    .text("metadata", r#"{"source": "test"}"#),
-            )
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn add_text(&self, title: &str, text: &str) -> String {
-        let r = self
-            .app
-            .client
-            .post(self.app.url("/api/v1/documents"))
-            .bearer_auth(&self.key)
-            .json(&json!({"title": title, "text": text}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        r.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.app.tenant_get(path, &self.key).await
-    }
-
-    /// POSTs `body` as JSON with the tenant's key.
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.app
-            .client
-            .post(self.app.url(path))
-            .bearer_auth(&self.key)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Polls a document until it leaves queued/processing.
-    pub async fn wait(&self, id: &str) -> Value {
-        for _ in 0..1200 {
-            let v: Value = self
-                .get(&format!("/api/v1/documents/{id}"))
-                .await
-                .json()
-                .await
-                .unwrap();
-            if v["status"] == "ready" || v["status"] == "failed" {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("document {id} never finished");
-    }
-
-    pub async fn search(&self, query: &str, mode: &str) -> Vec<Value> {
-        let r = self
-            .app
-            .client
-            .post(self.app.url("/api/v1/search"))
-            .bearer_auth(&self.key)
-            .json(&json!({"query": query, "mode": mode, "top_k": 5}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["results"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
 }
 
 #[tokio::test]
@@ -318,7 +214,10 @@ async fn tenants_never_see_each_others_documents() {
 
 #[tokio::test]
 async fn bad_uploads_get_clear_errors() {
-    let app = TestApp::spawn_with(|c| c.documents.max_bytes = 2048).await;
+    let app = TestApp::builder()
+        .config(|c| c.documents.max_bytes = 2048)
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let code = error_code(
         t.upload("photo.png", "image/png", vec![0x89, b'P', b'N', b'G'])
@@ -402,11 +301,13 @@ async fn the_same_content_twice_returns_the_existing_document() {
 
 #[tokio::test]
 async fn a_corrupt_pdf_fails_after_the_retries_with_a_reason() {
-    let app = TestApp::spawn_with(|c| {
-        c.jobs.max_retries = 2;
-        c.jobs.retry_delay_secs = 1;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.jobs.max_retries = 2;
+            c.jobs.retry_delay_secs = 1;
+        })
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let mut corrupt = b"%PDF-1.4\n".to_vec();
     corrupt.extend(std::iter::repeat_n(b'#', 300));
@@ -517,8 +418,7 @@ async fn search_validates_its_input() {
 async fn a_full_embedding_queue_answers_503_with_retry_after() {
     // One request may wait for the model; the rest are refused at once, not queued.
     let embedder = crate::helpers::tiny_queue_embedder();
-    let app = TestApp::start_with_embedder(|_| {}, None, embedder).await;
-    app.wait_ready().await;
+    let app = TestApp::builder().embedder(embedder).start().await;
     let t = Tenant::new(&app, "acme").await;
     let long = "the quick brown fox jumps over the lazy dog ".repeat(20);
     let requests = (0..48).map(|i| {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../helpers/mod.rs"]
 mod helpers;
 
 mod admin;

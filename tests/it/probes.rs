@@ -1,6 +1,7 @@
 //! Probes cost little and give nothing away: cached health, no tenant queue used, an
-//! upstream asked at most once a minute; upstream redirects are not followed; a tenant
-//! runs a bounded number of generations at once.
+//! upstream asked at most once a minute; upstream redirects are not followed. (That a
+//! tenant runs a bounded number of generations at once is a long test, in
+//! `tests/long`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,9 +12,8 @@ use poem::{EndpointExt, Request, Response, Route, handler};
 use ragbox::config::{ProviderConfig, ProviderKind, Secret};
 use serde_json::json;
 
-use crate::chat::question;
-use crate::helpers::{TestApp, error_code};
-use crate::knowledge::Tenant;
+use crate::helpers::chat::question;
+use crate::helpers::{Tenant, TestApp};
 
 /// Counts the requests a stand-in upstream receives, and where.
 #[derive(Clone, Default)]
@@ -82,13 +82,15 @@ fn provider(base: &str) -> ProviderConfig {
 async fn health_is_cached_and_asks_a_paid_upstream_once_a_minute() {
     let seen = Seen::default();
     let base = stand_in(seen.clone()).await;
-    let app = TestApp::spawn_with(|c| {
-        c.providers.insert("up".into(), provider(&base));
-        c.generation.provider = "up".into();
-        c.health.cache_ms = 0;
-        c.health.upstream_probe_secs = 60;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.providers.insert("up".into(), provider(&base));
+            c.generation.provider = "up".into();
+            c.health.cache_ms = 0;
+            c.health.upstream_probe_secs = 60;
+        })
+        .start()
+        .await;
     for _ in 0..5 {
         let r = app.client.get(app.url("/health")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -102,13 +104,15 @@ async fn health_is_cached_and_asks_a_paid_upstream_once_a_minute() {
     // With a cache, concurrent probes share one run of the checks.
     let seen = Seen::default();
     let base = stand_in(seen.clone()).await;
-    let app = TestApp::spawn_with(|c| {
-        c.providers.insert("up".into(), provider(&base));
-        c.generation.provider = "up".into();
-        c.health.cache_ms = 60_000;
-        c.health.upstream_probe_secs = 0;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.providers.insert("up".into(), provider(&base));
+            c.generation.provider = "up".into();
+            c.health.cache_ms = 60_000;
+            c.health.upstream_probe_secs = 0;
+        })
+        .start()
+        .await;
     let probes = (0..20).map(|_| app.client.get(app.url("/health")).send());
     for r in futures_util::future::join_all(probes).await {
         assert_eq!(r.unwrap().status(), 200);
@@ -130,8 +134,7 @@ async fn health_is_cached_and_asks_a_paid_upstream_once_a_minute() {
 #[tokio::test]
 async fn health_stays_healthy_while_tenants_fill_the_embedding_queue() {
     let embedder = crate::helpers::tiny_queue_embedder();
-    let app = TestApp::start_with_embedder(|_| {}, None, embedder).await;
-    app.wait_ready().await;
+    let app = TestApp::builder().embedder(embedder).start().await;
     let t = Tenant::new(&app, "acme").await;
     let long = "the quick brown fox jumps over the lazy dog ".repeat(20);
     let searches = (0..48).map(|i| {
@@ -164,11 +167,13 @@ async fn health_stays_healthy_while_tenants_fill_the_embedding_queue() {
 async fn an_upstream_redirect_is_not_followed_with_the_key() {
     let seen = Seen::default();
     let base = stand_in(seen.clone()).await;
-    let app = TestApp::spawn_with(|c| {
-        c.providers.insert("up".into(), provider(&base));
-        c.generation.provider = "up".into();
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.providers.insert("up".into(), provider(&base));
+            c.generation.provider = "up".into();
+        })
+        .start()
+        .await;
     let t = Tenant::new(&app, "acme").await;
     let r = t
         .post(
@@ -190,55 +195,4 @@ async fn an_upstream_redirect_is_not_followed_with_the_key() {
         "the redirect was followed"
     );
     assert_eq!(seen.with_key.load(Ordering::SeqCst), 0);
-}
-
-#[tokio::test]
-async fn a_tenant_runs_a_bounded_number_of_generations_at_once() {
-    let app = TestApp::spawn().await;
-    let a = Tenant::new(&app, "alpha").await;
-    let b = Tenant::new(&app, "beta").await;
-    let r = app
-        .admin(
-            reqwest::Method::PUT,
-            "/api/v1/admin/tenants/alpha/limits",
-            Some(json!({"concurrent_generations": 1})),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    // A long answer holds alpha's one place while it streams.
-    let long = json!({
-        "messages": question("Write a long story about a lighthouse keeper."),
-        "retrieval": {"enabled": false},
-        "max_tokens": 400,
-        "temperature": 0.0,
-    });
-    let first = a
-        .app
-        .client
-        .post(app.url("/api/v1/chat/stream"))
-        .bearer_auth(&a.key)
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 200);
-    let second = a.post("/api/v1/chat", &long).await;
-    assert_eq!(error_code(second, 429).await, "rate_limited");
-    // Another tenant is not held back by alpha's stream.
-    let other = b
-        .post(
-            "/api/v1/chat",
-            &json!({"messages": question("Hi"), "retrieval": {"enabled": false}, "max_tokens": 4}),
-        )
-        .await;
-    assert_eq!(other.status(), 200);
-    // Once alpha's stream ends, its place is free again.
-    let _ = first.text().await.unwrap();
-    let again = a
-        .post(
-            "/api/v1/chat",
-            &json!({"messages": question("Hi"), "retrieval": {"enabled": false}, "max_tokens": 4}),
-        )
-        .await;
-    assert_eq!(again.status(), 200);
 }

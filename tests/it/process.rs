@@ -1,137 +1,15 @@
 //! The `ragbox` binary itself: signals, config errors and the CLI.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::ADMIN_TOKEN;
-
-fn ragbox() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragbox"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("RAGBOX") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
-
-/// Writes a config file for a data dir inside `dir` and returns its path.
-pub(crate) fn write_config(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("config.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nbind = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n[models]\nembedding_dir = \"{}\"\n{extra}",
-            dir.join("data").display(),
-            crate::helpers::model_dir().display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-pub(crate) fn run(args: &[&str], config: &Path) -> Output {
-    run_with_input(args, config, "")
-}
-
-/// Runs the CLI with `input` on its standard input.
-fn run_with_input(args: &[&str], config: &Path, input: &str) -> Output {
-    use std::io::Write;
-    let mut child = ragbox()
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// Starts `ragbox serve` and returns the child and the address it listens on.
-pub(crate) fn serve(config: &Path) -> (Child, String) {
-    let (child, base, _) = serve_logged(config);
-    (child, base)
-}
-
-/// As `serve`, also keeping every line the server logs.
-fn serve_logged(config: &Path) -> (Child, String, Arc<Mutex<Vec<String>>>) {
-    let logged = Arc::new(Mutex::new(Vec::new()));
-    let keep = logged.clone();
-    let mut child = ragbox()
-        .args(["--config"])
-        .arg(config)
-        .args(["--log-format", "json", "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            keep.lock().unwrap().push(line.clone());
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "listening"
-                && v["target"] == "ragbox::startup"
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server did not log its address");
-    (child, format!("http://{addr}"), logged)
-}
-
-pub(crate) async fn wait_ready(base: &str) {
-    let client = reqwest::Client::new();
-    for _ in 0..500 {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never ready");
-}
-
-/// Sends SIGTERM and asserts a clean exit.
-pub(crate) fn terminate(child: &mut Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = wait_exit(child);
-    assert_eq!(status.code(), Some(0), "{status:?}");
-}
-
-pub(crate) fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..1000 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    panic!("server did not exit after SIGTERM");
-}
+use crate::helpers::binary::{
+    ragbox, run, run_with_input, serve, serve_logged, wait_exit, write_config,
+};
+use crate::helpers::server::wait_ready;
+use crate::helpers::{ADMIN_TOKEN, eventually};
 
 #[tokio::test]
 async fn sigterm_stops_the_server_with_exit_0() {
@@ -144,7 +22,7 @@ async fn sigterm_stops_the_server_with_exit_0() {
         .status()
         .unwrap();
     assert!(status.success());
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child).await;
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
@@ -248,7 +126,7 @@ async fn cli_tenants_and_keys_work_against_the_server() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
 }
 
 #[test]
@@ -365,13 +243,15 @@ async fn a_crash_mid_ingestion_loses_and_doubles_nothing() {
             .map(|d| d["status"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
     };
-    for _ in 0..2000 {
+    eventually(Duration::from_secs(30), "work to be under way", || async {
         let s = statuses(base.clone(), key.clone()).await;
         if s.iter().any(|x| x == "ready" || x == "processing") {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     let before = statuses(base.clone(), key.clone()).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -382,16 +262,20 @@ async fn a_crash_mid_ingestion_loses_and_doubles_nothing() {
 
     let (mut child, base) = serve(&config);
     wait_ready(&base).await;
-    for _ in 0..3000 {
-        let s = statuses(base.clone(), key.clone()).await;
-        if s.iter().all(|x| x == "ready") {
-            break;
-        }
-        assert!(s.iter().all(|x| x != "failed"), "{s:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let after = statuses(base.clone(), key.clone()).await;
-    assert!(after.iter().all(|s| s == "ready"), "{after:?}");
+    eventually(
+        Duration::from_secs(120),
+        "every document to be ready",
+        || async {
+            let s = statuses(base.clone(), key.clone()).await;
+            assert!(s.iter().all(|x| x != "failed"), "{s:?}");
+            if s.iter().all(|x| x == "ready") {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
 
     // Exactly one copy of each chunk, and as many as each document reports.
     let db = rusqlite::Connection::open(dir.path().join("data/ragbox.sqlite")).unwrap();
@@ -438,7 +322,7 @@ async fn a_crash_mid_ingestion_loses_and_doubles_nothing() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
 }
 
 #[test]
@@ -446,7 +330,7 @@ fn a_missing_model_stops_serve_and_names_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let text = std::fs::read_to_string(&config).unwrap().replace(
-        &crate::helpers::model_dir().display().to_string(),
+        &crate::helpers::models::model_dir().display().to_string(),
         "/nonexistent/minilm",
     );
     std::fs::write(&config, text).unwrap();
@@ -612,7 +496,7 @@ async fn ingest_search_and_reindex_go_through_a_running_server() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
 }
 
 #[test]
@@ -644,7 +528,7 @@ fn chat_answers_in_the_terminal_without_a_server() {
 // Two worker threads: the replay server must answer while the test waits on the CLI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_keys_stay_out_of_logs_and_answers() {
-    use crate::upstream::{ANTHROPIC_KEY, Replay, Script};
+    use crate::helpers::upstream::{ANTHROPIC_KEY, Replay, Script};
     let replay = Replay::start(Script::Answer).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
@@ -679,10 +563,8 @@ async fn upstream_keys_stay_out_of_logs_and_answers() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
-    // The reader thread drains the closed pipe.
-    std::thread::sleep(Duration::from_millis(300));
-    let log = logged.lock().unwrap().join("\n");
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
+    let log = logged.after_exit();
     assert!(log.contains("upstream generation failed"), "{log}");
     assert!(log.contains("401"), "{log}");
     for text in [&log, &answer, &checked] {

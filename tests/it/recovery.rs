@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::process::{run, serve, terminate, wait_ready, write_config};
+use crate::helpers::binary::{children_of, run, serve, terminate, write_config};
+use crate::helpers::eventually;
+use crate::helpers::server::wait_ready;
+use crate::helpers::tenant::{get_json, wait_document};
 
 fn key_for(config: &std::path::Path, slug: &str) -> String {
     assert!(run(&["tenant", "create", slug], config).status.success());
@@ -35,29 +38,6 @@ async fn add_text(
         .as_str()
         .unwrap()
         .to_owned()
-}
-
-async fn get_json(client: &reqwest::Client, url: String, token: &str) -> Value {
-    client
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn wait_done(client: &reqwest::Client, base: &str, key: &str, id: &str) -> Value {
-    for _ in 0..2400 {
-        let v: Value = get_json(client, format!("{base}/api/v1/documents/{id}"), key).await;
-        if v["status"] == "ready" || v["status"] == "failed" {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("document {id} never finished");
 }
 
 fn time_of(v: &Value) -> chrono::DateTime<chrono::Utc> {
@@ -90,7 +70,7 @@ async fn a_tenant_with_a_long_queue_does_not_hold_back_anothers_upload() {
         "Beta's single upload should not wait for alpha.",
     )
     .await;
-    let done = wait_done(&client, &base, &b, &id).await;
+    let done = wait_document(&client, &base, &b, &id).await;
     assert_eq!(done["status"], "ready");
     let ready_at = time_of(&done["processed_at"]);
     let list: Value = get_json(&client, format!("{base}/api/v1/documents?limit=1000"), &a).await;
@@ -106,7 +86,7 @@ async fn a_tenant_with_a_long_queue_does_not_hold_back_anothers_upload() {
         before_b < 10,
         "{before_b} of alpha's documents finished between beta's upload and its result"
     );
-    terminate(&mut child);
+    terminate(&mut child).await;
 }
 
 #[tokio::test]
@@ -129,12 +109,12 @@ async fn a_delete_cut_short_by_a_crash_leaves_nothing_after_a_restart() {
     )
     .await;
     assert_eq!(
-        wait_done(&client, &base, &key, &id).await["status"],
+        wait_document(&client, &base, &key, &id).await["status"],
         "ready"
     );
     let tenant: Value = get_json(&client, format!("{base}/api/v1/tenant"), &key).await;
     let tenant = TenantId::parse(tenant["id"].as_str().unwrap()).unwrap();
-    terminate(&mut child);
+    terminate(&mut child).await;
 
     // What a kill -9 right after the delete's first step leaves: the row (with its
     // chunks and keyword entries) is gone; the vectors and the stored file are not.
@@ -160,7 +140,7 @@ async fn a_delete_cut_short_by_a_crash_leaves_nothing_after_a_restart() {
 
     let (mut child, base) = serve(&config);
     wait_ready(&base).await;
-    terminate(&mut child);
+    terminate(&mut child).await;
     assert!(!file.exists(), "the stored file outlived its row");
     assert!(
         !vectors_of(&tenant).contains(&id),
@@ -225,23 +205,36 @@ async fn sigterm_exits_promptly_while_a_hostile_document_spins_and_it_runs_again
         let v: Value = get_json(&client, format!("{base}/api/v1/documents/{id}"), &key).await;
         v["status"].as_str().unwrap().to_owned()
     };
-    let mut spinning = false;
-    for _ in 0..400 {
-        if status(client.clone(), base.clone(), key.clone(), id.clone()).await == "processing" {
-            spinning = true;
-            break;
+    eventually(Duration::from_secs(30), "the document to start", || async {
+        let now = status(client.clone(), base.clone(), key.clone(), id.clone()).await;
+        if now == "processing" {
+            Ok(())
+        } else {
+            Err(now)
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(spinning, "the document never started");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    let server = child.id();
+    eventually(
+        Duration::from_secs(30),
+        "the extraction child to spin",
+        || async {
+            let children = children_of(server);
+            if children.is_empty() {
+                Err("no child process")
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     // wait_exit gives up (and fails the test) after 10 s; the extraction would spin 300.
-    terminate(&mut child);
+    terminate(&mut child).await;
 
     // The interrupted document is queued again, and processing resumes at the next start.
     let (mut child, base) = serve(&config);
     wait_ready(&base).await;
     let now = status(client.clone(), base.clone(), key.clone(), id.clone()).await;
     assert!(now == "queued" || now == "processing", "{now}");
-    terminate(&mut child);
+    terminate(&mut child).await;
 }

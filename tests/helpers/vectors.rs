@@ -1,0 +1,54 @@
+//! Vectors for the vector store's tests: clustered like embeddings of related texts,
+//! and the exact nearest neighbours to measure recall against.
+
+use ragbox::config::IndexConfig;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Width of the test vectors (the embedding model's).
+pub const DIM: usize = 384;
+
+fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// Clustered data, like embeddings of related texts: 300 topics with points around
+/// them (cosine within a topic about 0.6). Base and queries share the topics
+/// (`topics` seed) and differ in their points (`seed`).
+pub fn dataset(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut topics = StdRng::seed_from_u64(2026);
+    let centers: Vec<Vec<f32>> = (0..300)
+        .map(|_| normalised((0..DIM).map(|_| topics.random::<f32>() - 0.5).collect()))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let c = &centers[rng.random_range(0..centers.len())];
+            normalised(
+                c.iter()
+                    .map(|x| x + 0.15 * (rng.random::<f32>() - 0.5))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The ids of the `k` vectors nearest to `q`, by exhaustive search.
+pub fn exact_top(data: &[(u64, Vec<f32>)], q: &[f32], k: usize) -> Vec<u64> {
+    let mut scored: Vec<(u64, f32)> = data
+        .iter()
+        .map(|(id, v)| (*id, v.iter().zip(q).map(|(a, b)| a * b).sum()))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored.into_iter().take(k).map(|(id, _)| id).collect()
+}
+
+/// The index settings, with exact search below `threshold` vectors per tenant.
+pub fn config(threshold: usize) -> IndexConfig {
+    IndexConfig {
+        exact_threshold: threshold,
+        ..IndexConfig::default()
+    }
+}

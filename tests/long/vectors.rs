@@ -1,0 +1,75 @@
+//! The local vector store's HNSW graph against exact search, at a size where the
+//! graph is built in the background while vectors keep coming.
+
+use ragbox::domain::TenantId;
+use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorItem, VectorStore};
+
+use crate::helpers::vectors::{DIM, config, dataset, exact_top};
+use crate::one_at_a_time;
+
+#[test]
+fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
+    let _alone = one_at_a_time().blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+    let tenant = TenantId::generate();
+    let vectors = dataset(20_000, 7);
+    let data: Vec<(u64, Vec<f32>)> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, v))
+        .collect();
+    // Many documents of 100 chunks each.
+    for (doc, part) in data.chunks(100).enumerate() {
+        let items = part
+            .iter()
+            .map(|(id, v)| VectorItem {
+                id: *id,
+                vector: v.clone(),
+            })
+            .collect();
+        store
+            .replace_document(&tenant, &format!("doc-{doc}"), items)
+            .unwrap();
+    }
+    // The first graph was started at 1,000 vectors, on its own thread, while the rest
+    // kept coming: they must all have been merged into it.
+    store.settle();
+    assert_eq!(store.count(&tenant).unwrap(), 20_000);
+    let queries = dataset(200, 99);
+    let mut found = 0;
+    for q in &queries {
+        let truth = exact_top(&data, q, 10);
+        let got: Vec<u64> = store
+            .search(&tenant, q, 10, None)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        found += truth.iter().filter(|id| got.contains(id)).count();
+    }
+    let recall = found as f64 / (queries.len() * 10) as f64;
+    assert!(recall >= 0.95, "recall@10 = {recall}");
+
+    // Deleted documents never come back, before and after the rebuild they trigger.
+    for doc in 0..50 {
+        store
+            .delete_document(&tenant, &format!("doc-{doc}"))
+            .unwrap();
+    }
+    assert_eq!(store.count(&tenant).unwrap(), 15_000);
+    let check = |when: &str| {
+        for q in queries.iter().take(50) {
+            let hits = store.search(&tenant, q, 10, None).unwrap();
+            assert_eq!(hits.len(), 10, "{when}");
+            assert!(
+                hits.iter().all(|h| h.id > 5_000),
+                "a deleted vector was returned {when}"
+            );
+        }
+    };
+    check("while the graph is rebuilt");
+    store.settle();
+    check("after the rebuild");
+    assert_eq!(store.count(&tenant).unwrap(), 15_000);
+}
