@@ -3,6 +3,14 @@
 //! The crate is a library so that the integration tests drive the same code as the
 //! binary; `main.rs` only dispatches the command line.
 
+// A dependency nothing uses is a warning (an error under CI's -D warnings).
+#![warn(unused_crate_dependencies)]
+// The binary's global allocator (src/main.rs), not used by the library itself.
+use mimalloc as _;
+// A dev-dependency of the integration tests (tests/), which the unit tests also see.
+#[cfg(test)]
+use flate2 as _;
+
 pub mod api;
 pub mod auth;
 pub mod cli;
