@@ -12,8 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use crate::api::error::ApiError;
 use crate::api::security::TenantAuth;
 use crate::api::state::AppState;
-use crate::domain::Scope;
-use crate::ml::generator::{Event, Message, Sampling};
+use crate::domain::{Event, GenError, Sampling, Scope};
 use crate::services::agents;
 use crate::services::chat::{self, ChatRequest, Prepared, Retrieval};
 
@@ -198,14 +197,7 @@ impl ChatApi {
             },
         };
         let request = ChatRequest {
-            messages: body
-                .messages
-                .into_iter()
-                .map(|m| Message {
-                    role: m.role,
-                    content: m.content,
-                })
-                .collect(),
+            messages: chat::parse_messages(body.messages.into_iter().map(|m| (m.role, m.content)))?,
             system_prompt: base.system_prompt,
             retrieval,
             sampling: Sampling {
@@ -266,7 +258,7 @@ impl ChatApi {
                         usage: UsageOut {
                             prompt_tokens: usage.prompt_tokens as u32,
                             completion_tokens: usage.completion_tokens as u32,
-                            finish_reason: usage.finish_reason.to_owned(),
+                            finish_reason: usage.finish_reason.as_str().to_owned(),
                         },
                     }));
                 }
@@ -323,7 +315,7 @@ impl ChatApi {
 
 /// The generator's events as stream events; the stream ends after `Done` or an error.
 fn tokio_stream_of(
-    rx: tokio::sync::mpsc::Receiver<Result<Event, crate::ml::GenError>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Event, GenError>>,
 ) -> impl futures_util::Stream<Item = StreamEvent> + Send + 'static {
     futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
         if finished {
@@ -346,7 +338,7 @@ fn tokio_stream_of(
             )),
             Some(Err(e)) => {
                 let code = match &e {
-                    crate::ml::GenError::Upstream { .. } => "upstream_error",
+                    GenError::Upstream { .. } => "upstream_error",
                     _ => "generation_failed",
                 };
                 tracing::error!(error = %e, "generation failed mid-stream");

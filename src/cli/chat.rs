@@ -8,8 +8,7 @@ use std::process::ExitCode;
 
 use futures_util::StreamExt;
 
-use crate::domain::TenantRef;
-use crate::ml::generator::{Event, Message, Sampling};
+use crate::domain::{Event, Message, Role, Sampling, TenantRef};
 use crate::services::chat::{self, ChatRequest};
 use crate::services::{Core, Knowledge, agents, keys, tenants};
 use crate::startup;
@@ -110,10 +109,7 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
         if question.is_empty() {
             continue;
         }
-        history.push(Message {
-            role: "user".into(),
-            content: question.to_owned(),
-        });
+        history.push(Message::new(Role::User, question));
         let answer = match &backend {
             Backend::Local {
                 k,
@@ -133,10 +129,7 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
                 for s in &sources {
                     println!("  [{}] {} (chunk {})", s.n, s.title, s.chunk_index);
                 }
-                history.push(Message {
-                    role: "assistant".into(),
-                    content: text,
-                });
+                history.push(Message::new(Role::Assistant, text));
             }
             Err(e) => {
                 eprintln!("\nerror: {e:#}");

@@ -21,35 +21,7 @@ use tokio::sync::mpsc;
 
 use super::llama::{Llama, Shape};
 use crate::config::{GenerationConfig, WeightType};
-
-/// Why generation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum GenError {
-    /// The model file is missing or unusable; the message names the fix.
-    #[error("{0}")]
-    Load(String),
-    /// The queue is full; retry later.
-    #[error("the generation queue is full")]
-    Busy,
-    /// The model thread is gone.
-    #[error("the generator is not running")]
-    Stopped,
-    /// The prompt does not fit the context window.
-    #[error("{0}")]
-    TooLong(String),
-    /// The forward pass or tokenisation failed.
-    #[error("generation failed: {0}")]
-    Compute(String),
-    /// An upstream provider refused, failed or went silent; `status` is its HTTP status
-    /// when it answered one, and `message` names the provider.
-    #[error("{message}")]
-    Upstream {
-        /// The upstream's HTTP status.
-        status: Option<u16>,
-        /// What happened.
-        message: String,
-    },
-}
+use crate::domain::{Event, FinishReason, GenError, Message, Sampling, Usage};
 
 fn compute(e: impl std::fmt::Display) -> GenError {
     GenError::Compute(e.to_string())
@@ -57,52 +29,6 @@ fn compute(e: impl std::fmt::Display) -> GenError {
 
 fn load_error(path: &Path) -> impl Fn(candle_core::Error) -> GenError + '_ {
     move |e| GenError::Load(format!("loading {}: {e}", path.display()))
-}
-
-/// One message of a conversation.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Message {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The text.
-    pub content: String,
-}
-
-/// How to pick tokens.
-#[derive(Debug, Clone)]
-pub struct Sampling {
-    /// 0 = greedy (deterministic).
-    pub temperature: f64,
-    /// Nucleus sampling; `None` or 1.0 = off.
-    pub top_p: Option<f64>,
-    /// Seed of the sampler.
-    pub seed: u64,
-    /// New tokens at most.
-    pub max_tokens: usize,
-    /// Generation ends before any of these texts.
-    pub stop: Vec<String>,
-    /// Keep going past end-of-turn tokens (benchmarks: a fixed number of tokens).
-    pub ignore_eos: bool,
-}
-
-/// Tokens used, and why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub prompt_tokens: usize,
-    /// Generated tokens.
-    pub completion_tokens: usize,
-    /// `stop` (end of turn or a stop sequence), `length` (max tokens or context full).
-    pub finish_reason: &'static str,
-}
-
-/// What the model thread sends back.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// The next piece of text.
-    Text(String),
-    /// The end.
-    Done(Usage),
 }
 
 struct Job {
@@ -357,11 +283,11 @@ impl Model {
         let (mut folded, mut folded_text) = (0usize, String::new());
         let finish = loop {
             if generated.len() >= sampling.max_tokens || position >= self.context {
-                break "length";
+                break FinishReason::Length;
             }
             let next = picker.sample(&logits).map_err(compute)?;
             if self.stops.contains(&next) && !sampling.ignore_eos {
-                break "stop";
+                break FinishReason::Stop;
             }
             generated.push(next);
             self.tokens.fetch_add(1, Ordering::Relaxed);
@@ -381,12 +307,12 @@ impl Model {
                 return Ok(()); // the receiver is gone: stop here
             }
             if stopped {
-                break "stop";
+                break FinishReason::Stop;
             }
             logits = self.weights.forward(&[next], position).map_err(compute)?;
             position += 1;
         };
-        if finish == "length" {
+        if finish == FinishReason::Length {
             let piece = out.flush();
             if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
                 return Ok(());

@@ -4,13 +4,10 @@
 
 use super::search::{self, Mode, Query};
 use super::{Knowledge, ServiceError, blocking};
-use crate::domain::TenantId;
+use crate::domain::{Event, GenError, Message, Role, Sampling, TenantId};
 use crate::llm::{Upstream, Upstreams};
-use crate::ml::generator::{Event, GenError, Generator, Message, Sampling};
+use crate::ml::Generator;
 use crate::store::agents::AgentSettings;
-
-/// Roles a message may have.
-pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
 
 /// Retrieval for one chat.
 #[derive(Debug, Clone)]
@@ -321,7 +318,7 @@ pub async fn prepare(
 /// text joins the instructions.
 fn conversation(system_prompt: &str, sources: &[Source], messages: &[Message]) -> Vec<Message> {
     let mut system = system_prompt.trim().to_owned();
-    for m in messages.iter().filter(|m| m.role == "system") {
+    for m in messages.iter().filter(|m| m.role == Role::System) {
         if !system.is_empty() {
             system.push_str("\n\n");
         }
@@ -341,36 +338,66 @@ fn conversation(system_prompt: &str, sources: &[Source], messages: &[Message]) -
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
     if !system.is_empty() {
-        out.push(Message {
-            role: "system".into(),
-            content: system,
-        });
+        out.push(Message::new(Role::System, system));
     }
-    out.extend(messages.iter().filter(|m| m.role != "system").cloned());
+    out.extend(messages.iter().filter(|m| m.role != Role::System).cloned());
     out
 }
 
+/// A conversation as a client sent it: each role checked against [`Role`], then the
+/// same checks as [`prepare`] makes, in the same order (count, each message's role and
+/// text, the last speaker), so a refusal names the first fault.
+pub fn parse_messages(
+    raw: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<Message>, ServiceError> {
+    let raw: Vec<(String, String)> = raw.into_iter().collect();
+    check_count(raw.len())?;
+    let mut messages = Vec::with_capacity(raw.len());
+    for (i, (role, content)) in raw.into_iter().enumerate() {
+        let role =
+            Role::parse(&role).map_err(|e| ServiceError::Invalid(format!("messages[{i}].{e}")))?;
+        let message = Message { role, content };
+        check_content(i, &message)?;
+        messages.push(message);
+    }
+    check_last(&messages)?;
+    Ok(messages)
+}
+
 fn validate(messages: &[Message]) -> Result<(), ServiceError> {
-    let invalid = |m: String| Err(ServiceError::Invalid(m));
-    if messages.is_empty() {
-        return invalid("messages must not be empty".into());
-    }
-    if messages.len() > MAX_MESSAGES {
-        return invalid(format!("messages holds at most {MAX_MESSAGES} messages"));
-    }
+    check_count(messages.len())?;
     for (i, m) in messages.iter().enumerate() {
-        if !ROLES.contains(&m.role.as_str()) {
-            return invalid(format!(
-                "messages[{i}].role `{}` is not one of system, user, assistant",
-                m.role
-            ));
-        }
-        if m.content.trim().is_empty() {
-            return invalid(format!("messages[{i}].content must not be empty"));
-        }
+        check_content(i, m)?;
     }
-    if messages.last().map(|m| m.role.as_str()) != Some("user") {
-        return invalid("the last message must be the user's".into());
+    check_last(messages)
+}
+
+fn check_count(n: usize) -> Result<(), ServiceError> {
+    if n == 0 {
+        return Err(ServiceError::Invalid("messages must not be empty".into()));
+    }
+    if n > MAX_MESSAGES {
+        return Err(ServiceError::Invalid(format!(
+            "messages holds at most {MAX_MESSAGES} messages"
+        )));
+    }
+    Ok(())
+}
+
+fn check_content(i: usize, m: &Message) -> Result<(), ServiceError> {
+    if m.content.trim().is_empty() {
+        return Err(ServiceError::Invalid(format!(
+            "messages[{i}].content must not be empty"
+        )));
+    }
+    Ok(())
+}
+
+fn check_last(messages: &[Message]) -> Result<(), ServiceError> {
+    if messages.last().map(|m| m.role) != Some(Role::User) {
+        return Err(ServiceError::Invalid(
+            "the last message must be the user's".into(),
+        ));
     }
     Ok(())
 }
@@ -411,20 +438,43 @@ pub fn gen_error(e: GenError) -> ServiceError {
 mod tests {
     use super::*;
 
-    fn msg(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+    fn msg(role: Role, content: &str) -> Message {
+        Message::new(role, content)
+    }
+
+    fn parse(raw: &[(&str, &str)]) -> Result<Vec<Message>, String> {
+        let raw = raw.iter().map(|(r, c)| (r.to_string(), c.to_string()));
+        parse_messages(raw).map_err(|e| match e {
+            ServiceError::Invalid(m) => m,
+            other => panic!("{other:?}"),
+        })
     }
 
     #[test]
-    fn messages_are_validated() {
+    fn messages_are_parsed_and_validated() {
+        assert_eq!(parse(&[]).unwrap_err(), "messages must not be empty");
+        assert_eq!(
+            parse(&[("robot", "hi")]).unwrap_err(),
+            "messages[0].role `robot` is not one of system, user, assistant"
+        );
+        assert_eq!(
+            parse(&[("user", "  ")]).unwrap_err(),
+            "messages[0].content must not be empty"
+        );
+        // The first fault is named: an empty text before a bad role.
+        assert_eq!(
+            parse(&[("user", ""), ("robot", "hi")]).unwrap_err(),
+            "messages[0].content must not be empty"
+        );
+        assert_eq!(
+            parse(&[("user", "hi"), ("assistant", "hello")]).unwrap_err(),
+            "the last message must be the user's"
+        );
+        let ok = parse(&[("system", "be brief"), ("user", "hi")]).unwrap();
+        assert_eq!(ok, [msg(Role::System, "be brief"), msg(Role::User, "hi")]);
+        assert!(validate(&ok).is_ok());
+        assert!(validate(&[msg(Role::User, "  ")]).is_err());
         assert!(validate(&[]).is_err());
-        assert!(validate(&[msg("robot", "hi")]).is_err());
-        assert!(validate(&[msg("user", "  ")]).is_err());
-        assert!(validate(&[msg("user", "hi"), msg("assistant", "hello")]).is_err());
-        assert!(validate(&[msg("system", "be brief"), msg("user", "hi")]).is_ok());
     }
 
     #[test]
@@ -440,10 +490,13 @@ mod tests {
         let out = conversation(
             "You are Acme's assistant.",
             &sources,
-            &[msg("system", "Be brief."), msg("user", "Refund window?")],
+            &[
+                msg(Role::System, "Be brief."),
+                msg(Role::User, "Refund window?"),
+            ],
         );
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].role, "system");
+        assert_eq!(out[0].role, Role::System);
         assert!(
             out[0]
                 .content
