@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use futures_util::StreamExt;
 
-use crate::domain::{Event, Message, Role, Sampling, TenantRef};
-use crate::services::chat::{self, ChatRequest};
+use crate::domain::{Event, Message, Role, TenantRef};
+use crate::services::chat::{self, ChatRequest, Overrides};
 use crate::services::{Core, Knowledge, agents, keys, tenants};
 use crate::startup;
 
@@ -152,22 +152,16 @@ async fn local_turn(
     args: &ChatArgs,
     history: &[Message],
 ) -> anyhow::Result<(String, Vec<Cited>)> {
-    let base = chat::defaults(agent.map(|a| &a.settings), &tenant.system_prompt);
-    let request = ChatRequest {
-        messages: history.to_vec(),
-        system_prompt: base.system_prompt,
-        retrieval: base.retrieval,
-        sampling: Sampling {
-            temperature: args.temperature.unwrap_or(base.temperature),
-            top_p: Some(0.9),
-            seed: 42,
-            max_tokens: base.max_tokens,
-            stop: Vec::new(),
-            ignore_eos: false,
-        },
-        provider: base.provider,
-        model: base.model,
+    let overrides = Overrides {
+        temperature: args.temperature,
+        ..Overrides::default()
     };
+    let request = ChatRequest::from_settings(
+        history.to_vec(),
+        agent.map(|a| &a.settings),
+        &tenant.system_prompt,
+        overrides,
+    );
     let prepared = chat::prepare(k, generator, upstreams, &tenant.id, request).await?;
     let mut rx = chat::start(generator, &prepared).await?;
     let mut text = String::new();

@@ -2,103 +2,18 @@
 //! the chunks found go into the prompt as numbered sources within a token budget that
 //! fits the model's context, and the model is asked to cite them as [n].
 
+mod messages;
+mod request;
+
 use super::search::{self, Mode, Query};
 use super::{Knowledge, ServiceError, blocking};
 use crate::domain::{Event, GenError, Message, Role, Sampling, TenantId};
 use crate::llm::{Upstream, Upstreams};
 use crate::ml::Generator;
-use crate::store::agents::AgentSettings;
 
-/// Retrieval for one chat.
-#[derive(Debug, Clone)]
-pub struct Retrieval {
-    /// Search the tenant's knowledge at all.
-    pub enabled: bool,
-    /// Chunks to put in the prompt, at most.
-    pub top_k: usize,
-    /// Drop chunks scoring below this (hybrid score).
-    pub min_score: Option<f32>,
-    /// Only chunks of these documents.
-    pub document_ids: Option<Vec<String>>,
-}
-
-impl Default for Retrieval {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            top_k: 4,
-            min_score: None,
-            document_ids: None,
-        }
-    }
-}
-
-/// What a chat starts from before the request's own fields: the agent's settings, or
-/// without an agent the tenant's system prompt and the defaults.
-#[derive(Debug, Clone)]
-pub struct Defaults {
-    /// Instructions (an agent's own when it has any, else the tenant's).
-    pub system_prompt: String,
-    /// Retrieval.
-    pub retrieval: Retrieval,
-    /// Sampling temperature.
-    pub temperature: f64,
-    /// New tokens at most.
-    pub max_tokens: usize,
-    /// The agent's provider; `None` is the server's default.
-    pub provider: Option<String>,
-    /// The agent's model at its provider; `None` is the provider's default.
-    pub model: Option<String>,
-}
-
-/// The starting settings of a chat with `agent` (if any) in a tenant with
-/// `tenant_prompt`.
-pub fn defaults(agent: Option<&AgentSettings>, tenant_prompt: &str) -> Defaults {
-    let Some(a) = agent else {
-        return Defaults {
-            system_prompt: tenant_prompt.to_owned(),
-            retrieval: Retrieval::default(),
-            temperature: 0.7,
-            max_tokens: 512,
-            provider: None,
-            model: None,
-        };
-    };
-    Defaults {
-        system_prompt: if a.system_prompt.trim().is_empty() {
-            tenant_prompt.to_owned()
-        } else {
-            a.system_prompt.clone()
-        },
-        retrieval: Retrieval {
-            enabled: a.retrieval.enabled,
-            top_k: a.retrieval.top_k as usize,
-            min_score: a.retrieval.min_score,
-            document_ids: a.retrieval.document_ids.clone(),
-        },
-        temperature: a.temperature,
-        max_tokens: a.max_tokens as usize,
-        provider: Some(a.provider.clone()),
-        model: a.model.clone(),
-    }
-}
-
-/// A chat to answer.
-#[derive(Debug, Clone)]
-pub struct ChatRequest {
-    /// The conversation so far; the last message is the user's.
-    pub messages: Vec<Message>,
-    /// The assistant's instructions (agent or tenant).
-    pub system_prompt: String,
-    /// Retrieval settings.
-    pub retrieval: Retrieval,
-    /// Sampling settings.
-    pub sampling: Sampling,
-    /// Provider by name; `None` is the server's default.
-    pub provider: Option<String>,
-    /// Model at an upstream provider; `None` is its default.
-    pub model: Option<String>,
-}
+pub use messages::parse_messages;
+use messages::validate;
+pub use request::{ChatRequest, Overrides, Retrieval, RetrievalOverrides};
 
 /// A chunk given to the model as source `[n]`.
 #[derive(Debug, Clone)]
@@ -189,8 +104,6 @@ fn local_prompt(generator: &Generator, messages: &[Message]) -> Result<Vec<u32>,
         .map_err(gen_error)
 }
 
-/// Messages a conversation may have.
-const MAX_MESSAGES: usize = 256;
 /// Bytes of text per token of context that a conversation may bring before it is
 /// tokenized (no tokenizer packs more): a larger one cannot fit and is refused at once.
 const MAX_BYTES_PER_TOKEN: usize = 32;
@@ -344,64 +257,6 @@ fn conversation(system_prompt: &str, sources: &[Source], messages: &[Message]) -
     out
 }
 
-/// A conversation as a client sent it: each role checked against [`Role`], then the
-/// same checks as [`prepare`] makes, in the same order (count, each message's role and
-/// text, the last speaker), so a refusal names the first fault.
-pub fn parse_messages(
-    raw: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<Message>, ServiceError> {
-    let raw: Vec<(String, String)> = raw.into_iter().collect();
-    check_count(raw.len())?;
-    let mut messages = Vec::with_capacity(raw.len());
-    for (i, (role, content)) in raw.into_iter().enumerate() {
-        let role =
-            Role::parse(&role).map_err(|e| ServiceError::Invalid(format!("messages[{i}].{e}")))?;
-        let message = Message { role, content };
-        check_content(i, &message)?;
-        messages.push(message);
-    }
-    check_last(&messages)?;
-    Ok(messages)
-}
-
-fn validate(messages: &[Message]) -> Result<(), ServiceError> {
-    check_count(messages.len())?;
-    for (i, m) in messages.iter().enumerate() {
-        check_content(i, m)?;
-    }
-    check_last(messages)
-}
-
-fn check_count(n: usize) -> Result<(), ServiceError> {
-    if n == 0 {
-        return Err(ServiceError::Invalid("messages must not be empty".into()));
-    }
-    if n > MAX_MESSAGES {
-        return Err(ServiceError::Invalid(format!(
-            "messages holds at most {MAX_MESSAGES} messages"
-        )));
-    }
-    Ok(())
-}
-
-fn check_content(i: usize, m: &Message) -> Result<(), ServiceError> {
-    if m.content.trim().is_empty() {
-        return Err(ServiceError::Invalid(format!(
-            "messages[{i}].content must not be empty"
-        )));
-    }
-    Ok(())
-}
-
-fn check_last(messages: &[Message]) -> Result<(), ServiceError> {
-    if messages.last().map(|m| m.role) != Some(Role::User) {
-        return Err(ServiceError::Invalid(
-            "the last message must be the user's".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Starts the answer: on the bundled model (a full queue is refused, 429) or at the
 /// upstream, whose refusal or silence before the first byte is a 502.
 pub async fn start(
@@ -440,41 +295,6 @@ mod tests {
 
     fn msg(role: Role, content: &str) -> Message {
         Message::new(role, content)
-    }
-
-    fn parse(raw: &[(&str, &str)]) -> Result<Vec<Message>, String> {
-        let raw = raw.iter().map(|(r, c)| (r.to_string(), c.to_string()));
-        parse_messages(raw).map_err(|e| match e {
-            ServiceError::Invalid(m) => m,
-            other => panic!("{other:?}"),
-        })
-    }
-
-    #[test]
-    fn messages_are_parsed_and_validated() {
-        assert_eq!(parse(&[]).unwrap_err(), "messages must not be empty");
-        assert_eq!(
-            parse(&[("robot", "hi")]).unwrap_err(),
-            "messages[0].role `robot` is not one of system, user, assistant"
-        );
-        assert_eq!(
-            parse(&[("user", "  ")]).unwrap_err(),
-            "messages[0].content must not be empty"
-        );
-        // The first fault is named: an empty text before a bad role.
-        assert_eq!(
-            parse(&[("user", ""), ("robot", "hi")]).unwrap_err(),
-            "messages[0].content must not be empty"
-        );
-        assert_eq!(
-            parse(&[("user", "hi"), ("assistant", "hello")]).unwrap_err(),
-            "the last message must be the user's"
-        );
-        let ok = parse(&[("system", "be brief"), ("user", "hi")]).unwrap();
-        assert_eq!(ok, [msg(Role::System, "be brief"), msg(Role::User, "hi")]);
-        assert!(validate(&ok).is_ok());
-        assert!(validate(&[msg(Role::User, "  ")]).is_err());
-        assert!(validate(&[]).is_err());
     }
 
     #[test]
