@@ -9,13 +9,12 @@ use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorCode};
 use crate::api::security::TenantAuth;
 use crate::api::state::AppState;
-use crate::domain::Scope;
-use crate::ml::generator::{Event, Message, Sampling};
+use crate::domain::{Event, GenError, Scope};
 use crate::services::agents;
-use crate::services::chat::{self, ChatRequest, Prepared, Retrieval};
+use crate::services::chat::{self, ChatRequest, Overrides, Prepared, RetrievalOverrides};
 
 #[derive(Tags)]
 enum Tag {
@@ -187,38 +186,21 @@ impl ChatApi {
             ),
             None => None,
         };
-        let base = chat::defaults(agent.as_ref(), &tenant.system_prompt);
-        let retrieval = match body.retrieval {
-            None => base.retrieval,
-            Some(r) => Retrieval {
-                enabled: r.enabled.unwrap_or(base.retrieval.enabled),
-                top_k: r.top_k.map_or(base.retrieval.top_k, |k| k as usize),
-                min_score: r.min_score.or(base.retrieval.min_score),
-                document_ids: r.document_ids.or(base.retrieval.document_ids),
-            },
+        let messages =
+            chat::parse_messages(body.messages.into_iter().map(|m| (m.role, m.content)))?;
+        let overrides = Overrides {
+            retrieval: body
+                .retrieval
+                .map(RetrievalIn::into_overrides)
+                .unwrap_or_default(),
+            temperature: body.temperature,
+            top_p: body.top_p,
+            seed: body.seed,
+            max_tokens: body.max_tokens.map(|n| n as usize),
+            stop: body.stop.unwrap_or_default(),
         };
-        let request = ChatRequest {
-            messages: body
-                .messages
-                .into_iter()
-                .map(|m| Message {
-                    role: m.role,
-                    content: m.content,
-                })
-                .collect(),
-            system_prompt: base.system_prompt,
-            retrieval,
-            sampling: Sampling {
-                temperature: body.temperature.unwrap_or(base.temperature),
-                top_p: Some(body.top_p.unwrap_or(0.9)),
-                seed: body.seed.unwrap_or(42),
-                max_tokens: body.max_tokens.map_or(base.max_tokens, |n| n as usize),
-                stop: body.stop.unwrap_or_default(),
-                ignore_eos: false,
-            },
-            provider: base.provider,
-            model: base.model,
-        };
+        let request =
+            ChatRequest::from_settings(messages, agent.as_ref(), &tenant.system_prompt, overrides);
         Ok(chat::prepare(
             &self.state.knowledge,
             &self.state.generator,
@@ -227,6 +209,17 @@ impl ChatApi {
             request,
         )
         .await?)
+    }
+}
+
+impl RetrievalIn {
+    fn into_overrides(self) -> RetrievalOverrides {
+        RetrievalOverrides {
+            enabled: self.enabled,
+            top_k: self.top_k.map(|k| k as usize),
+            min_score: self.min_score,
+            document_ids: self.document_ids,
+        }
     }
 }
 
@@ -266,7 +259,7 @@ impl ChatApi {
                         usage: UsageOut {
                             prompt_tokens: usage.prompt_tokens as u32,
                             completion_tokens: usage.completion_tokens as u32,
-                            finish_reason: usage.finish_reason.to_owned(),
+                            finish_reason: usage.finish_reason.as_str().to_owned(),
                         },
                     }));
                 }
@@ -323,7 +316,7 @@ impl ChatApi {
 
 /// The generator's events as stream events; the stream ends after `Done` or an error.
 fn tokio_stream_of(
-    rx: tokio::sync::mpsc::Receiver<Result<Event, crate::ml::GenError>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Event, GenError>>,
 ) -> impl futures_util::Stream<Item = StreamEvent> + Send + 'static {
     futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
         if finished {
@@ -346,14 +339,14 @@ fn tokio_stream_of(
             )),
             Some(Err(e)) => {
                 let code = match &e {
-                    crate::ml::GenError::Upstream { .. } => "upstream_error",
-                    _ => "generation_failed",
+                    GenError::Upstream { .. } => ErrorCode::UpstreamFailed,
+                    _ => ErrorCode::GenerationFailed,
                 };
                 tracing::error!(error = %e, "generation failed mid-stream");
                 Some((
                     StreamEvent {
                         error: Some(StreamError {
-                            code: code.into(),
+                            code: code.as_str().into(),
                             message: e.to_string(),
                         }),
                         ..StreamEvent::empty()

@@ -8,9 +8,8 @@ use std::process::ExitCode;
 
 use futures_util::StreamExt;
 
-use crate::domain::TenantRef;
-use crate::ml::generator::{Event, Message, Sampling};
-use crate::services::chat::{self, ChatRequest};
+use crate::domain::{Event, Message, Role, TenantRef};
+use crate::services::chat::{self, ChatRequest, Overrides};
 use crate::services::{Core, Knowledge, agents, keys, tenants};
 use crate::startup;
 
@@ -110,10 +109,7 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
         if question.is_empty() {
             continue;
         }
-        history.push(Message {
-            role: "user".into(),
-            content: question.to_owned(),
-        });
+        history.push(Message::new(Role::User, question));
         let answer = match &backend {
             Backend::Local {
                 k,
@@ -133,10 +129,7 @@ pub async fn chat(core: Core, args: ChatArgs) -> anyhow::Result<ExitCode> {
                 for s in &sources {
                     println!("  [{}] {} (chunk {})", s.n, s.title, s.chunk_index);
                 }
-                history.push(Message {
-                    role: "assistant".into(),
-                    content: text,
-                });
+                history.push(Message::new(Role::Assistant, text));
             }
             Err(e) => {
                 eprintln!("\nerror: {e:#}");
@@ -159,22 +152,16 @@ async fn local_turn(
     args: &ChatArgs,
     history: &[Message],
 ) -> anyhow::Result<(String, Vec<Cited>)> {
-    let base = chat::defaults(agent.map(|a| &a.settings), &tenant.system_prompt);
-    let request = ChatRequest {
-        messages: history.to_vec(),
-        system_prompt: base.system_prompt,
-        retrieval: base.retrieval,
-        sampling: Sampling {
-            temperature: args.temperature.unwrap_or(base.temperature),
-            top_p: Some(0.9),
-            seed: 42,
-            max_tokens: base.max_tokens,
-            stop: Vec::new(),
-            ignore_eos: false,
-        },
-        provider: base.provider,
-        model: base.model,
+    let overrides = Overrides {
+        temperature: args.temperature,
+        ..Overrides::default()
     };
+    let request = ChatRequest::from_settings(
+        history.to_vec(),
+        agent.map(|a| &a.settings),
+        &tenant.system_prompt,
+        overrides,
+    );
     let prepared = chat::prepare(k, generator, upstreams, &tenant.id, request).await?;
     let mut rx = chat::start(generator, &prepared).await?;
     let mut text = String::new();

@@ -6,18 +6,18 @@ use serde_json::{Value, json};
 
 use super::sse::SseEvent;
 use super::{Piece, Tally};
-use crate::ml::generator::{Message, Sampling};
+use crate::domain::{FinishReason, Message, Role, Sampling};
 
 /// The body of a streamed `POST /v1/messages`: system text apart, the conversation as
 /// alternating user and assistant turns (neighbours of one role joined).
 pub fn body(model: &str, messages: &[Message], sampling: &Sampling) -> Value {
     let system: Vec<&str> = messages
         .iter()
-        .filter(|m| m.role == "system")
+        .filter(|m| m.role == Role::System)
         .map(|m| m.content.as_str())
         .collect();
     let mut turns: Vec<Value> = Vec::new();
-    for m in messages.iter().filter(|m| m.role != "system") {
+    for m in messages.iter().filter(|m| m.role != Role::System) {
         match turns.last_mut() {
             Some(last) if last["role"] == m.role.as_str() => {
                 let joined = format!(
@@ -75,8 +75,8 @@ pub fn decode(event: &SseEvent, tally: &mut Tally) -> Piece {
                 tally.completion_tokens = Some(n as usize);
             }
             match data["delta"]["stop_reason"].as_str() {
-                Some("max_tokens") => tally.finish_reason = Some("length"),
-                Some(_) => tally.finish_reason = Some("stop"),
+                Some("max_tokens") => tally.finish_reason = Some(FinishReason::Length),
+                Some(_) => tally.finish_reason = Some(FinishReason::Stop),
                 None => {}
             }
             Piece::Nothing
@@ -96,11 +96,8 @@ pub fn decode(event: &SseEvent, tally: &mut Tally) -> Piece {
 mod tests {
     use super::*;
 
-    fn msg(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+    fn msg(role: Role, content: &str) -> Message {
+        Message::new(role, content)
     }
 
     #[test]
@@ -116,11 +113,11 @@ mod tests {
         let b = body(
             "claude",
             &[
-                msg("system", "Be brief."),
-                msg("user", "a"),
-                msg("user", "b"),
-                msg("assistant", "c"),
-                msg("user", "d"),
+                msg(Role::System, "Be brief."),
+                msg(Role::User, "a"),
+                msg(Role::User, "b"),
+                msg(Role::Assistant, "c"),
+                msg(Role::User, "d"),
             ],
             &sampling,
         );
@@ -163,7 +160,7 @@ mod tests {
         );
         assert_eq!(tally.prompt_tokens, Some(25));
         assert_eq!(tally.completion_tokens, Some(15));
-        assert_eq!(tally.finish_reason, Some("length"));
+        assert_eq!(tally.finish_reason, Some(FinishReason::Length));
         let err = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(
             decode(&ev("error", err), &mut tally),

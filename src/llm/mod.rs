@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, LOCAL_PROVIDER, ProviderConfig, ProviderKind};
-use crate::ml::generator::{Event, GenError, Message, Sampling, Usage};
+use crate::domain::{Event, FinishReason, GenError, Message, Sampling, Usage};
 use sse::{SseEvent, SseParser};
 
 /// Pieces of text buffered between an upstream and a slow client.
@@ -98,8 +98,8 @@ pub struct Tally {
     pub prompt_tokens: Option<usize>,
     /// Answer tokens, when the upstream said.
     pub completion_tokens: Option<usize>,
-    /// `stop` or `length`, when the upstream said.
-    pub finish_reason: Option<&'static str>,
+    /// Why the answer ended, when the upstream said.
+    pub finish_reason: Option<FinishReason>,
 }
 
 impl Upstream {
@@ -297,7 +297,7 @@ impl Upstream {
                         let usage = Usage {
                             prompt_tokens: tally.prompt_tokens.unwrap_or(prompt_estimate),
                             completion_tokens: tally.completion_tokens.unwrap_or(pieces),
-                            finish_reason: tally.finish_reason.unwrap_or("stop"),
+                            finish_reason: tally.finish_reason.unwrap_or(FinishReason::Stop),
                         };
                         let _ = tx.send(Ok(Event::Done(usage))).await;
                         return;

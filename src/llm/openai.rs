@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::sse::SseEvent;
 use super::{Piece, Tally};
-use crate::ml::generator::{Message, Sampling};
+use crate::domain::{FinishReason, Message, Sampling};
 
 /// The body of a streamed `POST /chat/completions`.
 pub fn body(model: &str, messages: &[Message], sampling: &Sampling) -> Value {
@@ -51,8 +51,8 @@ pub fn decode(event: &SseEvent, tally: &mut Tally) -> Piece {
     }
     let choice = &chunk["choices"][0];
     match choice["finish_reason"].as_str() {
-        Some("length") => tally.finish_reason = Some("length"),
-        Some(_) => tally.finish_reason = Some("stop"),
+        Some("length") => tally.finish_reason = Some(FinishReason::Length),
+        Some(_) => tally.finish_reason = Some(FinishReason::Stop),
         None => {}
     }
     match choice["delta"]["content"].as_str() {
@@ -64,6 +64,7 @@ pub fn decode(event: &SseEvent, tally: &mut Tally) -> Piece {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Role;
 
     fn data(d: &str) -> SseEvent {
         SseEvent {
@@ -84,7 +85,7 @@ mod tests {
         assert_eq!(decode(&data("[DONE]"), &mut tally), Piece::End);
         assert_eq!(tally.prompt_tokens, Some(12));
         assert_eq!(tally.completion_tokens, Some(5));
-        assert_eq!(tally.finish_reason, Some("length"));
+        assert_eq!(tally.finish_reason, Some(FinishReason::Length));
         assert!(matches!(
             decode(&data(r#"{"error":{"message":"overloaded"}}"#), &mut tally),
             Piece::Failed(m) if m.contains("overloaded")
@@ -101,10 +102,7 @@ mod tests {
             stop: vec!["\n\n".into()],
             ignore_eos: false,
         };
-        let messages = [Message {
-            role: "user".into(),
-            content: "hi".into(),
-        }];
+        let messages = [Message::new(Role::User, "hi")];
         let b = body("m", &messages, &sampling);
         assert_eq!(b["stream"], true);
         assert_eq!(b["max_tokens"], 32);

@@ -9,4 +9,4 @@ pub mod llama;
 mod ops;
 
 pub use embedder::{EmbedError, Embedder};
-pub use generator::{GenError, Generator};
+pub use generator::Generator;

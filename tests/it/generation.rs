@@ -2,7 +2,8 @@
 //! greedy determinism, stop on disconnect.
 
 use ragbox::config::GenerationConfig;
-use ragbox::ml::generator::{Event, Generator, Message, Sampling, Usage};
+use ragbox::domain::{Event, FinishReason, GenError, Message, Role, Sampling, Usage};
+use ragbox::ml::Generator;
 
 fn model_file() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,15 +31,10 @@ fn greedy(max_tokens: usize) -> Sampling {
 }
 
 fn ask(question: &str) -> Vec<Message> {
-    vec![Message {
-        role: "user".into(),
-        content: question.into(),
-    }]
+    vec![Message::new(Role::User, question)]
 }
 
-async fn collect(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Event, ragbox::ml::GenError>>,
-) -> (String, Usage) {
+async fn collect(mut rx: tokio::sync::mpsc::Receiver<Result<Event, GenError>>) -> (String, Usage) {
     let mut text = String::new();
     while let Some(event) = rx.recv().await {
         match event.unwrap() {
@@ -89,7 +85,7 @@ async fn greedy_generation_is_deterministic_and_answers() {
     let (cut, usage) = collect(g.generate(ids, sampling).unwrap()).await;
     assert!(!cut.contains("Paris"), "{cut}");
     assert!(first.starts_with(&cut));
-    assert_eq!(usage.finish_reason, "stop");
+    assert_eq!(usage.finish_reason, FinishReason::Stop);
 }
 
 #[tokio::test]
@@ -131,7 +127,7 @@ async fn a_full_queue_refuses_and_an_oversized_prompt_is_rejected() {
     for _ in 0..4 {
         match g.generate(ids.clone(), greedy(200)) {
             Ok(rx) => held.push(rx),
-            Err(ragbox::ml::GenError::Busy) => refused = true,
+            Err(GenError::Busy) => refused = true,
             Err(e) => panic!("{e}"),
         }
     }
@@ -139,6 +135,6 @@ async fn a_full_queue_refuses_and_an_oversized_prompt_is_rejected() {
     let too_long = vec![100u32; g.context_tokens() + 1];
     assert!(matches!(
         g.generate(too_long, greedy(1)),
-        Err(ragbox::ml::GenError::TooLong(_))
+        Err(GenError::TooLong(_))
     ));
 }

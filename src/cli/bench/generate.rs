@@ -21,7 +21,8 @@ pub(super) async fn run(
     context: usize,
 ) -> anyhow::Result<()> {
     use crate::config::WeightType;
-    use crate::ml::generator::{Event, Generator, Sampling};
+    use crate::domain::{Event, Sampling};
+    use crate::ml::Generator;
     for name in weights {
         let weight_type: WeightType =
             serde_json::from_value(serde_json::json!(name)).map_err(|_| {

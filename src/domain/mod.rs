@@ -1,8 +1,13 @@
-//! Validated newtypes for identifiers and inputs, parsed once at the edge.
+//! Validated newtypes for identifiers and inputs, parsed once at the edge, and the
+//! types of text generation that the bundled model and the upstream providers share.
+
+mod generation;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+pub use generation::{Event, FinishReason, GenError, Message, Role, Sampling, Usage};
 
 /// Why an input was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,106 +2,18 @@
 //! the chunks found go into the prompt as numbered sources within a token budget that
 //! fits the model's context, and the model is asked to cite them as [n].
 
+mod messages;
+mod request;
+
 use super::search::{self, Mode, Query};
 use super::{Knowledge, ServiceError, blocking};
-use crate::domain::TenantId;
+use crate::domain::{Event, GenError, Message, Role, Sampling, TenantId};
 use crate::llm::{Upstream, Upstreams};
-use crate::ml::generator::{Event, GenError, Generator, Message, Sampling};
-use crate::store::agents::AgentSettings;
+use crate::ml::Generator;
 
-/// Roles a message may have.
-pub const ROLES: [&str; 3] = ["system", "user", "assistant"];
-
-/// Retrieval for one chat.
-#[derive(Debug, Clone)]
-pub struct Retrieval {
-    /// Search the tenant's knowledge at all.
-    pub enabled: bool,
-    /// Chunks to put in the prompt, at most.
-    pub top_k: usize,
-    /// Drop chunks scoring below this (hybrid score).
-    pub min_score: Option<f32>,
-    /// Only chunks of these documents.
-    pub document_ids: Option<Vec<String>>,
-}
-
-impl Default for Retrieval {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            top_k: 4,
-            min_score: None,
-            document_ids: None,
-        }
-    }
-}
-
-/// What a chat starts from before the request's own fields: the agent's settings, or
-/// without an agent the tenant's system prompt and the defaults.
-#[derive(Debug, Clone)]
-pub struct Defaults {
-    /// Instructions (an agent's own when it has any, else the tenant's).
-    pub system_prompt: String,
-    /// Retrieval.
-    pub retrieval: Retrieval,
-    /// Sampling temperature.
-    pub temperature: f64,
-    /// New tokens at most.
-    pub max_tokens: usize,
-    /// The agent's provider; `None` is the server's default.
-    pub provider: Option<String>,
-    /// The agent's model at its provider; `None` is the provider's default.
-    pub model: Option<String>,
-}
-
-/// The starting settings of a chat with `agent` (if any) in a tenant with
-/// `tenant_prompt`.
-pub fn defaults(agent: Option<&AgentSettings>, tenant_prompt: &str) -> Defaults {
-    let Some(a) = agent else {
-        return Defaults {
-            system_prompt: tenant_prompt.to_owned(),
-            retrieval: Retrieval::default(),
-            temperature: 0.7,
-            max_tokens: 512,
-            provider: None,
-            model: None,
-        };
-    };
-    Defaults {
-        system_prompt: if a.system_prompt.trim().is_empty() {
-            tenant_prompt.to_owned()
-        } else {
-            a.system_prompt.clone()
-        },
-        retrieval: Retrieval {
-            enabled: a.retrieval.enabled,
-            top_k: a.retrieval.top_k as usize,
-            min_score: a.retrieval.min_score,
-            document_ids: a.retrieval.document_ids.clone(),
-        },
-        temperature: a.temperature,
-        max_tokens: a.max_tokens as usize,
-        provider: Some(a.provider.clone()),
-        model: a.model.clone(),
-    }
-}
-
-/// A chat to answer.
-#[derive(Debug, Clone)]
-pub struct ChatRequest {
-    /// The conversation so far; the last message is the user's.
-    pub messages: Vec<Message>,
-    /// The assistant's instructions (agent or tenant).
-    pub system_prompt: String,
-    /// Retrieval settings.
-    pub retrieval: Retrieval,
-    /// Sampling settings.
-    pub sampling: Sampling,
-    /// Provider by name; `None` is the server's default.
-    pub provider: Option<String>,
-    /// Model at an upstream provider; `None` is its default.
-    pub model: Option<String>,
-}
+pub use messages::parse_messages;
+use messages::validate;
+pub use request::{ChatRequest, Overrides, Retrieval, RetrievalOverrides};
 
 /// A chunk given to the model as source `[n]`.
 #[derive(Debug, Clone)]
@@ -192,8 +104,6 @@ fn local_prompt(generator: &Generator, messages: &[Message]) -> Result<Vec<u32>,
         .map_err(gen_error)
 }
 
-/// Messages a conversation may have.
-const MAX_MESSAGES: usize = 256;
 /// Bytes of text per token of context that a conversation may bring before it is
 /// tokenized (no tokenizer packs more): a larger one cannot fit and is refused at once.
 const MAX_BYTES_PER_TOKEN: usize = 32;
@@ -321,7 +231,7 @@ pub async fn prepare(
 /// text joins the instructions.
 fn conversation(system_prompt: &str, sources: &[Source], messages: &[Message]) -> Vec<Message> {
     let mut system = system_prompt.trim().to_owned();
-    for m in messages.iter().filter(|m| m.role == "system") {
+    for m in messages.iter().filter(|m| m.role == Role::System) {
         if !system.is_empty() {
             system.push_str("\n\n");
         }
@@ -341,38 +251,10 @@ fn conversation(system_prompt: &str, sources: &[Source], messages: &[Message]) -
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
     if !system.is_empty() {
-        out.push(Message {
-            role: "system".into(),
-            content: system,
-        });
+        out.push(Message::new(Role::System, system));
     }
-    out.extend(messages.iter().filter(|m| m.role != "system").cloned());
+    out.extend(messages.iter().filter(|m| m.role != Role::System).cloned());
     out
-}
-
-fn validate(messages: &[Message]) -> Result<(), ServiceError> {
-    let invalid = |m: String| Err(ServiceError::Invalid(m));
-    if messages.is_empty() {
-        return invalid("messages must not be empty".into());
-    }
-    if messages.len() > MAX_MESSAGES {
-        return invalid(format!("messages holds at most {MAX_MESSAGES} messages"));
-    }
-    for (i, m) in messages.iter().enumerate() {
-        if !ROLES.contains(&m.role.as_str()) {
-            return invalid(format!(
-                "messages[{i}].role `{}` is not one of system, user, assistant",
-                m.role
-            ));
-        }
-        if m.content.trim().is_empty() {
-            return invalid(format!("messages[{i}].content must not be empty"));
-        }
-    }
-    if messages.last().map(|m| m.role.as_str()) != Some("user") {
-        return invalid("the last message must be the user's".into());
-    }
-    Ok(())
 }
 
 /// Starts the answer: on the bundled model (a full queue is refused, 429) or at the
@@ -411,20 +293,8 @@ pub fn gen_error(e: GenError) -> ServiceError {
 mod tests {
     use super::*;
 
-    fn msg(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-
-    #[test]
-    fn messages_are_validated() {
-        assert!(validate(&[]).is_err());
-        assert!(validate(&[msg("robot", "hi")]).is_err());
-        assert!(validate(&[msg("user", "  ")]).is_err());
-        assert!(validate(&[msg("user", "hi"), msg("assistant", "hello")]).is_err());
-        assert!(validate(&[msg("system", "be brief"), msg("user", "hi")]).is_ok());
+    fn msg(role: Role, content: &str) -> Message {
+        Message::new(role, content)
     }
 
     #[test]
@@ -440,10 +310,13 @@ mod tests {
         let out = conversation(
             "You are Acme's assistant.",
             &sources,
-            &[msg("system", "Be brief."), msg("user", "Refund window?")],
+            &[
+                msg(Role::System, "Be brief."),
+                msg(Role::User, "Refund window?"),
+            ],
         );
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].role, "system");
+        assert_eq!(out[0].role, Role::System);
         assert!(
             out[0]
                 .content

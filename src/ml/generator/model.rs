@@ -1,0 +1,170 @@
+//! The model thread: it owns the decoder, takes queued jobs one at a time, and streams
+//! each answer back piece by piece until it ends or its receiver goes away.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::Device;
+use candle_core::quantized::{GgmlDType, gguf_file};
+use candle_transformers::generation::{LogitsProcessor, Sampling as Sampler};
+use tokenizers::Tokenizer;
+use tokio::sync::mpsc;
+
+use super::compute;
+use super::stream::TextStream;
+use crate::config::WeightType;
+use crate::domain::{Event, FinishReason, GenError, Sampling, Usage};
+use crate::ml::llama::{Llama, Shape};
+
+/// A request waiting in the queue: its prompt, how to sample, and where its answer goes.
+pub(super) struct Job {
+    pub(super) prompt: Vec<u32>,
+    pub(super) sampling: Sampling,
+    pub(super) events: mpsc::Sender<Result<Event, GenError>>,
+}
+
+/// What the model thread owns.
+pub(super) struct Model {
+    /// The decoder.
+    pub(super) weights: Llama,
+    /// Tokens that end a turn.
+    pub(super) stops: Vec<u32>,
+    /// For turning generated ids back into text.
+    pub(super) tokenizer: Tokenizer,
+    /// Tokens the model attends to.
+    pub(super) context: usize,
+    /// Tokens generated since load, shared with the handle.
+    pub(super) tokens: Arc<AtomicU64>,
+}
+
+impl Model {
+    /// Answers jobs one at a time until the queue closes.
+    pub(super) fn serve(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(job) = rx.blocking_recv() {
+            if job.events.is_closed() {
+                continue; // the client left while the job was queued
+            }
+            let events = job.events.clone();
+            if let Err(e) = self.run(job) {
+                let _ = events.blocking_send(Err(e));
+            }
+        }
+    }
+
+    /// Generates one answer into its channel; returns early, without error, when the
+    /// receiver is gone.
+    fn run(&mut self, job: Job) -> Result<(), GenError> {
+        let Job {
+            prompt,
+            sampling,
+            events,
+        } = job;
+        let mut picker = LogitsProcessor::from_sampling(sampling.seed, sampler(&sampling));
+        let mut logits = self.weights.forward(&prompt, 0).map_err(compute)?;
+        let mut position = prompt.len();
+        let mut out = TextStream::new(&sampling.stop);
+        let mut generated: Vec<u32> = Vec::new();
+        // Text of generated[..folded]: decoding only the tokens after it keeps each step's
+        // work flat instead of growing with the answer.
+        let (mut folded, mut folded_text) = (0usize, String::new());
+        let finish = loop {
+            if generated.len() >= sampling.max_tokens || position >= self.context {
+                break FinishReason::Length;
+            }
+            let next = picker.sample(&logits).map_err(compute)?;
+            if self.stops.contains(&next) && !sampling.ignore_eos {
+                break FinishReason::Stop;
+            }
+            generated.push(next);
+            self.tokens.fetch_add(1, Ordering::Relaxed);
+            let tail = self
+                .tokenizer
+                .decode(&generated[folded..], true)
+                .map_err(compute)?;
+            let text = format!("{folded_text}{tail}");
+            // Byte-level pieces concatenate, so a tail that ends on a whole character
+            // can be folded into the prefix.
+            if generated.len() - folded >= 8 && !tail.ends_with('\u{FFFD}') {
+                folded = generated.len();
+                folded_text.clone_from(&text);
+            }
+            let (piece, stopped) = out.advance(&text);
+            if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
+                return Ok(()); // the receiver is gone: stop here
+            }
+            if stopped {
+                break FinishReason::Stop;
+            }
+            logits = self.weights.forward(&[next], position).map_err(compute)?;
+            position += 1;
+        };
+        if finish == FinishReason::Length {
+            let piece = out.flush();
+            if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
+                return Ok(());
+            }
+        }
+        let _ = events.blocking_send(Ok(Event::Done(Usage {
+            prompt_tokens: prompt.len(),
+            completion_tokens: generated.len(),
+            finish_reason: finish,
+        })));
+        Ok(())
+    }
+}
+
+/// The sampler `sampling` asks for: greedy at temperature 0, nucleus when `top_p` is
+/// below 1, else the whole distribution.
+fn sampler(sampling: &Sampling) -> Sampler {
+    let temperature = sampling.temperature;
+    if temperature <= 0.0 {
+        return Sampler::ArgMax;
+    }
+    match sampling.top_p {
+        Some(p) if p > 0.0 && p < 1.0 => Sampler::TopP { p, temperature },
+        _ => Sampler::All { temperature },
+    }
+}
+
+/// Reads a GGUF's weights, converting matrices to `weights` where asked.
+pub(crate) fn load_weights(
+    content: gguf_file::Content,
+    file: &mut std::fs::File,
+    weights: WeightType,
+    context: usize,
+) -> candle_core::Result<Llama> {
+    let target = match weights {
+        WeightType::Original => None,
+        WeightType::Q4_0 => Some(GgmlDType::Q4_0),
+        WeightType::F16 => Some(GgmlDType::F16),
+        WeightType::F32 => Some(GgmlDType::F32),
+    };
+    let md = &content.metadata;
+    let get = |key: &str| {
+        md.get(&format!("llama.{key}"))
+            .ok_or_else(|| candle_core::Error::Msg(format!("llama.{key} is missing")))
+    };
+    let heads = get("attention.head_count")?.to_u32()? as usize;
+    let hidden = get("embedding_length")?.to_u32()? as usize;
+    let shape = Shape {
+        heads,
+        kv_heads: get("attention.head_count_kv")
+            .and_then(|v| v.to_u32())
+            .map_or(heads, |v| v as usize),
+        head_dim: hidden / heads,
+        hidden,
+        eps: f64::from(get("attention.layer_norm_rms_epsilon")?.to_f32()?),
+        rope_base: get("rope.freq_base")
+            .and_then(|v| v.to_f32())
+            .unwrap_or(10_000.0),
+    };
+    let blocks = get("block_count")?.to_u32()? as usize;
+    let read = |name: &str| {
+        if content.tensor_infos.contains_key(name) {
+            content.tensor(file, name, &Device::Cpu).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    Llama::new(shape, read, blocks, context, target)
+}
