@@ -62,33 +62,19 @@ impl Model {
         let mut picker = LogitsProcessor::from_sampling(sampling.seed, sampler(&sampling));
         let mut logits = self.weights.forward(&prompt, 0).map_err(compute)?;
         let mut position = prompt.len();
-        let mut out = TextStream::new(&sampling.stop);
-        let mut generated: Vec<u32> = Vec::new();
-        // Text of generated[..folded]: decoding only the tokens after it keeps each step's
-        // work flat instead of growing with the answer.
-        let (mut folded, mut folded_text) = (0usize, String::new());
+        let mut out = TextStream::new(&self.tokenizer, &sampling.stop);
+        let mut generated = 0usize;
         let finish = loop {
-            if generated.len() >= sampling.max_tokens || position >= self.context {
+            if generated >= sampling.max_tokens || position >= self.context {
                 break FinishReason::Length;
             }
             let next = picker.sample(&logits).map_err(compute)?;
             if self.stops.contains(&next) && !sampling.ignore_eos {
                 break FinishReason::Stop;
             }
-            generated.push(next);
+            generated += 1;
             self.tokens.fetch_add(1, Ordering::Relaxed);
-            let tail = self
-                .tokenizer
-                .decode(&generated[folded..], true)
-                .map_err(compute)?;
-            let text = format!("{folded_text}{tail}");
-            // Byte-level pieces concatenate, so a tail that ends on a whole character
-            // can be folded into the prefix.
-            if generated.len() - folded >= 8 && !tail.ends_with('\u{FFFD}') {
-                folded = generated.len();
-                folded_text.clone_from(&text);
-            }
-            let (piece, stopped) = out.advance(&text);
+            let (piece, stopped) = out.step(next)?;
             if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
                 return Ok(()); // the receiver is gone: stop here
             }
@@ -106,7 +92,7 @@ impl Model {
         }
         let _ = events.blocking_send(Ok(Event::Done(Usage {
             prompt_tokens: prompt.len(),
-            completion_tokens: generated.len(),
+            completion_tokens: generated,
             finish_reason: finish,
         })));
         Ok(())
