@@ -84,11 +84,12 @@ impl Model {
             logits = self.weights.forward(&[next], position).map_err(compute)?;
             position += 1;
         };
-        if finish == FinishReason::Length {
-            let piece = out.flush();
-            if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
-                return Ok(());
-            }
+        // Text held back as a possible start of a stop sequence is part of the answer
+        // when it ends any other way (end of turn, token limit); after a stop sequence
+        // nothing is held.
+        let piece = out.flush();
+        if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
+            return Ok(());
         }
         let _ = events.blocking_send(Ok(Event::Done(Usage {
             prompt_tokens: prompt.len(),
