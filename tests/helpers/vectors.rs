@@ -2,6 +2,8 @@
 //! and the exact nearest neighbours to measure recall against.
 
 use ragbox::config::IndexConfig;
+use ragbox::domain::TenantId;
+use ragbox::store::vectors::{VectorItem, VectorStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -50,5 +52,39 @@ pub fn config(threshold: usize) -> IndexConfig {
     IndexConfig {
         exact_threshold: threshold,
         ..IndexConfig::default()
+    }
+}
+
+/// `n` vectors of [`dataset`], numbered from 1 as stored chunks are.
+pub fn numbered(n: usize, seed: u64) -> Vec<(u64, Vec<f32>)> {
+    dataset(n, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 + 1, v))
+        .collect()
+}
+
+/// The vectors as a document's items.
+pub fn items(part: &[(u64, Vec<f32>)]) -> Vec<VectorItem> {
+    part.iter()
+        .map(|(id, v)| VectorItem {
+            id: *id,
+            vector: v.clone(),
+        })
+        .collect()
+}
+
+/// Stores `data` for `tenant` as documents `{prefix}{n}` of `per_document` vectors.
+pub fn store_documents(
+    store: &dyn VectorStore,
+    tenant: &TenantId,
+    data: &[(u64, Vec<f32>)],
+    per_document: usize,
+    prefix: &str,
+) {
+    for (doc, part) in data.chunks(per_document).enumerate() {
+        store
+            .replace_document(tenant, &format!("{prefix}{doc}"), items(part))
+            .unwrap();
     }
 }

@@ -4,7 +4,7 @@
 use ragbox::domain::TenantId;
 use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorItem, VectorStore};
 
-use crate::helpers::vectors::{DIM, config, dataset, exact_top};
+use crate::helpers::vectors::{DIM, config, dataset, exact_top, items, numbered, store_documents};
 
 #[test]
 fn small_tenants_are_searched_exactly_and_filters_apply() {
@@ -12,23 +12,8 @@ fn small_tenants_are_searched_exactly_and_filters_apply() {
     let store = LocalVectorStore::open(dir.path(), DIM, config(10_000)).unwrap();
     let tenant = TenantId::generate();
     let other = TenantId::generate();
-    let data: Vec<(u64, Vec<f32>)> = dataset(500, 3)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64 + 1, v))
-        .collect();
-    for (doc, part) in data.chunks(50).enumerate() {
-        let items = part
-            .iter()
-            .map(|(id, v)| VectorItem {
-                id: *id,
-                vector: v.clone(),
-            })
-            .collect();
-        store
-            .replace_document(&tenant, &format!("d{doc}"), items)
-            .unwrap();
-    }
+    let data = numbered(500, 3);
+    store_documents(&store, &tenant, &data, 50, "d");
     let q = &data[123].1;
     let got: Vec<u64> = store
         .search(&tenant, q, 10, None)
@@ -69,22 +54,13 @@ fn small_tenants_are_searched_exactly_and_filters_apply() {
 fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = TenantId::generate();
-    let data: Vec<(u64, Vec<f32>)> = dataset(3_000, 11)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64 + 1, v))
-        .collect();
+    let data = numbered(3_000, 11);
     let queries = dataset(20, 12);
     let before: Vec<Vec<u64>> = {
         let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
-        let items = data
-            .iter()
-            .map(|(id, v)| VectorItem {
-                id: *id,
-                vector: v.clone(),
-            })
-            .collect();
-        store.replace_document(&tenant, "all", items).unwrap();
+        store
+            .replace_document(&tenant, "all", items(&data))
+            .unwrap();
         // The graph is built in the background (persist waits only 30 s for it, and
         // the other tests share rayon's threads): wait for it here.
         store.settle();

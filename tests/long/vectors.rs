@@ -2,9 +2,9 @@
 //! graph is built in the background while vectors keep coming.
 
 use ragbox::domain::TenantId;
-use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorItem, VectorStore};
+use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorStore};
 
-use crate::helpers::vectors::{DIM, config, dataset, exact_top};
+use crate::helpers::vectors::{DIM, config, dataset, exact_top, numbered, store_documents};
 use crate::one_at_a_time;
 
 #[test]
@@ -13,25 +13,9 @@ fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
     let tenant = TenantId::generate();
-    let vectors = dataset(20_000, 7);
-    let data: Vec<(u64, Vec<f32>)> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64 + 1, v))
-        .collect();
+    let data = numbered(20_000, 7);
     // Many documents of 100 chunks each.
-    for (doc, part) in data.chunks(100).enumerate() {
-        let items = part
-            .iter()
-            .map(|(id, v)| VectorItem {
-                id: *id,
-                vector: v.clone(),
-            })
-            .collect();
-        store
-            .replace_document(&tenant, &format!("doc-{doc}"), items)
-            .unwrap();
-    }
+    store_documents(&store, &tenant, &data, 100, "doc-");
     // The first graph was started at 1,000 vectors, on its own thread, while the rest
     // kept coming: they must all have been merged into it.
     store.settle();
