@@ -88,3 +88,26 @@ pub fn store_documents(
             .unwrap();
     }
 }
+
+/// The share of the exact 10 nearest neighbours of each query that `store` finds.
+pub fn recall_at_10(
+    store: &dyn VectorStore,
+    tenant: &TenantId,
+    data: &[(u64, Vec<f32>)],
+    queries: &[Vec<f32>],
+) -> f64 {
+    let found: usize = queries
+        .iter()
+        .map(|q| {
+            let truth = exact_top(data, q, 10);
+            let got: Vec<u64> = store
+                .search(tenant, q, 10, None)
+                .unwrap()
+                .iter()
+                .map(|h| h.id)
+                .collect();
+            truth.iter().filter(|id| got.contains(id)).count()
+        })
+        .sum();
+    found as f64 / (queries.len() * 10) as f64
+}

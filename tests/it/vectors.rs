@@ -4,7 +4,9 @@
 use ragbox::domain::TenantId;
 use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorItem, VectorStore};
 
-use crate::helpers::vectors::{DIM, config, dataset, exact_top, items, numbered, store_documents};
+use crate::helpers::vectors::{
+    DIM, config, dataset, exact_top, items, numbered, recall_at_10, store_documents,
+};
 
 #[test]
 fn small_tenants_are_searched_exactly_and_filters_apply() {
@@ -105,20 +107,8 @@ fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
     let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
     assert_eq!(store.count(&tenant).unwrap(), 3_000);
     store.settle();
-    let recall_hits: usize = queries
-        .iter()
-        .map(|q| {
-            let truth = exact_top(&data, q, 10);
-            let got: Vec<u64> = store
-                .search(&tenant, q, 10, None)
-                .unwrap()
-                .iter()
-                .map(|h| h.id)
-                .collect();
-            truth.iter().filter(|id| got.contains(id)).count()
-        })
-        .sum();
-    assert!(recall_hits as f64 / 200.0 >= 0.95);
+    let recall = recall_at_10(&store, &tenant, &data, &queries);
+    assert!(recall >= 0.95, "recall@10 = {recall}");
     // The rebuilt graph replaces the stale snapshot.
     store.persist().unwrap();
     let meta = std::fs::read_to_string(snapshot.join("meta.json")).unwrap();

@@ -4,7 +4,7 @@
 use ragbox::domain::TenantId;
 use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorStore};
 
-use crate::helpers::vectors::{DIM, config, dataset, exact_top, numbered, store_documents};
+use crate::helpers::vectors::{DIM, config, dataset, numbered, recall_at_10, store_documents};
 use crate::one_at_a_time;
 
 #[test]
@@ -21,18 +21,7 @@ fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
     store.settle();
     assert_eq!(store.count(&tenant).unwrap(), 20_000);
     let queries = dataset(200, 99);
-    let mut found = 0;
-    for q in &queries {
-        let truth = exact_top(&data, q, 10);
-        let got: Vec<u64> = store
-            .search(&tenant, q, 10, None)
-            .unwrap()
-            .iter()
-            .map(|h| h.id)
-            .collect();
-        found += truth.iter().filter(|id| got.contains(id)).count();
-    }
-    let recall = found as f64 / (queries.len() * 10) as f64;
+    let recall = recall_at_10(&store, &tenant, &data, &queries);
     assert!(recall >= 0.95, "recall@10 = {recall}");
 
     // Deleted documents never come back, before and after the rebuild they trigger.
