@@ -2,22 +2,24 @@
 
 use tracing::instrument;
 
+use super::chat::{DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K};
 use super::{Core, ServiceError};
 use crate::config::{Config, LOCAL_PROVIDER};
 use crate::domain::TenantId;
 use crate::store::agents::{self, Agent, AgentRetrieval, AgentSettings};
 
-/// Defaults of a new agent: the server's default provider.
+/// Defaults of a new agent: the server's default provider, and the sampling and
+/// retrieval a chat without an agent gets.
 pub fn default_settings(config: &Config) -> AgentSettings {
     AgentSettings {
         system_prompt: String::new(),
         provider: config.generation.provider.clone(),
         model: None,
-        temperature: 0.7,
-        max_tokens: 512,
+        temperature: DEFAULT_TEMPERATURE,
+        max_tokens: DEFAULT_MAX_TOKENS as u32,
         retrieval: AgentRetrieval {
             enabled: true,
-            top_k: 4,
+            top_k: DEFAULT_TOP_K as u32,
             min_score: None,
             document_ids: None,
         },

@@ -13,7 +13,10 @@ use crate::ml::Generator;
 
 pub use messages::parse_messages;
 use messages::validate;
-pub use request::{ChatRequest, Overrides, Retrieval, RetrievalOverrides};
+pub use request::{
+    ChatRequest, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, Overrides, Retrieval,
+    RetrievalOverrides,
+};
 
 /// A chunk given to the model as source `[n]`.
 #[derive(Debug, Clone)]
