@@ -5,7 +5,7 @@
 //! `server` (HTTP server and tenant limits), `auth` (operator token and JWTs),
 //! `storage` (data folder and vector index), `ingest` (documents, extraction, chunking),
 //! `models` (model files, embedding and local generation), `providers` (upstream
-//! generation), `ops` (logging, health probes, jobs) and `secret` (redacted strings).
+//! generation), `ops` (logging, health probes, jobs), `scale` (Redis, Qdrant, remote workers) and `secret` (redacted strings).
 //! `load` reads and merges the sources; `validate` rejects values that make no sense.
 
 use std::collections::BTreeMap;
@@ -18,6 +18,7 @@ mod load;
 mod models;
 mod ops;
 mod providers;
+mod scale;
 mod secret;
 mod server;
 mod storage;
@@ -29,6 +30,7 @@ pub use load::{CliOverrides, ConfigError, default_config_paths};
 pub use models::{EmbeddingConfig, GenerationConfig, ModelsConfig, WeightType};
 pub use ops::{HealthConfig, JobsConfig, LogConfig, LogFormat};
 pub use providers::{LOCAL_PROVIDER, ProviderConfig, ProviderKind};
+pub use scale::{QdrantConfig, RedisConfig, WorkerConfig};
 pub use secret::Secret;
 pub use server::{CorsConfig, LimitsConfig, ServerConfig};
 pub use storage::{IndexConfig, StorageConfig};
@@ -68,4 +70,10 @@ pub struct Config {
     pub extraction: ExtractionConfig,
     /// Each tenant's share of the server, unless the operator set its own.
     pub limits: LimitsConfig,
+    /// The shared job queue (off unless `url` is set).
+    pub redis: RedisConfig,
+    /// Vectors in Qdrant (off unless `url` is set).
+    pub qdrant: QdrantConfig,
+    /// A `ragbox worker` process.
+    pub worker: WorkerConfig,
 }

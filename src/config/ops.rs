@@ -68,6 +68,13 @@ pub struct JobsConfig {
     pub heartbeat_secs: u64,
     /// Milliseconds between polls for new jobs.
     pub poll_interval_ms: u64,
+    /// Job runners in the serving process, each taking `concurrency` documents at
+    /// once; 0 leaves every document to `ragbox worker` processes (needs `[redis]`).
+    pub local_workers: usize,
+    /// Seconds a claimed document may stay `processing` before it is given to another
+    /// worker (the one that had it is presumed dead); also how long a queued document
+    /// waits before its job is pushed again, in case the queue lost it.
+    pub lease_secs: u64,
 }
 
 impl Default for JobsConfig {
@@ -78,6 +85,8 @@ impl Default for JobsConfig {
             concurrency: 2,
             heartbeat_secs: 10,
             poll_interval_ms: 200,
+            local_workers: 1,
+            lease_secs: 600,
         }
     }
 }

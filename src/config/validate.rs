@@ -30,6 +30,33 @@ impl Config {
         if self.jobs.concurrency == 0 || self.jobs.heartbeat_secs == 0 {
             return invalid("jobs.concurrency and jobs.heartbeat_secs must be greater than 0");
         }
+        if self.jobs.local_workers == 0 && self.redis.url().is_none() {
+            return invalid(
+                "jobs.local_workers = 0 needs redis.url: without Redis no `ragbox worker` can take the jobs",
+            );
+        }
+        if self.jobs.lease_secs == 0 {
+            return invalid("jobs.lease_secs must be greater than 0");
+        }
+        if let Some(url) = self.redis.url()
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return invalid("redis.url must start with redis:// or rediss://");
+        }
+        if let Some(url) = self.qdrant.url()
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("qdrant.url must start with http:// or https:// (Qdrant's REST port)");
+        }
+        if self.qdrant.collection.is_empty()
+            || !self
+                .qdrant
+                .collection
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return invalid("qdrant.collection must be letters, digits, `_` or `-`");
+        }
         if !(0.0..1.0).contains(&self.index.rebuild_deleted_fraction)
             || self.index.hnsw_m < 2
             || self.index.hnsw_m > 256

@@ -126,7 +126,10 @@ pub fn ids(conn: &Connection) -> Result<std::collections::HashSet<String>, Store
 
 /// Deletes a tenant; its keys (and later everything else) go by cascade.
 pub fn delete(conn: &Connection, id: &TenantId) -> Result<bool, StoreError> {
-    let tx = conn.unchecked_transaction()?;
+    // Immediate: a deferred transaction that reads first and then writes fails at once
+    // with SQLITE_BUSY when another connection wrote in between; the busy timeout only
+    // covers waiting for the write lock up front.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     super::keywords::drop_tenant(&tx, id)?;
     let deleted = tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? == 1;
     tx.commit()?;
