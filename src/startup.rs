@@ -19,7 +19,7 @@ use crate::auth::Authenticator;
 use crate::auth::jwt::JwtVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
-use crate::jobs::JobQueue;
+use crate::jobs::{JobMetrics, JobQueue, Runner};
 use crate::ml::{Embedder, Generator};
 use crate::services::{Core, Knowledge};
 use crate::store::Db;
@@ -85,9 +85,10 @@ pub async fn open_vectors(config: &Config) -> anyhow::Result<Option<LocalVectorS
     }
 }
 
-/// The job queue in `<data_dir>/jobs.sqlite` (several processes may share it).
+/// The job queue: Redis when `redis.url` is set, else `<data_dir>/jobs.sqlite` (several
+/// processes may share either).
 pub async fn open_queue(config: &Config) -> anyhow::Result<JobQueue> {
-    Ok(JobQueue::open(&config.storage.data_dir.join("jobs.sqlite"), &config.jobs).await?)
+    Ok(JobQueue::open(config).await?)
 }
 
 /// Puts the knowledge components together around an opened vector store.
@@ -109,7 +110,7 @@ pub async fn assemble_knowledge(
         queue,
         in_flight: Default::default(),
     };
-    if let Err(e) = crate::services::ingest::drop_deleted_tenants(&knowledge).await {
+    if let Err(e) = crate::services::recovery::drop_deleted_tenants(&knowledge).await {
         tracing::warn!(error = %e, "could not drop the vectors of deleted tenants");
     }
     Ok(knowledge)
@@ -245,6 +246,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .map(JwtVerifier::from_config)
         .transpose()?;
     let metrics = Metrics::new().context("registering metrics")?;
+    let jobs = JobMetrics::register(metrics.registry()).context("registering job metrics")?;
     let knowledge = open_knowledge(core.clone(), hooks.embedder).await?;
     let generator = match hooks.generator {
         Some(g) => g,
@@ -259,6 +261,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         upstreams,
         auth,
         metrics,
+        jobs: jobs.clone(),
         ready: AtomicBool::new(false),
         health: crate::services::health::HealthCache::new(
             Duration::from_millis(config.health.cache_ms),
@@ -268,10 +271,10 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
 
     // Before any request or worker runs: unfinished documents are queued again, and what an
     // interrupted delete left behind is removed.
-    if let Err(e) = crate::services::ingest::recover_unfinished(&state.knowledge).await {
+    if let Err(e) = crate::services::recovery::recover_unfinished(&state.knowledge).await {
         tracing::warn!(error = %e, "could not re-queue unfinished documents");
     }
-    if let Err(e) = crate::services::ingest::sweep_leftovers(&state.knowledge).await {
+    if let Err(e) = crate::services::recovery::sweep_leftovers(&state.knowledge).await {
         tracing::warn!(error = %e, "could not sweep leftovers of deleted documents");
     }
     let listener = tokio::net::TcpListener::bind(config.server.bind)
@@ -297,14 +300,23 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     tracing::info!(%addr, "listening");
 
     let workers_stop = CancellationToken::new();
-    let handler = crate::services::ingest::job_handler(state.knowledge.clone());
-    let workers = tokio::spawn(
-        state
-            .knowledge
-            .queue
-            .clone()
-            .run(handler, workers_stop.clone()),
-    );
+    let runner = Runner {
+        name: "ingest",
+        handler: crate::services::ingest::job_handler(state.knowledge.clone()),
+        metrics: jobs,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..config.jobs.local_workers {
+        let queue = state.knowledge.queue.clone();
+        tasks.spawn(queue.run(runner.clone(), workers_stop.clone()));
+    }
+    tasks.spawn(crate::services::recovery::resync(
+        state.knowledge.clone(),
+        workers_stop.clone(),
+    ));
+    let workers = tokio::spawn(async move {
+        tasks.join_all().await;
+    });
 
     let ready_state = state.clone();
     let before_ready = hooks.before_ready;

@@ -105,6 +105,9 @@ impl HealthApi {
     /// Prometheus metrics in the text exposition format.
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self) -> PlainText<String> {
+        if let Ok(depth) = self.state.knowledge.queue.pending().await {
+            self.state.jobs.set_depth(depth);
+        }
         PlainText(self.state.metrics.render())
     }
 }

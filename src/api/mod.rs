@@ -8,12 +8,14 @@ pub mod documents;
 pub mod dto;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod limits;
 pub mod search;
 pub mod security;
 pub mod serve;
 pub mod state;
 pub mod tenant;
+pub mod worker;
 
 use poem::http::{Method, header};
 use poem::middleware::Cors;
@@ -37,6 +39,7 @@ pub fn openapi(
         chat::ChatApi,
         agents::AgentsApi,
         limits::LimitsApi,
+        jobs::JobsApi,
     ),
     (),
 > {
@@ -50,6 +53,7 @@ pub fn openapi(
             chat::ChatApi::new(state.clone()),
             agents::AgentsApi::new(state.clone()),
             limits::LimitsApi::new(state.clone()),
+            jobs::JobsApi::new(state.clone()),
         ),
         "ragbox",
         env!("CARGO_PKG_VERSION"),

@@ -29,6 +29,8 @@ pub struct StateInner {
     pub auth: Authenticator,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The job series in `metrics` (queue depth, jobs in flight, durations, failures).
+    pub jobs: crate::jobs::JobMetrics,
     /// Set once startup has finished.
     pub ready: AtomicBool,
     /// The health checks the probes answer from.

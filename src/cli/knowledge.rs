@@ -210,10 +210,8 @@ pub async fn ingest(core: Core, args: IngestArgs) -> anyhow::Result<ExitCode> {
         return Ok(report(&summary, None, started));
     }
     let stop = CancellationToken::new();
-    let workers = tokio::spawn(k.queue.clone().run(
-        crate::services::ingest::job_handler(k.clone()),
-        stop.clone(),
-    ));
+    let runner = crate::services::ingest::local_runner(k.clone())?;
+    let workers = tokio::spawn(k.queue.clone().run(runner, stop.clone()));
     let outcome = wait_for(k.intake(), &tenant.id, &summary.queued, true).await?;
     stop.cancel();
     let _ = workers.await;

@@ -1,9 +1,10 @@
-//! The command line: `serve`, `check`, `tenant …`, `key …`, `ingest`, `search`,
+//! The command line: `serve`, `worker`, `check`, `tenant …`, `key …`, `ingest`, `search`,
 //! `reindex`, `bench …`. Every command calls the same services as the HTTP API.
 
 mod bench;
 mod chat;
 mod knowledge;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ Examples:
   ragbox serve                                   serve with ./config.toml (or /etc/ragbox/config.toml)
   ragbox serve --bind 0.0.0.0:8080 --data-dir /var/lib/ragbox
   ragbox check                                   verify config and every store, then exit
+  ragbox worker                                  take document jobs from [redis] for worker.server_url
   ragbox tenant create acme --name \"Acme Corp\"
   ragbox key create --tenant acme --name web --scopes read
   ragbox key revoke --tenant acme KEY_ID
@@ -61,6 +63,13 @@ pub enum Command {
     /// Run the HTTP server until SIGTERM or Ctrl-C.
     Serve {
         /// Address to listen on (overrides server.bind).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Run document jobs from the shared Redis queue for a serving node (scale-out);
+    /// serves only /health/live, /health/ready and /metrics, on worker.bind.
+    Worker {
+        /// Address of the probes and metrics (overrides worker.bind).
         #[arg(long)]
         bind: Option<SocketAddr>,
     },
@@ -214,6 +223,13 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve { .. } => serve(config).await,
+        Command::Worker { bind } => {
+            let mut config = config;
+            if let Some(bind) = bind {
+                config.worker.bind = bind;
+            }
+            worker::run(config).await
+        }
         Command::Check => check(config, file).await,
         Command::Tenant(cmd) => with_core(config, |core| tenant(core, cmd)).await,
         Command::Key(cmd) => with_core(config, |core| key(core, cmd)).await,

@@ -1,29 +1,33 @@
-//! Background jobs on apalis with its SQLite storage (durable: a job pushed is on
-//! disk; jobs of a crashed worker are picked up again once its heartbeats stop).
+//! Background document jobs on apalis: the embedded queue in SQLite ([`sqlite`]) or,
+//! to scale out, the shared queue in Redis ([`redis`]). The queue knows payloads, not
+//! use-cases: the application wires in the [`Handler`] that runs a job.
 
+pub mod metrics;
 pub mod process_document;
+mod redis;
+mod sqlite;
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::*;
-use apalis_sqlite::{
-    Config as QueueConfig, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteStorage,
-};
+use apalis::prelude::BoxDynError;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::JobsConfig;
-use crate::store::queue as table;
-
+use crate::config::Config;
+pub use metrics::JobMetrics;
 pub use process_document::ProcessDocument;
+pub use redis::RedisQueue;
+pub use sqlite::SqliteQueue;
+
+const QUEUE: &str = "process_document";
 
 /// The future of one job's run.
 type JobFuture = BoxFuture<'static, Result<(), BoxDynError>>;
 
-/// What runs a document job. The application wires the ingestion use-case in here, so
-/// that the queue knows payloads and not use-cases.
+/// What runs a document job. The application wires the ingestion use-case in here.
 #[derive(Clone)]
 pub struct Handler(Arc<dyn Fn(ProcessDocument) -> JobFuture + Send + Sync>);
 
@@ -47,152 +51,127 @@ impl Handler {
     }
 }
 
-const QUEUE: &str = "process_document";
-/// Rounds told apart by priority; later rounds share the last one.
-const ROUNDS: usize = 1_000_000;
+/// A handler with the metrics its runs are counted in, and a name for its workers.
+#[derive(Clone)]
+pub struct Runner {
+    /// Prefix of the worker names (`ingest` on a serving node, `worker` remotely).
+    pub name: &'static str,
+    /// Runs each job.
+    pub handler: Handler,
+    /// Jobs in flight, durations and failures.
+    pub metrics: JobMetrics,
+}
 
 /// Why a queue operation failed.
 #[derive(Debug, thiserror::Error)]
 #[error("job queue: {0}")]
 pub struct QueueError(String);
 
-/// The durable queue of document jobs.
+/// The queue of document jobs: embedded, or shared through Redis.
 #[derive(Clone)]
-pub struct JobQueue {
-    path: std::path::PathBuf,
-    pool: SqlitePool,
-    config: QueueConfig,
-    jobs: JobsConfig,
+pub enum JobQueue {
+    /// `jobs.sqlite` in the data dir.
+    Sqlite(SqliteQueue),
+    /// Redis at `redis.url`.
+    Redis(RedisQueue),
 }
 
 impl JobQueue {
-    /// Opens (creating) the queue database and applies apalis' migrations.
-    pub async fn open(path: &Path, jobs: &JobsConfig) -> Result<Self, QueueError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| QueueError(format!("opening {}: {e}", path.display())))?;
-        SqliteStorage::<()>::setup(&pool)
-            .await
-            .map_err(|e| QueueError(format!("migrating {}: {e}", path.display())))?;
-        let heartbeat = Duration::from_secs(jobs.heartbeat_secs);
-        let config = QueueConfig::default()
-            .queue(QUEUE)
-            .heartbeat_interval(heartbeat)
-            .missed_heartbeats(3)
-            .batch_size(jobs.concurrency);
-        Ok(Self {
-            path: path.to_path_buf(),
-            pool,
-            config,
-            jobs: jobs.clone(),
-        })
+    /// Opens the queue the configuration names: Redis when `redis.url` is set, else
+    /// `<data_dir>/jobs.sqlite`.
+    pub async fn open(config: &Config) -> Result<Self, QueueError> {
+        match config.redis.url() {
+            Some(url) => Ok(Self::Redis(
+                RedisQueue::open(url, &config.redis.prefix, &config.jobs).await?,
+            )),
+            None => Ok(Self::Sqlite(
+                SqliteQueue::open(&config.storage.data_dir.join("jobs.sqlite"), &config.jobs)
+                    .await?,
+            )),
+        }
     }
 
-    fn storage(&self) -> SqliteStorage<ProcessDocument> {
-        SqliteStorage::new(&self.pool).with_config(self.config.clone())
+    /// The Redis queue, when jobs are shared through Redis.
+    pub fn redis(&self) -> Option<&RedisQueue> {
+        match self {
+            Self::Redis(q) => Some(q),
+            Self::Sqlite(_) => None,
+        }
     }
 
-    /// Pushes a job, to run after `delay`; returns once it is on disk. Jobs are taken
-    /// by `round` first (lower first), then in order of arrival: a tenant's n-th waiting
-    /// document is in round n, so tenants take turns. One attempt per job: retries are
-    /// the document's own, made by a new job.
+    /// Pushes a job, to run after `delay`. On the embedded queue jobs are taken by
+    /// `round` first (a tenant's n-th waiting document is in round n, so tenants take
+    /// turns); Redis takes them in order of arrival.
     pub async fn enqueue(
         &self,
         job: ProcessDocument,
         delay: Option<Duration>,
         round: u64,
     ) -> Result<(), QueueError> {
-        let round = usize::try_from(round).unwrap_or(usize::MAX).min(ROUNDS);
-        let mut task = TaskBuilder::new(job)
-            .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
-            .priority(ROUNDS - round)
-            .max_attempts(1);
-        if let Some(delay) = delay {
-            task = task.run_after(delay);
+        match self {
+            Self::Sqlite(q) => q.enqueue(job, delay, round).await,
+            Self::Redis(q) => q.enqueue(job, delay).await,
         }
-        self.storage()
-            .push_task(task.build())
-            .await
-            .map_err(|e| QueueError(e.to_string()))
     }
 
-    /// Jobs not finished yet (pending, queued or running), read through a fresh
-    /// read-only connection (also the health check).
+    /// Jobs not finished yet (the queue depth).
     pub async fn pending(&self) -> Result<i64, QueueError> {
-        let path = self.path.clone();
-        read(move || table::unfinished(&path, QUEUE)).await
+        match self {
+            Self::Sqlite(q) => q.pending().await,
+            Self::Redis(q) => q.pending().await,
+        }
     }
 
-    /// The documents that have a job waiting to be taken (not yet running).
-    pub async fn waiting_documents(&self) -> Result<std::collections::HashSet<String>, QueueError> {
-        let path = self.path.clone();
-        let jobs = read(move || table::waiting_payloads(&path, QUEUE)).await?;
-        Ok(jobs
-            .iter()
-            .filter_map(|j| serde_json::from_str::<ProcessDocument>(j).ok())
-            .map(|j| j.document_id)
-            .collect())
+    /// The documents that have a job waiting to be taken; `None` when the queue cannot
+    /// tell (Redis: every queued document is pushed again, which is harmless).
+    pub async fn waiting_documents(&self) -> Result<Option<HashSet<String>>, QueueError> {
+        match self {
+            Self::Sqlite(q) => q.waiting_documents().await.map(Some),
+            Self::Redis(_) => Ok(None),
+        }
     }
 
-    /// Whether a job of another tenant than `tenant` is waiting and may run now.
-    pub async fn others_waiting(&self, tenant: &str) -> Result<bool, QueueError> {
-        let (path, tenant) = (self.path.clone(), tenant.to_owned());
-        read(move || table::due_for_others(&path, QUEUE, &tenant)).await
+    /// Whether a job of another tenant than `tenant` is waiting and may run now; on
+    /// Redis, `None`: the caller asks the database instead.
+    pub async fn others_waiting(&self, tenant: &str) -> Result<Option<bool>, QueueError> {
+        match self {
+            Self::Sqlite(q) => q.others_waiting(tenant).await.map(Some),
+            Self::Redis(_) => Ok(None),
+        }
     }
 
-    /// Runs the workers until `stop` is cancelled; a worker that fails is restarted.
-    pub async fn run(self, handler: Handler, stop: CancellationToken) {
-        loop {
-            let backend = self
-                .storage()
-                .poll_with_interval(Duration::from_millis(self.jobs.poll_interval_ms));
-            // A fresh name each start: apalis refuses a name seen within one heartbeat,
-            // and the jobs of a crashed predecessor are recovered by heartbeat timeout.
-            let name = format!("ingest-{}", ulid::Ulid::generate());
-            let token = stop.clone();
-            let worker = WorkerBuilder::new(name)
-                .backend(backend)
-                .concurrency(self.jobs.concurrency)
-                .data(handler.clone())
-                .build(process_document::handle);
-            let result = worker
-                .run_until(async move {
-                    token.cancelled().await;
-                    Ok::<(), std::io::Error>(())
-                })
-                .await;
-            if stop.is_cancelled() {
-                break;
-            }
-            match result {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "job worker stopped; restarting in 2 s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = stop.cancelled() => break,
-                    }
-                }
-            }
+    /// Runs jobs with `runner` until `stop` is cancelled.
+    pub async fn run(self, runner: Runner, stop: CancellationToken) {
+        match self {
+            Self::Sqlite(q) => q.run(runner, stop).await,
+            Self::Redis(q) => q.run(runner, stop).await,
         }
         tracing::info!("job worker stopped");
     }
 }
 
-/// Runs a read of the queue's table on a blocking thread.
-async fn read<T, F>(f: F) -> Result<T, QueueError>
+/// Runs a worker made by `start` until it ends or `stop` is cancelled; a worker that
+/// fails (its storage gone) is made again two seconds later.
+async fn supervise<F, Fut, E>(stop: &CancellationToken, mut start: F)
 where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| QueueError(e.to_string()))?
-        .map_err(|e| QueueError(e.to_string()))
+    loop {
+        let result = start().await;
+        if stop.is_cancelled() {
+            break;
+        }
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "job worker stopped; restarting in 2 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+    }
 }

@@ -178,8 +178,15 @@ pub async fn queue_document(
     Ok(())
 }
 
+/// Queues a new document. When Redis refuses the job, the document stays `queued` on
+/// the database and its job is pushed once Redis answers again (the upload is not
+/// refused); the embedded queue failing fails the document and answers 503.
 async fn enqueue(k: Intake<'_>, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
     if let Err(e) = queue_document(k, tenant, id, None).await {
+        if k.queue.redis().is_some() {
+            tracing::warn!(error = %e, document = %id, "Redis refused the job; it is pushed again when Redis answers");
+            return Ok(());
+        }
         let (t, i, now) = (tenant.clone(), id.to_owned(), k.core.clock.now());
         let msg = format!("could not queue processing: {e}");
         let _ = k

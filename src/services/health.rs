@@ -101,6 +101,18 @@ async fn run_with(
             }),
         );
         checks.extend([v, q, e]);
+        if let Some(redis) = k.queue.redis().cloned() {
+            checks.push(
+                timed_async("redis", timeout, async move {
+                    redis
+                        .ping()
+                        .await
+                        .map(|_| "answers".to_owned())
+                        .map_err(|e| e.to_string())
+                })
+                .await,
+            );
+        }
     }
     let upstream = generator.map(|(_, u)| u.route(None));
     if let Some(Ok(Some(upstream))) = upstream {

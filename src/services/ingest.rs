@@ -23,7 +23,7 @@ use crate::text::sandbox::{self, Limits, SandboxError};
 const EMBED_BATCH: usize = 64;
 
 /// Why one processing attempt failed.
-enum Attempt {
+pub(super) enum Attempt {
     /// The document was deleted meanwhile: nothing to do.
     Gone,
     /// This attempt failed for a reason worth retrying or reporting.
@@ -82,6 +82,17 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// A runner of this process's document jobs for CLI commands (its metrics are counted
+/// but not exported).
+pub fn local_runner(k: Knowledge) -> Result<crate::jobs::Runner, ServiceError> {
+    Ok(crate::jobs::Runner {
+        name: "ingest",
+        handler: job_handler(k),
+        metrics: crate::jobs::JobMetrics::unregistered()
+            .map_err(|e| ServiceError::Internal(e.to_string()))?,
+    })
+}
+
 /// The job queue's handler: runs [`run_job`] for each document job.
 pub fn job_handler(k: Knowledge) -> crate::jobs::Handler {
     crate::jobs::Handler::new(move |job| {
@@ -133,13 +144,27 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
         let msg = "interrupted by a shutdown; it runs again at the next start";
         k.core
             .db
-            .call(move |c| documents::release(c, &t, &i, true, msg, now))
+            .call(move |c| documents::release(c, &t, &i, attempt, true, msg, now))
             .await?;
         return Ok(());
     }
+    settle(k, &tenant, &doc.id, attempt, outcome).await
+}
+
+/// Records how processing attempt `attempt` ended: ready, gone, or failed (retried by
+/// a new, delayed job until `jobs.max_retries` is spent). An attempt that no longer
+/// holds the document (deleted, or given to another worker) changes nothing.
+pub(super) async fn settle(
+    k: &Knowledge,
+    tenant: &TenantId,
+    id: &str,
+    attempt: u32,
+    outcome: Result<usize, Attempt>,
+) -> Result<(), ServiceError> {
+    let max_attempts = k.core.config.jobs.max_retries.saturating_add(1);
     match outcome {
         Ok(count) => {
-            let (t, i, now) = (tenant.clone(), doc.id.clone(), k.core.clock.now());
+            let (t, i, now) = (tenant.clone(), id.to_owned(), k.core.clock.now());
             let marked = k
                 .core
                 .db
@@ -148,29 +173,29 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
             if marked {
                 tracing::info!(chunks = count, attempt, "document ready");
             } else {
-                forget_vectors(k, &tenant, &doc.id).await?;
+                forget_if_gone(k, tenant, id).await?;
             }
         }
-        Err(Attempt::Gone) => forget_vectors(k, &tenant, &doc.id).await?,
+        Err(Attempt::Gone) => forget_if_gone(k, tenant, id).await?,
         Err(Attempt::Failed(reason)) => {
             let retry = attempt < max_attempts;
             let (t, i, now, msg) = (
                 tenant.clone(),
-                doc.id.clone(),
+                id.to_owned(),
                 k.core.clock.now(),
                 reason.clone(),
             );
             let released = k
                 .core
                 .db
-                .call(move |c| documents::release(c, &t, &i, retry, &msg, now))
+                .call(move |c| documents::release(c, &t, &i, attempt, retry, &msg, now))
                 .await?;
             if !released {
-                forget_vectors(k, &tenant, &doc.id).await?;
+                forget_if_gone(k, tenant, id).await?;
             } else if retry {
                 tracing::warn!(attempt, %reason, "document attempt failed; will retry");
                 let delay = Duration::from_secs(k.core.config.jobs.retry_delay_secs);
-                queue_document(k.intake(), &tenant, &doc.id, Some(delay)).await?;
+                queue_document(k.intake(), tenant, id, Some(delay)).await?;
             } else {
                 tracing::warn!(attempt, %reason, "document failed; no retries left");
             }
@@ -194,7 +219,17 @@ async fn tenant_slot(
         if let Ok(slot) = places.clone().try_acquire_owned() {
             return Ok(Some(slot));
         }
-        if k.queue.others_waiting(tenant.as_str()).await? {
+        let others = match k.queue.others_waiting(tenant.as_str()).await? {
+            Some(waiting) => waiting,
+            None => {
+                let t = tenant.clone();
+                k.core
+                    .db
+                    .call(move |c| documents::others_queued(c, &t))
+                    .await?
+            }
+        };
+        if others {
             queue_document(k.intake(), tenant, document, Some(Duration::from_secs(1))).await?;
             return Ok(None);
         }
@@ -206,15 +241,36 @@ async fn tenant_slot(
     }
 }
 
-async fn forget_vectors(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+/// Takes a document's vectors out when the document is gone (a delete raced the
+/// attempt); a document that another attempt holds keeps what that attempt wrote.
+async fn forget_if_gone(k: &Knowledge, tenant: &TenantId, id: &str) -> Result<(), ServiceError> {
+    let (t, i) = (tenant.clone(), id.to_owned());
+    if k.core
+        .db
+        .call(move |c| documents::get(c, &t, &i))
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    forget_vectors(k, tenant, id).await
+}
+
+pub(super) async fn forget_vectors(
+    k: &Knowledge,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<(), ServiceError> {
     let (vectors, t, i) = (k.vectors.clone(), tenant.clone(), id.to_owned());
     blocking(move || vectors.delete_document(&t, &i)).await??;
     Ok(())
 }
 
 /// The limits of one document's extraction child.
-fn extraction_limits(k: &Knowledge, input_bytes: u64) -> Result<Limits, String> {
-    let x = &k.core.config.extraction;
+pub fn extraction_limits(
+    x: &crate::config::ExtractionConfig,
+    input_bytes: u64,
+) -> Result<Limits, String> {
     let program = match &x.program {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -229,6 +285,98 @@ fn extraction_limits(k: &Knowledge, input_bytes: u64) -> Result<Limits, String> 
     })
 }
 
+/// How the serving node wants documents cut: the same on every worker.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Cutting {
+    /// Tokens per chunk, at most.
+    pub max_tokens: usize,
+    /// Tokens shared by neighbouring chunks.
+    pub overlap_tokens: usize,
+    /// More chunks than this fail the document.
+    pub max_chunks: usize,
+}
+
+impl Cutting {
+    /// The settings of this process's configuration.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            max_tokens: config.chunking.max_tokens,
+            overlap_tokens: config.chunking.overlap_tokens,
+            max_chunks: config.documents.max_chunks,
+        }
+    }
+}
+
+/// A document extracted, cut and embedded: one vector per chunk.
+pub struct Prepared {
+    /// The chunks, in order.
+    pub chunks: Vec<NewChunk>,
+    /// Their embeddings, in the same order.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// The CPU-heavy half of processing, done by whichever process runs the job (the
+/// serving node or a `ragbox worker`): extract in a child process with `limits`, cut,
+/// embed.
+pub(super) async fn prepare(
+    embedder: &crate::ml::Embedder,
+    media_type: &str,
+    bytes: Vec<u8>,
+    limits: &Limits,
+    cutting: Cutting,
+    cancel: &CancellationToken,
+) -> Result<Prepared, Attempt> {
+    let failed = |m: String| Attempt::Failed(m);
+    let kind = Kind::from_media_type(media_type)
+        .ok_or_else(|| failed(format!("unknown media type {media_type}")))?;
+    let text = match sandbox::extract_isolated(kind, bytes, limits, cancel).await {
+        Ok(text) => text,
+        Err(SandboxError::Cancelled) => return Err(Attempt::Gone),
+        Err(e) => return Err(failed(e.to_string())),
+    };
+
+    let tokenizer = embedder.tokenizer().clone();
+    let (max, overlap) = (cutting.max_tokens, cutting.overlap_tokens);
+    let chunks = blocking(move || chunker::chunk(&tokenizer, &text, max, overlap))
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
+    if chunks.is_empty() {
+        return Err(failed("the document contains no text".into()));
+    }
+    if chunks.len() > cutting.max_chunks {
+        return Err(failed(format!(
+            "the document makes {} chunks, more than documents.max_chunks ({})",
+            chunks.len(),
+            cutting.max_chunks
+        )));
+    }
+
+    let mut vectors = Vec::with_capacity(chunks.len());
+    for batch in chunks.chunks(EMBED_BATCH) {
+        if cancel.is_cancelled() {
+            return Err(Attempt::Gone);
+        }
+        let texts = batch.iter().map(|c| c.text.clone()).collect();
+        let embedded = embedder
+            .embed_waiting(texts)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        vectors.extend(embedded);
+    }
+    let chunks = chunks
+        .into_iter()
+        .map(|c| NewChunk {
+            index: c.index,
+            text: c.text,
+            start: c.start,
+            end: c.end,
+            tokens: c.tokens,
+        })
+        .collect();
+    Ok(Prepared { chunks, vectors })
+}
+
 async fn process(
     k: &Knowledge,
     tenant: &TenantId,
@@ -240,61 +388,36 @@ async fn process(
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| failed(format!("the stored original could not be read: {e}")))?;
-    let kind = Kind::from_media_type(&doc.media_type)
-        .ok_or_else(|| failed(format!("unknown media type {}", doc.media_type)))?;
-    let limits = extraction_limits(k, bytes.len() as u64).map_err(failed)?;
-    let text = match sandbox::extract_isolated(kind, bytes, &limits, cancel).await {
-        Ok(text) => text,
-        Err(SandboxError::Cancelled) => return Err(Attempt::Gone),
-        Err(e) => return Err(failed(e.to_string())),
-    };
+    let limits =
+        extraction_limits(&k.core.config.extraction, bytes.len() as u64).map_err(failed)?;
+    let cutting = Cutting::of(&k.core.config);
+    let prepared = prepare(
+        &k.embedder,
+        &doc.media_type,
+        bytes,
+        &limits,
+        cutting,
+        cancel,
+    )
+    .await?;
+    store(k, tenant, &doc.id, prepared).await
+}
 
-    let tokenizer = k.embedder.tokenizer().clone();
-    let (max, overlap) = (
-        k.core.config.chunking.max_tokens,
-        k.core.config.chunking.overlap_tokens,
-    );
-    let chunks = blocking(move || chunker::chunk(&tokenizer, &text, max, overlap))
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .map_err(|e| failed(e.to_string()))?;
-    if chunks.is_empty() {
-        return Err(failed("the document contains no text".into()));
-    }
-    let max_chunks = k.core.config.documents.max_chunks;
-    if chunks.len() > max_chunks {
-        return Err(failed(format!(
-            "the document makes {} chunks, more than documents.max_chunks ({max_chunks})",
-            chunks.len()
-        )));
-    }
-
-    let mut vectors = Vec::with_capacity(chunks.len());
-    for batch in chunks.chunks(EMBED_BATCH) {
-        if cancel.is_cancelled() {
-            return Err(Attempt::Gone);
-        }
-        let texts = batch.iter().map(|c| c.text.clone()).collect();
-        let embedded = k
-            .embedder
-            .embed_waiting(texts)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        vectors.extend(embedded);
-    }
-
-    let rows: Vec<NewChunk> = chunks
-        .into_iter()
-        .map(|c| NewChunk {
-            index: c.index,
-            text: c.text,
-            start: c.start,
-            end: c.end,
-            tokens: c.tokens,
-        })
-        .collect();
+/// The storing half of processing, always on the serving node: the chunks into the
+/// database (replacing an earlier run's), their vectors into the vector store.
+pub(super) async fn store(
+    k: &Knowledge,
+    tenant: &TenantId,
+    id: &str,
+    prepared: Prepared,
+) -> Result<usize, Attempt> {
+    let failed = |m: String| Attempt::Failed(m);
+    let Prepared {
+        chunks: rows,
+        vectors,
+    } = prepared;
     let count = rows.len();
-    let (t, i) = (tenant.clone(), doc.id.clone());
+    let (t, i) = (tenant.clone(), id.to_owned());
     let ids = k
         .core
         .db
@@ -307,13 +430,13 @@ async fn process(
         .zip(vectors)
         .map(|(id, vector)| VectorItem { id, vector })
         .collect();
-    let (store, t, i) = (k.vectors.clone(), tenant.clone(), doc.id.clone());
+    let (store, t, i) = (k.vectors.clone(), tenant.clone(), id.to_owned());
     blocking(move || store.replace_document(&t, &i, items))
         .await
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(e.to_string()))?;
     // Deleted while the vectors were written: take them out again.
-    let (t, i) = (tenant.clone(), doc.id.clone());
+    let (t, i) = (tenant.clone(), id.to_owned());
     let still_there = k
         .core
         .db
@@ -325,93 +448,4 @@ async fn process(
         return Err(Attempt::Gone);
     }
     Ok(count)
-}
-
-/// At start, before any worker runs: documents left `processing` by a stopped
-/// process go back to `queued`, and every queued document without a waiting job gets
-/// one (a duplicate job is harmless: only one run can claim the document).
-pub async fn recover_unfinished(k: &Knowledge) -> Result<usize, ServiceError> {
-    let now = k.core.clock.now();
-    let unfinished = k
-        .core
-        .db
-        .call(move |c| documents::unfinished_after_restart(c, now))
-        .await?;
-    let waiting = k.queue.waiting_documents().await?;
-    let mut queued = 0;
-    for (tenant_id, document_id) in unfinished {
-        if waiting.contains(&document_id) {
-            continue;
-        }
-        let Ok(tenant) = TenantId::parse(&tenant_id) else {
-            continue;
-        };
-        queue_document(k.intake(), &tenant, &document_id, None).await?;
-        queued += 1;
-    }
-    if queued > 0 {
-        tracing::info!(count = queued, "re-queued documents that had no job");
-    }
-    Ok(queued)
-}
-
-/// At start: drops the vectors of tenants deleted while the vector store was not open.
-pub async fn drop_deleted_tenants(k: &Knowledge) -> Result<usize, ServiceError> {
-    let known = k.core.db.call(|c| crate::store::tenants::ids(c)).await?;
-    let vectors = k.vectors.clone();
-    let dropped = blocking(move || {
-        let mut dropped = 0;
-        for tenant in vectors.tenants() {
-            if !known.contains(tenant.as_str()) {
-                tracing::info!(tenant = %tenant, "dropping vectors of a deleted tenant");
-                vectors.drop_tenant(&tenant)?;
-                dropped += 1;
-            }
-        }
-        Ok::<_, crate::store::vectors::VectorError>(dropped)
-    })
-    .await??;
-    Ok(dropped)
-}
-
-/// At start: removes vectors and stored files of documents that have no row (left
-/// by a delete that was interrupted between its steps, or by an upload that stopped
-/// before its row was written).
-pub async fn sweep_leftovers(k: &Knowledge) -> Result<usize, ServiceError> {
-    let mut removed = 0;
-    let vectors = k.vectors.clone();
-    for tenant in blocking(move || vectors.tenants()).await? {
-        let t = tenant.clone();
-        let known = k.core.db.call(move |c| documents::ids(c, &t)).await?;
-        let (vectors, t) = (k.vectors.clone(), tenant.clone());
-        let stored = blocking(move || vectors.documents(&t)).await??;
-        for doc in stored.difference(&known) {
-            tracing::info!(tenant = %tenant, document = %doc, "removing vectors of a deleted document");
-            forget_vectors(k, &tenant, doc).await?;
-            removed += 1;
-        }
-    }
-    let tenants_dir = k.core.config.storage.data_dir.join("tenants");
-    let Ok(mut dirs) = tokio::fs::read_dir(&tenants_dir).await else {
-        return Ok(removed);
-    };
-    while let Some(entry) = dirs.next_entry().await? {
-        let Ok(tenant) = TenantId::parse(&entry.file_name().to_string_lossy()) else {
-            continue;
-        };
-        let t = tenant.clone();
-        let known = k.core.db.call(move |c| documents::ids(c, &t)).await?;
-        let Ok(mut files) = tokio::fs::read_dir(entry.path().join("documents")).await else {
-            continue;
-        };
-        while let Some(file) = files.next_entry().await? {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if !known.contains(&name) {
-                tracing::info!(tenant = %tenant, file = %name, "removing a stored file without a document");
-                tokio::fs::remove_file(file.path()).await?;
-                removed += 1;
-            }
-        }
-    }
-    Ok(removed)
 }

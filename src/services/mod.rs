@@ -7,7 +7,9 @@ pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod limits;
+pub mod recovery;
 pub mod reindex;
+pub mod remote;
 pub mod search;
 pub mod tenants;
 

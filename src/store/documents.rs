@@ -264,12 +264,14 @@ pub fn claim(
     Ok(claim)
 }
 
-/// Ends a processing attempt that failed: back to `queued` for a retry, or `failed`.
-/// False when the document is no longer being processed (deleted meanwhile).
+/// Ends processing attempt `attempt` that failed: back to `queued` for a retry, or
+/// `failed`. False when that attempt no longer holds the document (deleted meanwhile,
+/// or given to another worker after its lease ran out).
 pub fn release(
     conn: &Connection,
     tenant: &TenantId,
     id: &str,
+    attempt: u32,
     retry: bool,
     error: &str,
     now: DateTime<Utc>,
@@ -281,8 +283,15 @@ pub fn release(
     };
     let n = conn.execute(
         "UPDATE documents SET status = ?3, last_error = ?4, updated_at = ?5
-         WHERE tenant_id = ?1 AND id = ?2 AND status = 'processing'",
-        params![tenant.as_str(), id, status.as_str(), error, timestamp(now)],
+         WHERE tenant_id = ?1 AND id = ?2 AND status = 'processing' AND attempts = ?6",
+        params![
+            tenant.as_str(),
+            id,
+            status.as_str(),
+            error,
+            timestamp(now),
+            attempt
+        ],
     )?;
     Ok(n == 1)
 }
@@ -320,6 +329,68 @@ pub fn unfinished_after_restart(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Whether processing attempt `attempt` holds the document now.
+pub fn holds(
+    conn: &Connection,
+    tenant: &TenantId,
+    id: &str,
+    attempt: u32,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM documents WHERE tenant_id = ?1 AND id = ?2
+               AND status = 'processing' AND attempts = ?3",
+        )?
+        .exists(params![tenant.as_str(), id, attempt])?)
+}
+
+/// Every queued document (tenant, id), oldest first.
+pub fn queued(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT tenant_id, id FROM documents WHERE status = 'queued' ORDER BY created_at",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The documents whose lease ran out before `cutoff`: those `processing` for a worker
+/// that stopped answering go back to `queued` (the next claim counts an attempt), and
+/// those `queued` that long get a fresh timestamp. Returns both (tenant, id), for their
+/// jobs to be pushed again in case the queue lost them.
+pub fn expire_leases(
+    conn: &mut Connection,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let stale = {
+        let mut stmt = tx.prepare(
+            "SELECT tenant_id, id FROM documents
+             WHERE status IN ('queued', 'processing') AND updated_at < ?1 ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map([timestamp(cutoff)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<Vec<(String, String)>, _>>()?
+    };
+    tx.execute(
+        "UPDATE documents SET status = 'queued', updated_at = ?2,
+                last_error = CASE status WHEN 'processing'
+                  THEN 'its worker stopped answering; given to another' ELSE last_error END
+         WHERE status IN ('queued', 'processing') AND updated_at < ?1",
+        params![timestamp(cutoff), timestamp(now)],
+    )?;
+    tx.commit()?;
+    Ok(stale)
+}
+
+/// Whether another tenant than `tenant` has a document waiting.
+pub fn others_queued(conn: &Connection, tenant: &TenantId) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM documents WHERE status = 'queued' AND tenant_id != ?1 LIMIT 1",
+        )?
+        .exists([tenant.as_str()])?)
+}
+
 /// How many documents of a tenant wait for processing (its place in the round-robin).
 pub fn queued_count(conn: &Connection, tenant: &TenantId) -> Result<u64, StoreError> {
     let n: i64 = conn.query_row(
@@ -347,7 +418,8 @@ pub(super) fn owned(conn: &Connection, tenant: &TenantId, id: &str) -> Result<bo
         .exists(params![tenant.as_str(), id])?)
 }
 
-/// Marks a document ready with its chunk count.
+/// Marks a document ready with its chunk count, if processing attempt `attempts` still
+/// holds it.
 pub fn mark_ready(
     conn: &Connection,
     tenant: &TenantId,
@@ -359,7 +431,7 @@ pub fn mark_ready(
     let n = conn.execute(
         "UPDATE documents SET status = 'ready', chunk_count = ?3, attempts = ?4, last_error = NULL,
                 updated_at = ?5, processed_at = ?5
-         WHERE tenant_id = ?1 AND id = ?2 AND status = 'processing'",
+         WHERE tenant_id = ?1 AND id = ?2 AND status = 'processing' AND attempts = ?4",
         params![
             tenant.as_str(),
             id,

@@ -89,6 +89,17 @@ pub struct ServerLog {
 }
 
 impl ServerLog {
+    /// How many lines logged so far carry `message`.
+    pub fn count(&self, message: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .count()
+    }
+
     /// The whole log, once the server has exited (its end of the pipe is closed).
     pub fn after_exit(self) -> String {
         self.reader.join().unwrap();
@@ -98,12 +109,24 @@ impl ServerLog {
 
 /// As `serve`, also keeping every line the server logs.
 pub fn serve_logged(config: &Path) -> (Child, String, ServerLog) {
+    spawn_logged(config, &["serve"])
+}
+
+/// Starts `ragbox worker` and returns the child, the address of its probes and its log.
+pub fn worker_logged(config: &Path) -> (Child, String, ServerLog) {
+    spawn_logged(config, &["worker"])
+}
+
+/// Starts a long-running command that logs `listening` with its address once it
+/// listens; keeps every line it logs.
+fn spawn_logged(config: &Path, args: &[&str]) -> (Child, String, ServerLog) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let keep = lines.clone();
     let mut child = ragbox()
         .args(["--config"])
         .arg(config)
-        .args(["--log-format", "json", "serve"])
+        .args(["--log-format", "json"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -111,16 +134,16 @@ pub fn serve_logged(config: &Path) -> (Child, String, ServerLog) {
     let stderr = child.stderr.take().unwrap();
     let echo = super::log::enabled();
     let pid = child.id();
+    let name = args.join(" ");
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if echo {
-                eprintln!("[ragbox serve {pid}] {line}");
+                eprintln!("[ragbox {name} {pid}] {line}");
             }
             keep.lock().unwrap().push(line.clone());
             if let Ok(v) = serde_json::from_str::<Value>(&line)
                 && v["message"] == "listening"
-                && v["target"] == "ragbox::startup"
             {
                 let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
             }
@@ -128,7 +151,7 @@ pub fn serve_logged(config: &Path) -> (Child, String, ServerLog) {
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("server did not log its address");
+        .expect("the process did not log its address");
     let log = ServerLog { lines, reader };
     (child, format!("http://{addr}"), log)
 }

@@ -20,5 +20,6 @@ mod openapi;
 mod probes;
 mod process;
 mod recovery;
+mod scale;
 mod upstream;
 mod vectors;

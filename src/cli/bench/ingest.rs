@@ -13,10 +13,8 @@ pub(super) async fn run(config: Config, paths: &[PathBuf]) -> anyhow::Result<()>
     let files = knowledge::collect_files(paths)?;
     let (dir, core, tenant, k) = scratch(config).await?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let workers = tokio::spawn(k.queue.clone().run(
-        crate::services::ingest::job_handler(k.clone()),
-        stop.clone(),
-    ));
+    let runner = crate::services::ingest::local_runner(k.clone())?;
+    let workers = tokio::spawn(k.queue.clone().run(runner, stop.clone()));
     let started = Instant::now();
     let summary = knowledge::upload_files(k.intake(), &tenant.id, &files, false).await?;
     let uploaded = started.elapsed().as_secs_f64();
