@@ -7,6 +7,7 @@ pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod limits;
+pub mod migrate;
 pub mod reindex;
 pub mod search;
 pub mod tenants;
