@@ -23,7 +23,7 @@ use crate::jobs::{JobMetrics, JobQueue, Runner};
 use crate::ml::{Embedder, Generator};
 use crate::services::{Core, Knowledge};
 use crate::store::Db;
-use crate::store::vectors::{LocalVectorStore, VectorStore};
+use crate::store::vectors::{LocalVectorStore, QdrantVectorStore, VectorStore};
 use crate::telemetry::Metrics;
 
 /// Points where tests may step into startup.
@@ -69,9 +69,22 @@ pub async fn open_knowledge(core: Core, embedder: Option<Embedder>) -> anyhow::R
     assemble_knowledge(core, embedder, vectors).await
 }
 
-/// Opens the data dir's vector store; `None` when another process holds it (one
-/// process at a time may: the running server, usually).
-pub async fn open_vectors(config: &Config) -> anyhow::Result<Option<LocalVectorStore>> {
+/// Opens the configured vector store: Qdrant when `qdrant.url` is set (checked with a
+/// round trip: an unreachable Qdrant is an error), else the data dir's local store,
+/// `None` when another process holds that (one process at a time may: the running
+/// server, usually).
+pub async fn open_vectors(config: &Config) -> anyhow::Result<Option<Arc<dyn VectorStore>>> {
+    if config.qdrant.url().is_some() {
+        return Ok(Some(Arc::new(open_qdrant_vectors(config).await?)));
+    }
+    Ok(open_local_vectors(config)
+        .await?
+        .map(|v| Arc::new(v) as Arc<dyn VectorStore>))
+}
+
+/// Opens the data dir's local vector store, whatever the configured backend; `None`
+/// when another process holds it.
+pub async fn open_local_vectors(config: &Config) -> anyhow::Result<Option<LocalVectorStore>> {
     let data_dir = config.storage.data_dir.clone();
     let index = config.index.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -85,6 +98,17 @@ pub async fn open_vectors(config: &Config) -> anyhow::Result<Option<LocalVectorS
     }
 }
 
+/// Opens the Qdrant collection named by `[qdrant]` (creating it when missing); the
+/// error names `qdrant.url`.
+pub async fn open_qdrant_vectors(config: &Config) -> anyhow::Result<QdrantVectorStore> {
+    let qdrant = config.qdrant.clone();
+    let url = qdrant.url().unwrap_or_default().to_owned();
+    anyhow::ensure!(!url.is_empty(), "qdrant.url is not set");
+    tokio::task::spawn_blocking(move || QdrantVectorStore::open(&qdrant, crate::ml::embedder::DIM))
+        .await?
+        .with_context(|| format!("opening the vector store in Qdrant at qdrant.url = {url}"))
+}
+
 /// The job queue: Redis when `redis.url` is set, else `<data_dir>/jobs.sqlite` (several
 /// processes may share either).
 pub async fn open_queue(config: &Config) -> anyhow::Result<JobQueue> {
@@ -95,13 +119,12 @@ pub async fn open_queue(config: &Config) -> anyhow::Result<JobQueue> {
 pub async fn assemble_knowledge(
     core: Core,
     embedder: Option<Embedder>,
-    vectors: LocalVectorStore,
+    vectors: Arc<dyn VectorStore>,
 ) -> anyhow::Result<Knowledge> {
     let embedder = match embedder {
         Some(e) => e,
         None => load_embedder(&core.config).await?,
     };
-    let vectors: Arc<dyn VectorStore> = Arc::new(vectors);
     let queue = open_queue(&core.config).await?;
     let knowledge = Knowledge {
         core,

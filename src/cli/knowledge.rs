@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,7 +17,6 @@ use crate::services::search::{self, Mode, Query};
 use crate::services::{Core, Intake, keys, reindex, tenants};
 use crate::startup;
 use crate::store::documents::Status;
-use crate::store::vectors::VectorStore;
 
 /// `ragbox ingest`.
 #[derive(Debug, clap::Args)]
@@ -414,7 +412,6 @@ pub async fn reindex(core: Core, tenant: String) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let count = match startup::open_vectors(&core.config).await? {
         Some(store) => {
-            let store: Arc<dyn VectorStore> = Arc::new(store);
             let done = reindex::reindex(store.clone(), &tenant.id).await?;
             tokio::task::spawn_blocking(move || store.persist()).await??;
             done.vectors

@@ -1,9 +1,10 @@
 //! The command line: `serve`, `worker`, `check`, `tenant …`, `key …`, `ingest`, `search`,
-//! `reindex`, `bench …`. Every command calls the same services as the HTTP API.
+//! `reindex`, `migrate-vectors`, `bench …`. Every command calls the same services as the HTTP API.
 
 mod bench;
 mod chat;
 mod knowledge;
+mod migrate;
 mod worker;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ Examples:
   ragbox key revoke --tenant acme KEY_ID
   ragbox ingest ./docs --tenant acme             upload a folder (recursive) and wait for processing
   ragbox search --tenant acme \"refund policy\"
+  ragbox migrate-vectors --to qdrant             copy the local vectors into [qdrant] (server stopped)
   ragbox bench embed --file passages.txt         embedding throughput and latency on this machine
 
 Environment: RAGBOX__SECTION__KEY overrides config.toml, e.g. RAGBOX__SERVER__BIND=127.0.0.1:9000";
@@ -92,6 +94,13 @@ pub enum Command {
         /// Tenant id or slug.
         #[arg(long)]
         tenant: String,
+    },
+    /// Copy every tenant's vectors between the data dir's local store and the Qdrant
+    /// collection of [qdrant] (the local store must be free: no server on it).
+    MigrateVectors {
+        /// Where the vectors go: `qdrant` (from the local store) or `local` (from Qdrant).
+        #[arg(long, value_enum)]
+        to: migrate::Target,
     },
     /// Measure this machine: embedding, ANN index, ingestion.
     #[command(subcommand)]
@@ -238,6 +247,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Chat(args) => with_core(config, |core| chat::chat(core, args)).await,
         Command::Reindex { tenant } => {
             with_core(config, |core| knowledge::reindex(core, tenant)).await
+        }
+        Command::MigrateVectors { to } => {
+            with_core(config, |core| migrate::migrate_vectors(core, to)).await
         }
         Command::Bench(cmd) => bench::run(config, cmd).await,
         Command::Extract { .. } => Ok(ExitCode::from(2)),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{Core, Knowledge};
 use crate::store::Db;
+use crate::store::vectors::Backend;
 
 /// The result of one check.
 #[derive(Debug, Clone)]
@@ -79,8 +80,13 @@ async fn run_with(
         let vectors = k.vectors.clone();
         let queue = k.queue.clone();
         let embedder = k.embedder.clone();
+        // A round trip to the store: named after Qdrant when the vectors live there.
+        let vectors_check = match vectors.backend() {
+            Backend::Local => "vectors",
+            Backend::Qdrant => "qdrant",
+        };
         let (v, q, e) = tokio::join!(
-            timed("vectors", timeout, move || vectors
+            timed(vectors_check, timeout, move || vectors
                 .check()
                 .map_err(|e| e.to_string())),
             timed_async("jobs", timeout, async move {

@@ -7,6 +7,7 @@ pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod limits;
+pub mod migrate;
 pub mod recovery;
 pub mod reindex;
 pub mod remote;
@@ -126,7 +127,15 @@ impl From<crate::ml::EmbedError> for ServiceError {
 
 impl From<crate::store::vectors::VectorError> for ServiceError {
     fn from(e: crate::store::vectors::VectorError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            // A remote store that does not answer: 503 with Retry-After, the cause in
+            // the log.
+            crate::store::vectors::VectorError::Unavailable(why) => {
+                tracing::warn!(error = %why, "the vector store does not answer");
+                Self::Busy("the vector store does not answer; retry shortly".into())
+            }
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 

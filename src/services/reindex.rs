@@ -51,7 +51,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::store::vectors::{Hit, IndexMaintenance, VectorError, VectorItem};
+    use crate::store::vectors::{Backend, Hit, IndexMaintenance, VectorError, VectorItem};
 
     /// A store that holds nothing; with `local`, it has an index of 7 vectors.
     struct Fake {
@@ -93,6 +93,16 @@ mod tests {
         }
         fn documents(&self, _: &TenantId) -> Result<HashSet<String>, VectorError> {
             Ok(HashSet::new())
+        }
+        fn export(&self, _: &TenantId) -> Result<Vec<(String, VectorItem)>, VectorError> {
+            Ok(Vec::new())
+        }
+        fn backend(&self) -> Backend {
+            if self.local {
+                Backend::Local
+            } else {
+                Backend::Qdrant
+            }
         }
         fn maintenance(&self) -> Option<&dyn IndexMaintenance> {
             self.local.then_some(self as &dyn IndexMaintenance)

@@ -19,6 +19,7 @@ mod knowledge;
 mod openapi;
 mod probes;
 mod process;
+mod qdrant;
 mod recovery;
 mod scale;
 mod upstream;

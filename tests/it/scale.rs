@@ -20,7 +20,6 @@ async fn serving_node(redis_url: &str, prefix: &str) -> TestApp {
             c.redis.prefix = prefix;
             c.jobs.local_workers = 0;
             c.jobs.lease_secs = 30;
-            c.jobs.heartbeat_secs = 1;
         })
         .start()
         .await
@@ -38,7 +37,6 @@ fn worker(
         dir,
         &format!(
             "[redis]\nurl = \"{redis_url}\"\nprefix = \"{prefix}\"\n\
-             [jobs]\nheartbeat_secs = 1\n\
              [worker]\nbind = \"127.0.0.1:0\"\nserver_url = \"{}\"\nserver_retry_secs = 60\n",
             app.base
         ),
@@ -79,14 +77,26 @@ async fn statuses(t: &Tenant<'_>) -> Vec<Value> {
     }
 }
 
-/// Waits until every one of `n` documents is ready; fails on any failed one.
-async fn all_ready(t: &Tenant<'_>, n: usize, within: Duration) {
+/// Waits until every one of `n` documents is ready; fails on any failed one. The
+/// test's clock stands still, so whenever nothing moved for 10 s it jumps past the
+/// lease (30 s), as time would: a document a worker lost comes back then.
+async fn all_ready(app: &TestApp, t: &Tenant<'_>, n: usize, within: Duration) {
+    let last = std::sync::Mutex::new((0, std::time::Instant::now()));
     eventually(within, "every document to be ready", || async {
         let docs = statuses(t).await;
         if let Some(failed) = docs.iter().find(|d| d["status"] == "failed") {
             panic!("a document failed: {failed}");
         }
         let ready = docs.iter().filter(|d| d["status"] == "ready").count();
+        {
+            let mut last = last.lock().unwrap();
+            if ready != last.0 {
+                *last = (ready, std::time::Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(10) {
+                app.clock.advance(chrono::Duration::seconds(31));
+                last.1 = std::time::Instant::now();
+            }
+        }
         if docs.len() == n && ready == n {
             Ok(())
         } else {
@@ -158,7 +168,7 @@ async fn two_workers_share_the_documents_and_losing_one_loses_nothing() {
     // What it held comes back once its lease runs out (the test's clock stands still).
     app.clock.advance(chrono::Duration::seconds(31));
 
-    all_ready(&t, docs.len(), Duration::from_secs(240)).await;
+    all_ready(&app, &t, docs.len(), Duration::from_secs(240)).await;
     each_found_once(&t, &docs).await;
     let metrics = app
         .client
@@ -237,7 +247,7 @@ async fn redis_stopped_mid_run_loses_no_document() {
     // A job the worker had taken when Redis died is dropped with its worker's
     // connection: that document comes back once its lease runs out.
     app.clock.advance(chrono::Duration::seconds(31));
-    all_ready(&t, docs.len(), Duration::from_secs(240)).await;
+    all_ready(&app, &t, docs.len(), Duration::from_secs(240)).await;
     each_found_once(&t, &docs).await;
     let (status, h) = health(&app).await;
     assert_eq!(status, 200, "{h}");

@@ -192,6 +192,9 @@ async fn scratch(
 )> {
     let dir = tempdir()?;
     config.storage.data_dir = dir.clone();
+    // Benchmarks measure the local store, and a scratch installation must never open the
+    // real one's Qdrant collection: at start it would drop every tenant it does not know.
+    config.qdrant.url = None;
     let core = startup::open_core(config, Arc::new(SystemClock)).await?;
     let tenant = tenants::create(
         &core,

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::graph::{self, Graph};
 use super::index::{TenantIndex, read_lock, write_lock};
-use super::keys::{encode, key, split_key, stage_removal, tree_name};
+use super::keys::{decode, encode, key, split_key, stage_removal, tree_name};
 use super::release::LockRelease;
 use super::schedule::Builds;
-use super::{Hit, IndexMaintenance, VectorError, VectorItem, VectorStore};
+use super::{Backend, Hit, IndexMaintenance, VectorError, VectorItem, VectorStore};
 use crate::config::IndexConfig;
 use crate::domain::TenantId;
 
@@ -307,6 +307,25 @@ impl VectorStore for LocalVectorStore {
             })
             .filter_map(|id| TenantId::parse(&id).ok())
             .collect()
+    }
+
+    fn export(&self, tenant: &TenantId) -> Result<Vec<(String, VectorItem)>, VectorError> {
+        let tree = self.db.open_tree(tree_name(tenant))?;
+        let mut all = Vec::with_capacity(tree.len());
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            let Some((doc, id)) = split_key(&k) else {
+                continue;
+            };
+            let mut vector = Vec::with_capacity(self.dim);
+            decode(&v, &mut vector);
+            all.push((doc.to_owned(), VectorItem { id, vector }));
+        }
+        Ok(all)
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Local
     }
 
     fn maintenance(&self) -> Option<&dyn IndexMaintenance> {

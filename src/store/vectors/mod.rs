@@ -1,12 +1,14 @@
-//! Vectors: the [`VectorStore`] seam every backend fills, and the embedded backend,
+//! Vectors: the [`VectorStore`] seam every backend fills; the embedded backend,
 //! [`LocalVectorStore`] (sled for the vectors, a per-tenant exact/HNSW index in
-//! memory). What only a local index can do (rebuild it, wait for its builds) is the
-//! separate [`IndexMaintenance`], reached through [`VectorStore::maintenance`].
+//! memory); and the scale-out one, [`QdrantVectorStore`]. What only a local index can do
+//! (rebuild it, wait for its builds) is the separate [`IndexMaintenance`], reached
+//! through [`VectorStore::maintenance`].
 
 mod graph;
 mod index;
 mod keys;
 mod local;
+mod qdrant;
 mod release;
 mod schedule;
 
@@ -15,6 +17,26 @@ use std::collections::HashSet;
 use crate::domain::TenantId;
 
 pub use local::LocalVectorStore;
+pub use qdrant::QdrantVectorStore;
+
+/// Which backend holds the vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// sled + HNSW in the data dir.
+    Local,
+    /// A Qdrant collection.
+    Qdrant,
+}
+
+impl Backend {
+    /// `local` or `qdrant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Qdrant => "qdrant",
+        }
+    }
+}
 
 /// A vector with its id (the chunk id) and its document.
 #[derive(Debug, Clone)]
@@ -40,6 +62,10 @@ pub enum VectorError {
     /// The store on disk failed.
     #[error("vector store: {0}")]
     Storage(String),
+    /// The store does not answer (a remote backend down, slow or failing); a retry
+    /// may succeed.
+    #[error("vector store unavailable: {0}")]
+    Unavailable(String),
     /// Another process holds the store (sled allows one).
     #[error("vector store in use by another process: {0}")]
     InUse(String),
@@ -94,6 +120,11 @@ pub trait VectorStore: Send + Sync + 'static {
     fn tenants(&self) -> Vec<TenantId>;
     /// The documents a tenant has vectors of (for the start-up sweep of leftovers).
     fn documents(&self, tenant: &TenantId) -> Result<HashSet<String>, VectorError>;
+    /// Every vector of a tenant with its document, to copy the tenant into another
+    /// store (`ragbox migrate-vectors`). Holds one tenant's vectors in memory.
+    fn export(&self, tenant: &TenantId) -> Result<Vec<(String, VectorItem)>, VectorError>;
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
     /// The upkeep of a local index, when this backend keeps one; `None` for a backend
     /// that indexes by itself.
     fn maintenance(&self) -> Option<&dyn IndexMaintenance> {
