@@ -9,7 +9,8 @@ use crate::api::security::AdminAuth;
 use crate::api::state::AppState;
 use crate::domain::TenantId;
 use crate::services::ingest::Cutting;
-use crate::services::remote::{self, ChunkOut, Completion, Outcome};
+use crate::services::remote::{self, Completion, Outcome};
+use crate::store::chunks::NewChunk;
 
 #[derive(Tags)]
 enum Tag {
@@ -180,7 +181,7 @@ impl JobsApi {
                 Outcome::Prepared {
                     chunks: chunks
                         .into_iter()
-                        .map(|c| ChunkOut {
+                        .map(|c| NewChunk {
                             index: size(c.index),
                             text: c.text,
                             start: size(c.start),

@@ -34,21 +34,6 @@ pub struct Claimed {
     pub cutting: Cutting,
 }
 
-/// A chunk as the worker hands it back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChunkOut {
-    /// Position in the document.
-    pub index: usize,
-    /// Text.
-    pub text: String,
-    /// First character in the extracted text.
-    pub start: usize,
-    /// One past the last character.
-    pub end: usize,
-    /// Tokens.
-    pub tokens: usize,
-}
-
 /// How a worker's attempt ended.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -57,7 +42,7 @@ pub enum Outcome {
     /// chunk, base64.
     Prepared {
         /// The chunks, in order.
-        chunks: Vec<ChunkOut>,
+        chunks: Vec<NewChunk>,
         /// Every chunk's vector, concatenated.
         vectors_base64: String,
     },
@@ -167,7 +152,7 @@ pub async fn complete(k: &Knowledge, done: Completion) -> Result<bool, ServiceEr
 
 /// Checks a worker's chunks and vectors before anything is stored.
 fn decode(
-    chunks: Vec<ChunkOut>,
+    chunks: Vec<NewChunk>,
     vectors_base64: &str,
     cutting: Cutting,
 ) -> Result<Prepared, ServiceError> {
@@ -200,16 +185,6 @@ fn decode(
     if vectors.iter().flatten().any(|x| !x.is_finite()) {
         return invalid("a vector holds a value that is not a finite number".into());
     }
-    let chunks = chunks
-        .into_iter()
-        .map(|c| NewChunk {
-            index: c.index,
-            text: c.text,
-            start: c.start,
-            end: c.end,
-            tokens: c.tokens,
-        })
-        .collect();
     Ok(Prepared { chunks, vectors })
 }
 
@@ -219,17 +194,7 @@ fn encode(prepared: Prepared) -> Outcome {
         bytes.extend_from_slice(&x.to_le_bytes());
     }
     Outcome::Prepared {
-        chunks: prepared
-            .chunks
-            .into_iter()
-            .map(|c| ChunkOut {
-                index: c.index,
-                text: c.text,
-                start: c.start,
-                end: c.end,
-                tokens: c.tokens,
-            })
-            .collect(),
+        chunks: prepared.chunks,
         vectors_base64: BASE64.encode(bytes),
     }
 }

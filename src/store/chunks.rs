@@ -7,8 +7,8 @@ use super::StoreError;
 use super::documents::owned;
 use crate::domain::TenantId;
 
-/// A chunk about to be stored.
-#[derive(Debug, Clone)]
+/// A chunk about to be stored (also what a remote worker hands back for it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewChunk {
     /// Position in the document.
     pub index: usize,
