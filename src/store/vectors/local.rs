@@ -123,16 +123,6 @@ impl LocalVectorStore {
         let id = TenantId::parse(tenant).map_err(|e| VectorError::Storage(e.0))?;
         graph::write_snapshot(&self.snapshot_dir(&id), graph, &ix.fingerprint())
     }
-
-    fn check_dim(&self, v: &[f32]) -> Result<(), VectorError> {
-        if v.len() != self.dim {
-            return Err(VectorError::Dimension {
-                got: v.len(),
-                want: self.dim,
-            });
-        }
-        Ok(())
-    }
 }
 
 /// The graph's nearest neighbours of `query`, skipping tombstones.
@@ -162,7 +152,7 @@ impl VectorStore for LocalVectorStore {
         items: Vec<VectorItem>,
     ) -> Result<(), VectorError> {
         for item in &items {
-            self.check_dim(&item.vector)?;
+            super::check_dim(self.dim, &item.vector)?;
         }
         let tree = self.db.open_tree(tree_name(tenant))?;
         let handle = self.index(tenant)?;
@@ -235,7 +225,7 @@ impl VectorStore for LocalVectorStore {
         k: usize,
         documents: Option<&HashSet<String>>,
     ) -> Result<Vec<Hit>, VectorError> {
-        self.check_dim(query)?;
+        super::check_dim(self.dim, query)?;
         let handle = self.index(tenant)?;
         let ix = read_lock(&handle)?;
         let allow_slot = |slot: usize| documents.is_none_or(|d| d.contains(ix.docs[slot].as_ref()));

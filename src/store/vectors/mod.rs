@@ -85,6 +85,18 @@ impl From<sled::Error> for VectorError {
     }
 }
 
+/// Refuses a vector that is not `dim` wide (every backend checks before it stores or
+/// searches).
+pub(crate) fn check_dim(dim: usize, v: &[f32]) -> Result<(), VectorError> {
+    if v.len() != dim {
+        return Err(VectorError::Dimension {
+            got: v.len(),
+            want: dim,
+        });
+    }
+    Ok(())
+}
+
 /// Where a tenant's vectors live: what any backend (the local one, Qdrant) can do.
 /// Calls block: run them on a blocking thread.
 pub trait VectorStore: Send + Sync + 'static {

@@ -172,16 +172,6 @@ impl QdrantVectorStore {
         Ok(value["result"].take())
     }
 
-    fn check_dim(&self, v: &[f32]) -> Result<(), VectorError> {
-        if v.len() != self.dim {
-            return Err(VectorError::Dimension {
-                got: v.len(),
-                want: self.dim,
-            });
-        }
-        Ok(())
-    }
-
     fn delete(&self, filter: Value) -> Result<(), VectorError> {
         self.call(
             Method::POST,
@@ -237,7 +227,7 @@ impl VectorStore for QdrantVectorStore {
         items: Vec<VectorItem>,
     ) -> Result<(), VectorError> {
         for item in &items {
-            self.check_dim(&item.vector)?;
+            crate::store::vectors::check_dim(self.dim, &item.vector)?;
         }
         for batch in items.chunks(UPSERT_BATCH) {
             self.call(
@@ -261,7 +251,7 @@ impl VectorStore for QdrantVectorStore {
         k: usize,
         documents: Option<&HashSet<String>>,
     ) -> Result<Vec<Hit>, VectorError> {
-        self.check_dim(query)?;
+        crate::store::vectors::check_dim(self.dim, query)?;
         if k == 0 {
             return Ok(Vec::new());
         }
