@@ -27,6 +27,8 @@ fi
 ./install.sh --models-only
 # llama.cpp's own OpenAI-compatible server, for the upstream provider's tests.
 scripts/llama_server_venv.sh
+# The official openai package and schemathesis, for the contract tests.
+scripts/py_venv.sh
 
 step "cargo test --locked $*"
 exec cargo test --locked "$@"

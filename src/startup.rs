@@ -277,8 +277,17 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     };
     let upstreams = crate::llm::Upstreams::from_config(&config)?;
     let auth = Authenticator::new(core.clone(), jwt, admin_token);
+    let models = crate::services::models::Catalog {
+        local: generator.name().to_owned(),
+        embedding: config.models.embedding_dir.file_name().map_or_else(
+            || "embedding".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        started: core.clock.now(),
+    };
     let state = AppState::new(StateInner {
         core,
+        models,
         knowledge,
         generator,
         upstreams,

@@ -27,11 +27,15 @@ enum Tag {
 /// A new tenant.
 #[derive(Debug, Object)]
 pub struct TenantIn {
-    /// Unique slug: lowercase letters, digits and dashes (1-63).
+    /// Unique slug: lowercase letters, digits and dashes (1-63), not starting or ending
+    /// with a dash, and not shaped like an id.
+    #[oai(validator(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub slug: String,
-    /// Display name; defaults to the slug.
+    /// Display name (at most 200 characters, not blank); defaults to the slug.
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: Option<String>,
-    /// System prompt prepended to every chat.
+    /// System prompt prepended to every chat (at most 20000 characters).
+    #[oai(validator(max_length = 20000))]
     pub system_prompt: Option<String>,
     /// Free-form settings.
     pub settings: Option<BTreeMap<String, Value>>,
@@ -49,11 +53,14 @@ pub struct TenantList {
 /// A new API key.
 #[derive(Debug, Object)]
 pub struct KeyIn {
-    /// Label, e.g. `ci` or `web-app`.
+    /// Label, e.g. `ci` or `web-app` (at most 100 characters, not blank).
+    #[oai(validator(max_length = 100, pattern = r"\S"))]
     pub name: String,
-    /// Scopes; defaults to `["read", "write"]`.
+    /// Scopes, at least one; defaults to `["read", "write"]`.
+    #[oai(validator(min_items = 1))]
     pub scopes: Option<Vec<ScopeDto>>,
-    /// When the key stops working; never when absent.
+    /// When the key stops working; never when absent. A time already past makes a key
+    /// that never works.
     pub expires_at: Option<DateTime<Utc>>,
 }
 

@@ -24,32 +24,61 @@ pub struct AgentRetrievalDto {
     /// Search the tenant's knowledge (default true).
     pub enabled: Option<bool>,
     /// Chunks given to the model, 1-20 (default 4).
+    #[oai(validator(minimum(value = "1"), maximum(value = "20")))]
     pub top_k: Option<u32>,
     /// Drop chunks below this hybrid score.
     pub min_score: Option<f32>,
     /// Only chunks of these documents (at most 100 ids).
-    #[oai(validator(max_items = 100))]
+    #[oai(validator(
+        max_items = 100,
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub document_ids: Option<Vec<String>>,
 }
 
-/// A new agent, or the fields of one to change.
+/// An agent's settings; omitted ones keep their value (on create: the defaults).
 #[derive(Debug, Object)]
-pub struct AgentIn {
-    /// Unique in the tenant (1-100 characters); required to create.
-    pub name: Option<String>,
-    /// Instructions; empty means the tenant's system prompt.
+pub struct AgentSettingsIn {
+    /// Instructions (at most 20000 characters); empty means the tenant's system prompt.
+    #[oai(validator(max_length = 20000))]
     pub system_prompt: Option<String>,
     /// Where answers come from: `local` (the bundled model) or the name of an upstream
     /// provider the server configures (default: the server's default provider).
     pub provider: Option<String>,
-    /// The provider's model; omitted for its default.
+    /// The provider's model (at most 200 characters); omitted for its default.
+    #[oai(validator(max_length = 200))]
     pub model: Option<String>,
     /// Sampling temperature, 0-2 (default 0.7).
+    #[oai(validator(minimum(value = "0"), maximum(value = "2")))]
     pub temperature: Option<f64>,
     /// New tokens at most, 1-4096 (default 512).
+    #[oai(validator(minimum(value = "1"), maximum(value = "4096")))]
     pub max_tokens: Option<u32>,
     /// Retrieval settings.
     pub retrieval: Option<AgentRetrievalDto>,
+}
+
+/// A new agent.
+#[derive(Debug, Object)]
+pub struct AgentIn {
+    /// Unique in the tenant, 1-100 characters, not all white space; the `model` OpenAI
+    /// clients name it by, taken as it is.
+    #[oai(validator(max_length = 100, pattern = r"\S"))]
+    pub name: String,
+    /// Its settings.
+    #[oai(flatten)]
+    pub settings: AgentSettingsIn,
+}
+
+/// The fields of an agent to change.
+#[derive(Debug, Object)]
+pub struct AgentPatchIn {
+    /// New name, unique in the tenant, 1-100 characters, not all white space.
+    #[oai(validator(max_length = 100, pattern = r"\S"))]
+    pub name: Option<String>,
+    /// New settings.
+    #[oai(flatten)]
+    pub settings: AgentSettingsIn,
 }
 
 /// An agent.
@@ -121,26 +150,23 @@ enum Deleted {
     NoContent,
 }
 
-/// Applies the fields given onto an agent's name and settings.
-impl From<AgentIn> for agents::AgentPatch {
-    fn from(body: AgentIn) -> Self {
-        let r = body.retrieval;
-        let (enabled, top_k, min_score, document_ids) = match r {
-            Some(r) => (r.enabled, r.top_k, r.min_score, r.document_ids),
-            None => (None, None, None, None),
-        };
-        Self {
-            name: body.name,
-            system_prompt: body.system_prompt,
-            provider: body.provider,
-            model: body.model,
-            temperature: body.temperature,
-            max_tokens: body.max_tokens,
-            retrieval_enabled: enabled,
-            top_k,
-            min_score,
-            document_ids,
-        }
+/// The fields given, as a change to an agent's name and settings.
+fn patch(name: Option<String>, body: AgentSettingsIn) -> agents::AgentPatch {
+    let (enabled, top_k, min_score, document_ids) = match body.retrieval {
+        Some(r) => (r.enabled, r.top_k, r.min_score, r.document_ids),
+        None => (None, None, None, None),
+    };
+    agents::AgentPatch {
+        name,
+        system_prompt: body.system_prompt,
+        provider: body.provider,
+        model: body.model,
+        temperature: body.temperature,
+        max_tokens: body.max_tokens,
+        retrieval_enabled: enabled,
+        top_k,
+        min_score,
+        document_ids,
     }
 }
 
@@ -166,7 +192,9 @@ impl AgentsApi {
     )]
     async fn create(&self, auth: TenantAuth, body: Json<AgentIn>) -> Result<Created, ApiError> {
         auth.0.require(Scope::Write)?;
-        let agent = agents::create(&self.state.core, &auth.0.tenant.id, body.0.into()).await?;
+        let body = body.0;
+        let changes = patch(Some(body.name), body.settings);
+        let agent = agents::create(&self.state.core, &auth.0.tenant.id, changes).await?;
         Ok(Created::Created(Json(agent.into())))
     }
 
@@ -202,10 +230,12 @@ impl AgentsApi {
         &self,
         auth: TenantAuth,
         id: Path<String>,
-        body: Json<AgentIn>,
+        body: Json<AgentPatchIn>,
     ) -> Result<Json<AgentOut>, ApiError> {
         auth.0.require(Scope::Write)?;
-        let agent = agents::update(&self.state.core, &auth.0.tenant.id, &id, body.0.into()).await?;
+        let body = body.0;
+        let changes = patch(body.name, body.settings);
+        let agent = agents::update(&self.state.core, &auth.0.tenant.id, &id, changes).await?;
         Ok(Json(agent.into()))
     }
 

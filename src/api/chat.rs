@@ -7,14 +7,14 @@ use futures_util::stream::BoxStream;
 use poem::web::sse::Event as SseEvent;
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 
 use crate::api::error::{ApiError, ErrorCode};
 use crate::api::security::TenantAuth;
 use crate::api::state::AppState;
-use crate::domain::{Event, GenError, Scope};
+use crate::domain::{Event, GenError, Message, Role, Scope};
 use crate::services::agents;
-use crate::services::chat::{self, ChatRequest, Overrides, Prepared, RetrievalOverrides};
+use crate::services::chat::{self, ChatRequest, Overrides, Prepared, RetrievalOverrides, Source};
 
 #[derive(Tags)]
 enum Tag {
@@ -22,11 +22,33 @@ enum Tag {
     Chat,
 }
 
+/// Who speaks a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum RoleDto {
+    /// Instructions, joined to the assistant's.
+    System,
+    /// The person asking.
+    User,
+    /// Earlier answers.
+    Assistant,
+}
+
+impl From<RoleDto> for Role {
+    fn from(r: RoleDto) -> Self {
+        match r {
+            RoleDto::System => Role::System,
+            RoleDto::User => Role::User,
+            RoleDto::Assistant => Role::Assistant,
+        }
+    }
+}
+
 /// One message of the conversation.
 #[derive(Debug, Clone, Object)]
 pub struct MessageIn {
-    /// `system`, `user` or `assistant`; the last message is the user's.
-    pub role: String,
+    /// Who speaks.
+    pub role: RoleDto,
     /// The text.
     pub content: String,
 }
@@ -42,14 +64,18 @@ pub struct RetrievalIn {
     /// Drop chunks below this hybrid score.
     pub min_score: Option<f32>,
     /// Only chunks of these documents (at most 100 ids).
-    #[oai(validator(max_items = 100))]
+    #[oai(validator(
+        max_items = 100,
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub document_ids: Option<Vec<String>>,
 }
 
 /// A chat request.
 #[derive(Debug, Object)]
 pub struct ChatIn {
-    /// The conversation; the last message is the user's question.
+    /// The conversation; retrieval searches for its last user message.
+    #[oai(validator(min_items = 1, max_items = 256))]
     pub messages: Vec<MessageIn>,
     /// Answer as this agent (its instructions, sampling and retrieval; fields given
     /// here win). Without one, the tenant's system prompt and the defaults apply.
@@ -68,9 +94,16 @@ pub struct ChatIn {
     /// context leaves).
     #[oai(validator(minimum(value = "1"), maximum(value = "4096")))]
     pub max_tokens: Option<u32>,
-    /// The answer ends before any of these texts (at most 4).
-    #[oai(validator(max_items = 4))]
+    /// The answer ends before any of these texts (at most 4, each 1-64 characters).
+    #[oai(validator(max_items = 4, min_length = 1, max_length = 64))]
     pub stop: Option<Vec<String>>,
+    /// Lowers a token's chance by this much for each time the answer used it, -2 to 2
+    /// (default on the bundled model 0.3, which keeps it from looping; upstreams: theirs).
+    #[oai(validator(minimum(value = "-2"), maximum(value = "2")))]
+    pub frequency_penalty: Option<f32>,
+    /// Lowers a token's chance by this much once the answer used it, -2 to 2 (default 0).
+    #[oai(validator(minimum(value = "-2"), maximum(value = "2")))]
+    pub presence_penalty: Option<f32>,
 }
 
 /// A chunk the answer may cite as `[n]`.
@@ -186,8 +219,11 @@ impl ChatApi {
             ),
             None => None,
         };
-        let messages =
-            chat::parse_messages(body.messages.into_iter().map(|m| (m.role, m.content)))?;
+        let messages = body
+            .messages
+            .into_iter()
+            .map(|m| Message::new(m.role.into(), m.content))
+            .collect();
         let overrides = Overrides {
             retrieval: body
                 .retrieval
@@ -198,6 +234,8 @@ impl ChatApi {
             seed: body.seed,
             max_tokens: body.max_tokens.map(|n| n as usize),
             stop: body.stop.unwrap_or_default(),
+            frequency_penalty: body.frequency_penalty,
+            presence_penalty: body.presence_penalty,
         };
         let request =
             ChatRequest::from_settings(messages, agent.as_ref(), &tenant.system_prompt, overrides);
@@ -223,19 +261,25 @@ impl RetrievalIn {
     }
 }
 
-fn sources_out(prepared: &Prepared) -> Vec<SourceOut> {
-    prepared
-        .sources
-        .iter()
-        .flatten()
-        .map(|s| SourceOut {
+impl From<&Source> for SourceOut {
+    fn from(s: &Source) -> Self {
+        Self {
             n: s.n as u32,
             document_id: s.document_id.clone(),
             title: s.title.clone(),
             chunk_index: s.chunk_index,
             score: s.score,
             text: s.text.clone(),
-        })
+        }
+    }
+}
+
+fn sources_out(prepared: &Prepared) -> Vec<SourceOut> {
+    prepared
+        .sources
+        .iter()
+        .flatten()
+        .map(SourceOut::from)
         .collect()
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::types::multipart::Upload;
+use poem_openapi::types::multipart::{JsonField, Upload};
 use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi, Tags};
 use serde_json::Value;
 
@@ -22,23 +22,28 @@ enum Tag {
     Knowledge,
 }
 
-/// A document uploaded as a file.
+/// A document uploaded as a file; a part not named here is refused.
 #[derive(Debug, Multipart)]
+#[oai(deny_unknown_fields)]
 pub struct UploadForm {
     /// The file: text, Markdown, HTML or PDF.
     pub file: Upload,
-    /// Title; defaults to the file name.
+    /// Title (at most 500 characters); defaults to the file name.
+    #[oai(validator(max_length = 500))]
     pub title: Option<String>,
     /// A JSON object stored with the document.
-    pub metadata: Option<String>,
+    pub metadata: Option<JsonField<BTreeMap<String, Value>>>,
 }
 
 /// A document given as text.
 #[derive(Debug, Object)]
 pub struct DocumentIn {
-    /// Title; defaults to the text's first line.
+    /// Title (at most 500 characters); defaults to the text's first line.
+    #[oai(validator(max_length = 500))]
     pub title: Option<String>,
-    /// The text.
+    /// The text: at least one character that is neither white space nor a control
+    /// character (a document without one is refused as empty).
+    #[oai(validator(pattern = r"[^\s\x00-\x1f\x7f-\x9f]"))]
     pub text: String,
     /// Stored with the document.
     pub metadata: Option<BTreeMap<String, Value>>,
@@ -216,18 +221,7 @@ impl DocumentsApi {
     async fn upload(&self, auth: TenantAuth, form: UploadForm) -> Result<UploadResponse, ApiError> {
         auth.0.require(Scope::Write)?;
         let k = &self.state.knowledge;
-        let metadata = match form
-            .metadata
-            .as_deref()
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-        {
-            None => None,
-            Some(text) => match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => Some(map),
-                _ => return Err(ApiError::invalid("metadata must be a JSON object")),
-            },
-        };
+        let metadata = form.metadata.map(|m| m.0.into_iter().collect());
         let filename = form.file.file_name().map(str::to_owned);
         let content_type = form.file.content_type().map(str::to_owned);
         let bytes = form.file.into_vec().await.map_err(|e| {
@@ -321,6 +315,31 @@ impl DocumentsApi {
         ))
     }
 
+    /// One chunk of a document, as search and citations name it.
+    #[oai(
+        path = "/:id/chunks/:index",
+        method = "get",
+        operation_id = "get_document_chunk"
+    )]
+    async fn chunk(
+        &self,
+        auth: TenantAuth,
+        id: Path<String>,
+        index: Path<u32>,
+    ) -> Result<Json<ChunkOut>, ApiError> {
+        auth.0.require(Scope::Read)?;
+        let k = &self.state.knowledge;
+        let c = documents::chunk(k.intake(), &auth.0.tenant.id, &id, index.0).await?;
+        Ok(Json(ChunkOut {
+            document_id: c.document_id,
+            title: c.title,
+            chunk_index: c.chunk_index,
+            text: c.text,
+            start: c.start,
+            end: c.end,
+        }))
+    }
+
     /// Deletes a document, its chunks, vectors and stored bytes; search stops
     /// returning it at once.
     #[oai(path = "/:id", method = "delete", operation_id = "delete_document")]
@@ -351,6 +370,23 @@ impl DocumentsApi {
             duplicate: false,
         })))
     }
+}
+
+/// One chunk of a document.
+#[derive(Debug, Object)]
+pub struct ChunkOut {
+    /// Document.
+    pub document_id: String,
+    /// Document title.
+    pub title: String,
+    /// Position of the chunk in the document.
+    pub chunk_index: u32,
+    /// The chunk's text.
+    pub text: String,
+    /// First character of the chunk in the document's text.
+    pub start: u64,
+    /// One past the last character.
+    pub end: u64,
 }
 
 fn default_limit() -> u32 {

@@ -44,9 +44,11 @@ impl From<Tenant> for TenantOut {
 /// Changes to a tenant; absent fields stay as they are.
 #[derive(Debug, Clone, Object)]
 pub struct TenantPatchIn {
-    /// New display name.
+    /// New display name (at most 200 characters, not blank).
+    #[oai(validator(max_length = 200, pattern = r"\S"))]
     pub name: Option<String>,
-    /// New system prompt.
+    /// New system prompt (at most 20000 characters).
+    #[oai(validator(max_length = 20000))]
     pub system_prompt: Option<String>,
     /// New settings (replaces the whole object).
     pub settings: Option<BTreeMap<String, Value>>,

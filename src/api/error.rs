@@ -289,14 +289,49 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Turns every error that reaches the top of the app into the shared JSON shape,
-/// keeping the route pattern for metrics.
-pub async fn json_errors<E: poem::Endpoint>(ep: E, req: poem::Request) -> poem::Result<Response> {
+/// The response for an error on `path`: OpenAI's shape on the OpenAI-compatible
+/// routes, the shared shape everywhere else.
+pub fn response_for(path: &str, error: &ApiError) -> Response {
+    if crate::api::openai::is_openai_path(path) {
+        return crate::api::openai::render(error, None);
+    }
+    error.to_response()
+}
+
+/// Turns every error that reaches the top of the app into its JSON shape (see
+/// [`response_for`]), keeping the route pattern for metrics.
+/// A 405 gets `Allow`, listing what the path takes.
+pub async fn json_errors<E: poem::Endpoint>(
+    allowed: std::sync::Arc<crate::api::spec::Allowed>,
+    ep: E,
+    req: poem::Request,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let allow = |resp: &mut Response| {
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+            && let Some(methods) = allowed.methods(&path)
+            && let Ok(value) = poem::http::HeaderValue::from_str(&methods)
+        {
+            resp.headers_mut().insert(header::ALLOW, value);
+        }
+    };
     match ep.call(req).await {
-        Ok(resp) => Ok(resp.into_response()),
+        Ok(resp) => {
+            let mut resp = resp.into_response();
+            allow(&mut resp);
+            Ok(resp)
+        }
         Err(err) => {
             let pattern = err.data::<poem::PathPattern>().cloned();
-            let mut resp = ApiError::from_poem(&err).to_response();
+            if let Some(e) = err.downcast_ref::<crate::api::openai::OpenAiError>() {
+                let mut resp = e.clone().into_response();
+                if let Some(pattern) = pattern {
+                    resp.set_data(pattern);
+                }
+                return Ok(resp);
+            }
+            let mut resp = response_for(&path, &ApiError::from_poem(&err));
+            allow(&mut resp);
             if let Some(pattern) = pattern {
                 resp.set_data(pattern);
             }

@@ -22,10 +22,14 @@ enum Tag {
 #[derive(Debug, Object)]
 pub struct ClaimIn {
     /// The document's tenant (its id).
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub tenant_id: String,
-    /// The document.
-    #[oai(validator(max_length = 64))]
+    /// The document (its id).
+    #[oai(validator(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub document_id: String,
 }
 
@@ -84,10 +88,14 @@ pub enum OutcomeDto {
 #[derive(Debug, Object)]
 pub struct CompleteIn {
     /// The document's tenant (its id).
-    #[oai(validator(max_length = 64))]
+    #[oai(validator(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub tenant_id: String,
-    /// The document.
-    #[oai(validator(max_length = 64))]
+    /// The document (its id).
+    #[oai(validator(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub document_id: String,
     /// The claim's attempt.
     pub attempt: u32,
@@ -172,14 +180,12 @@ impl JobsApi {
         tenant_id(&body.tenant_id)?;
         let outcome = match body.outcome {
             OutcomeDto::Prepared => {
-                let (Some(chunks), Some(vectors_base64)) = (body.chunks, body.vectors_base64)
-                else {
-                    return Err(ApiError::invalid(
-                        "a `prepared` result needs chunks and vectors_base64",
-                    ));
-                };
+                // Missing parts are empty: whether the claim still holds is checked
+                // first, then the result (a result without chunks is refused).
                 Outcome::Prepared {
-                    chunks: chunks
+                    chunks: body
+                        .chunks
+                        .unwrap_or_default()
                         .into_iter()
                         .map(|c| NewChunk {
                             index: size(c.index),
@@ -189,7 +195,7 @@ impl JobsApi {
                             tokens: size(c.tokens),
                         })
                         .collect(),
-                    vectors_base64,
+                    vectors_base64: body.vectors_base64.unwrap_or_default(),
                 }
             }
             OutcomeDto::Failed => Outcome::Failed {

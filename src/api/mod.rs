@@ -4,15 +4,18 @@
 pub mod admin;
 pub mod agents;
 pub mod chat;
+pub mod conform;
 pub mod documents;
 pub mod dto;
 pub mod error;
 pub mod health;
 pub mod jobs;
 pub mod limits;
+pub mod openai;
 pub mod search;
 pub mod security;
 pub mod serve;
+pub mod spec;
 pub mod state;
 pub mod tenant;
 pub mod worker;
@@ -40,6 +43,7 @@ pub fn openapi(
         agents::AgentsApi,
         limits::LimitsApi,
         jobs::JobsApi,
+        openai::OpenAiApi,
     ),
     (),
 > {
@@ -54,6 +58,7 @@ pub fn openapi(
             agents::AgentsApi::new(state.clone()),
             limits::LimitsApi::new(state.clone()),
             jobs::JobsApi::new(state.clone()),
+            openai::OpenAiApi::new(state.clone()),
         ),
         "ragbox",
         env!("CARGO_PKG_VERSION"),
@@ -67,11 +72,45 @@ pub fn openapi(
 /// The whole application endpoint, with its middleware.
 pub fn build(state: AppState) -> impl Endpoint<Output = Response> {
     let api = openapi(&state);
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let raw = api.spec();
+    let mut document = spec::exact(&raw);
+    let config = &state.core.config;
+    let providers: Vec<String> = std::iter::once(crate::config::LOCAL_PROVIDER.to_owned())
+        .chain(config.providers.keys().cloned())
+        .collect();
+    spec::declare_runtime(
+        &mut document,
+        &spec::Runtime {
+            media_types: crate::text::extract::MEDIA_TYPES,
+            providers: &providers,
+            chat_model: &state.models.local,
+            embedding_model: &state.models.embedding,
+        },
+    );
+    let allowed = std::sync::Arc::new(
+        spec::Allowed::from_spec(&document)
+            .with("/openapi.json", &["GET", "HEAD"])
+            .with("/docs", &["GET", "HEAD"]),
+    );
+    let bodies = std::sync::Arc::new(conform::Bodies::from_spec(&document));
+    let document = document.to_string();
+    // Swagger UI shows the same document /openapi.json serves.
+    let docs = api.swagger_ui_html().replace(&raw, &document);
     let routes = Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .at(
+            "/openapi.json",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(document.clone())
+            })),
+        )
+        .at(
+            "/docs",
+            poem::get(poem::endpoint::make_sync(move |_| {
+                poem::web::Html(docs.clone()).into_response()
+            })),
+        )
         .nest("/", api);
 
     let auth_state = state.clone();
@@ -80,10 +119,11 @@ pub fn build(state: AppState) -> impl Endpoint<Output = Response> {
     let metrics = state.metrics.clone();
     let rate_state = state.clone();
     routes
+        .around(move |ep, req| conform::check_body(bodies.clone(), ep, req))
         .around(move |ep, req| rate_limit(rate_state.clone(), ep, req))
         .around(move |ep, req| security::authenticate(auth_state.clone(), ep, req))
         .around(move |ep, req| limit_body(max_body, ep, req))
-        .around(json_errors)
+        .around(move |ep, req| json_errors(allowed.clone(), ep, req))
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .around(move |ep, req| crate::telemetry::observe(metrics.clone(), ep, req))
 }
@@ -138,14 +178,14 @@ async fn rate_limit<E: Endpoint>(state: AppState, ep: E, req: Request) -> poem::
         h.insert("x-ratelimit-reset", decision.reset_secs.into());
     };
     if !decision.allowed {
-        let mut resp = ApiError::new(
+        let error = ApiError::new(
             ErrorCode::RateLimited,
             format!(
                 "this tenant is over its limit of {} requests per minute",
                 decision.limit
             ),
-        )
-        .into_response();
+        );
+        let mut resp = error::response_for(req.uri().path(), &error);
         headers(&mut resp);
         resp.headers_mut()
             .insert(header::RETRY_AFTER, decision.retry_after_secs.into());

@@ -31,7 +31,8 @@ pub enum ModeDto {
 /// A search.
 #[derive(Debug, Object)]
 pub struct SearchIn {
-    /// What to look for.
+    /// What to look for (1-4000 characters; a blank query finds nothing).
+    #[oai(validator(min_length = 1, max_length = 4000))]
     pub query: String,
     /// How many results (1-100).
     #[oai(
@@ -43,7 +44,10 @@ pub struct SearchIn {
     #[oai(default)]
     pub mode: ModeDto,
     /// Only chunks of these documents (at most 100 ids).
-    #[oai(validator(max_items = 100))]
+    #[oai(validator(
+        max_items = 100,
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub document_ids: Option<Vec<String>>,
     /// Drop results below this score (cosine for vector, BM25 for keyword, RRF for hybrid).
     pub min_score: Option<f32>,

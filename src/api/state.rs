@@ -21,6 +21,8 @@ pub struct StateInner {
     pub core: Core,
     /// Embedding model, vectors and job queue.
     pub knowledge: Knowledge,
+    /// The names of the server's own models (`/v1/models`).
+    pub models: crate::services::models::Catalog,
     /// The local generation model.
     pub generator: Generator,
     /// Upstream generation providers and the default provider.

@@ -83,6 +83,12 @@ pub struct Sampling {
     pub stop: Vec<String>,
     /// Keep going past end-of-turn tokens (benchmarks: a fixed number of tokens).
     pub ignore_eos: bool,
+    /// Lowers a token's logit by this much for every time it was generated already
+    /// (OpenAI's `frequency_penalty`, -2 to 2); `None` leaves the choice to the generator.
+    pub frequency_penalty: Option<f32>,
+    /// Lowers a token's logit by this much once it was generated at all (OpenAI's
+    /// `presence_penalty`, -2 to 2); `None` leaves the choice to the generator.
+    pub presence_penalty: Option<f32>,
 }
 
 /// Why an answer ended.

@@ -24,11 +24,13 @@ impl TenantId {
         Self(uuid::Uuid::now_v7().to_string())
     }
 
-    /// Parses an id given by a client.
+    /// Parses an id given by a client: a UUID in its hyphenated form, as ids are issued.
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
-        uuid::Uuid::parse_str(s)
+        uuid::Uuid::try_parse(s)
+            .ok()
+            .filter(|_| s.len() == 36)
             .map(|u| Self(u.to_string()))
-            .map_err(|_| InvalidInput(format!("`{s}` is not a tenant id")))
+            .ok_or_else(|| InvalidInput(format!("`{s}` is not a tenant id")))
     }
 
     /// The id as text.

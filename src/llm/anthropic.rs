@@ -109,6 +109,8 @@ mod tests {
             max_tokens: 64,
             stop: vec![],
             ignore_eos: false,
+            frequency_penalty: None,
+            presence_penalty: None,
         };
         let b = body(
             "claude",

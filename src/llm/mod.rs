@@ -51,6 +51,13 @@ impl Upstreams {
         &self.default
     }
 
+    /// Each configured provider's name and default model, by name.
+    pub fn defaults(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_name
+            .iter()
+            .map(|(name, u)| (name.as_str(), u.0.config.model.as_str()))
+    }
+
     /// The upstream a provider name means; `Ok(None)` is the bundled model, `None`
     /// the default. An unknown name is an error naming the available ones.
     pub fn route(&self, provider: Option<&str>) -> Result<Option<Upstream>, String> {

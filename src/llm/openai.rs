@@ -24,6 +24,13 @@ pub fn body(model: &str, messages: &[Message], sampling: &Sampling) -> Value {
     if !sampling.stop.is_empty() {
         body["stop"] = json!(sampling.stop);
     }
+    // Only penalties the caller chose: the upstream's own defaults suit its model.
+    if let Some(f) = sampling.frequency_penalty {
+        body["frequency_penalty"] = json!(f);
+    }
+    if let Some(p) = sampling.presence_penalty {
+        body["presence_penalty"] = json!(p);
+    }
     body
 }
 
@@ -101,6 +108,8 @@ mod tests {
             max_tokens: 32,
             stop: vec!["\n\n".into()],
             ignore_eos: false,
+            frequency_penalty: Some(0.5),
+            presence_penalty: None,
         };
         let messages = [Message::new(Role::User, "hi")];
         let b = body("m", &messages, &sampling);
@@ -109,5 +118,7 @@ mod tests {
         assert_eq!(b["messages"][0]["content"], "hi");
         assert_eq!(b["stop"][0], "\n\n");
         assert_eq!(b["seed"], 7);
+        assert_eq!(b["frequency_penalty"], 0.5);
+        assert!(b.get("presence_penalty").is_none());
     }
 }

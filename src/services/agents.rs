@@ -30,8 +30,8 @@ pub fn default_settings(config: &Config) -> AgentSettings {
 /// `local` or one the server's configuration names.
 pub fn validate(config: &Config, name: &str, s: &AgentSettings) -> Result<(), ServiceError> {
     let invalid = |m: &str| Err(ServiceError::Invalid(m.to_owned()));
-    if name.trim().is_empty() || name.chars().count() > 100 {
-        return invalid("name must be 1 to 100 characters");
+    if name.chars().count() > 100 || super::is_blank(name) {
+        return invalid("name must be 1 to 100 characters, not all white space");
     }
     if s.system_prompt.chars().count() > 20_000 {
         return invalid("system_prompt must be at most 20000 characters");
@@ -139,7 +139,6 @@ pub async fn create(
         return Err(ServiceError::Invalid("name is required".into()));
     }
     patch.apply(&mut agent);
-    agent.name = agent.name.trim().to_owned();
     validate(&core.config, &agent.name, &agent.settings)?;
     let row = agent.clone();
     match core.db.call(move |c| agents::insert(c, &row)).await {
@@ -177,7 +176,6 @@ pub async fn update(
 ) -> Result<Agent, ServiceError> {
     let mut agent = get(core, tenant, id).await?;
     patch.apply(&mut agent);
-    agent.name = agent.name.trim().to_owned();
     validate(&core.config, &agent.name, &agent.settings)?;
     agent.updated_at = core.clock.now();
     let row = agent.clone();

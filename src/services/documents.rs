@@ -38,10 +38,7 @@ pub fn file_path(core: &super::Core, tenant: &TenantId, id: &str) -> PathBuf {
 
 fn extract_error(e: ExtractError) -> ServiceError {
     match e {
-        ExtractError::Unsupported(m) => ServiceError::Unsupported(format!(
-            "unsupported document type{m}; accepted: {}",
-            extract::ACCEPTED
-        )),
+        e @ ExtractError::Unsupported(_) => ServiceError::Unsupported(e.to_string()),
         other => ServiceError::Invalid(other.to_string()),
     }
 }
@@ -103,7 +100,9 @@ pub async fn create(
         .await?
         .map_err(extract_error)?;
     let title = match &new.title {
-        Some(t) if !t.trim().is_empty() => limited_text("title", t.trim(), MAX_TITLE_CHARS)?,
+        Some(t) if !super::is_blank(t) => {
+            limited_text("title", t, MAX_TITLE_CHARS)?.trim().to_owned()
+        }
         _ => default_title(&new),
     };
     let now = k.core.clock.now();
@@ -209,6 +208,22 @@ pub async fn get(k: Intake<'_>, tenant: &TenantId, id: &str) -> Result<Document,
         .call(move |c| documents::get(c, &t, &i))
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("no document `{id}`")))
+}
+
+/// One chunk of one of the tenant's documents (a citation's target); 404 when the
+/// document or the chunk is not there.
+pub async fn chunk(
+    k: Intake<'_>,
+    tenant: &TenantId,
+    document: &str,
+    index: u32,
+) -> Result<crate::store::chunks::ChunkHit, ServiceError> {
+    let (t, d) = (tenant.clone(), document.to_owned());
+    k.core
+        .db
+        .call(move |c| crate::store::chunks::chunk_at(c, &t, &d, index))
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("no chunk {index} of document `{document}`")))
 }
 
 /// A page of documents, newest first.

@@ -61,13 +61,6 @@ pub async fn create(
             "at least one scope is required".into(),
         ));
     }
-    if let Some(exp) = new.expires_at
-        && exp <= now
-    {
-        return Err(ServiceError::Invalid(
-            "expires_at must be in the future".into(),
-        ));
-    }
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let secret = format!(

@@ -3,11 +3,13 @@
 pub mod agents;
 pub mod chat;
 pub mod documents;
+pub mod embeddings;
 pub mod health;
 pub mod ingest;
 pub mod keys;
 pub mod limits;
 pub mod migrate;
+pub mod models;
 pub mod recovery;
 pub mod reindex;
 pub mod remote;
@@ -156,16 +158,17 @@ where
         .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))
 }
 
-/// Checks a required, trimmed, length-limited text field.
+/// Checks a required, length-limited text field: at most `max_chars` as given, not
+/// blank; returns it trimmed.
 pub fn required_text(field: &str, value: &str, max_chars: usize) -> Result<String, ServiceError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(ServiceError::Invalid(format!("{field} must not be empty")));
+    limited_text(field, value, max_chars)?;
+    if is_blank(value) {
+        return Err(ServiceError::Invalid(format!("{field} must not be blank")));
     }
-    limited_text(field, value, max_chars)
+    Ok(value.trim().to_owned())
 }
 
-/// Checks a length-limited text field.
+/// Checks a length-limited text field (at most `max_chars` as given).
 pub fn limited_text(field: &str, value: &str, max_chars: usize) -> Result<String, ServiceError> {
     if value.chars().count() > max_chars {
         return Err(ServiceError::Invalid(format!(
@@ -173,6 +176,16 @@ pub fn limited_text(field: &str, value: &str, max_chars: usize) -> Result<String
         )));
     }
     Ok(value.to_owned())
+}
+
+/// Whether a text is empty or white space only. White space is what the API's `\S`
+/// patterns exclude (Unicode's, plus the four separators U+001C-U+001F that
+/// Python-compatible regular expressions count too), so the document and the server
+/// agree on every text.
+pub fn is_blank(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
 /// Documents a filter (search, chat, agents) may name.
@@ -197,7 +210,9 @@ pub fn check_document_ids(field: &str, ids: Option<&[String]>) -> Result<(), Ser
             ids.len()
         )));
     }
-    if let Some(bad) = ids.iter().find(|id| uuid::Uuid::parse_str(id).is_err()) {
+    // The hyphenated form only, as the API declares it.
+    let canonical = |id: &str| id.len() == 36 && uuid::Uuid::try_parse(id).is_ok();
+    if let Some(bad) = ids.iter().find(|id| !canonical(id)) {
         let shown: String = bad.chars().take(40).collect();
         return Err(ServiceError::Invalid(format!(
             "{field} holds `{shown}`, which is not a document id"

@@ -44,6 +44,9 @@ pub struct Found {
     pub score: f32,
 }
 
+/// The longest query, in characters.
+pub const MAX_QUERY_CHARS: usize = 4000;
+
 /// Constant of reciprocal rank fusion.
 const RRF_K: f32 = 60.0;
 
@@ -55,14 +58,18 @@ pub async fn search(
     q: Query,
 ) -> Result<Vec<Found>, ServiceError> {
     super::check_document_ids("document_ids", q.document_ids.as_deref())?;
-    let text = q.text.trim().to_owned();
-    if text.is_empty() {
+    if q.text.is_empty() {
         return Err(ServiceError::Invalid("query must not be empty".into()));
     }
-    if text.chars().count() > 4000 {
-        return Err(ServiceError::Invalid(
-            "query must be at most 4000 characters".into(),
-        ));
+    if q.text.chars().count() > MAX_QUERY_CHARS {
+        return Err(ServiceError::Invalid(format!(
+            "query must be at most {MAX_QUERY_CHARS} characters"
+        )));
+    }
+    let text = q.text.trim().to_owned();
+    if text.is_empty() {
+        // Blank: nothing to look for, and nothing found.
+        return Ok(Vec::new());
     }
     if !(1..=100).contains(&q.top_k) {
         return Err(ServiceError::Invalid(

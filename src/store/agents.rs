@@ -102,6 +102,21 @@ pub fn get(conn: &Connection, tenant: &TenantId, id: &str) -> Result<Option<Agen
     .transpose()
 }
 
+/// The tenant's agent of this name.
+pub fn by_name(
+    conn: &Connection,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<Option<Agent>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM agents WHERE tenant_id = ?1 AND name = ?2"),
+        params![tenant.as_str(), name],
+        |r| Ok(from_row(r)),
+    )
+    .optional()?
+    .transpose()
+}
+
 /// A tenant's agents by name.
 pub fn list(conn: &Connection, tenant: &TenantId) -> Result<Vec<Agent>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(

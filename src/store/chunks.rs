@@ -118,6 +118,35 @@ pub fn chunks_by_ids(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One chunk of one of the tenant's documents, by its position in the document.
+pub fn chunk_at(
+    conn: &Connection,
+    tenant: &TenantId,
+    document: &str,
+    index: u32,
+) -> Result<Option<ChunkHit>, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT c.id, c.document_id, d.title, c.chunk_index, c.text, c.start_char, c.end_char
+             FROM chunks c JOIN documents d ON d.id = c.document_id
+             WHERE c.tenant_id = ?1 AND c.document_id = ?2 AND c.chunk_index = ?3",
+            rusqlite::params![tenant.as_str(), document, i64::from(index)],
+            |r| {
+                Ok(ChunkHit {
+                    id: r.get::<_, i64>(0)?.unsigned_abs(),
+                    document_id: r.get(1)?,
+                    title: r.get(2)?,
+                    chunk_index: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    text: r.get(4)?,
+                    start: r.get::<_, i64>(5)?.unsigned_abs(),
+                    end: r.get::<_, i64>(6)?.unsigned_abs(),
+                })
+            },
+        )
+        .optional()?)
+}
+
 /// Keyword search: chunk ids of the tenant's ready documents by BM25 rank, best first.
 pub fn keyword_search(
     conn: &Connection,

@@ -14,8 +14,13 @@ pub enum Kind {
     Pdf,
 }
 
-/// The accepted media types, for error messages.
-pub const ACCEPTED: &str = "text/plain, text/markdown, text/html, application/pdf";
+/// The media types a document may be uploaded as.
+pub const MEDIA_TYPES: &[&str] = &[
+    "text/plain",
+    "text/markdown",
+    "text/html",
+    "application/pdf",
+];
 
 impl Kind {
     /// The media type stored and shown for documents of this kind.
@@ -78,7 +83,7 @@ impl Kind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExtractError {
     /// Not one of the accepted types (415).
-    #[error("unsupported document type{0}; accepted: {ACCEPTED}")]
+    #[error("unsupported document type{0}; accepted: {accepted}", accepted = MEDIA_TYPES.join(", "))]
     Unsupported(String),
     /// No text in it (422).
     #[error("the document contains no text")]

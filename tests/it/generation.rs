@@ -27,6 +27,8 @@ fn greedy(max_tokens: usize) -> Sampling {
         max_tokens,
         stop: Vec::new(),
         ignore_eos: false,
+        frequency_penalty: None,
+        presence_penalty: None,
     }
 }
 

@@ -384,7 +384,7 @@ async fn search_validates_its_input() {
     let app = TestApp::spawn().await;
     let t = Tenant::new(&app, "acme").await;
     for body in [
-        json!({"query": "  "}),
+        json!({"query": ""}),
         json!({"query": "x", "top_k": 0}),
         json!({"query": "x", "top_k": 101}),
     ] {
@@ -412,6 +412,8 @@ async fn search_validates_its_input() {
         t.search("anything at all", "hybrid").await.is_empty(),
         "no documents, no results"
     );
+    // A blank query looks for nothing and finds nothing.
+    assert!(t.search("   ", "keyword").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -16,6 +16,7 @@ mod generation;
 mod health;
 mod hostile;
 mod knowledge;
+mod openai;
 mod openapi;
 mod probes;
 mod process;

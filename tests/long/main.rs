@@ -8,6 +8,7 @@
 #[path = "../helpers/mod.rs"]
 mod helpers;
 
+mod contract;
 mod generations;
 mod llama;
 mod vectors;

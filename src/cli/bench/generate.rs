@@ -59,6 +59,8 @@ pub(super) async fn run(
                 max_tokens: new_tokens,
                 stop: Vec::new(),
                 ignore_eos: true,
+                frequency_penalty: None,
+                presence_penalty: None,
             };
             let started = Instant::now();
             let mut rx = generator.generate(prompt, sampling)?;

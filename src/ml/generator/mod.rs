@@ -9,6 +9,7 @@
 //! the receiver goes away (the client disconnected), generation stops at the next token.
 
 mod model;
+mod penalty;
 mod stream;
 mod template;
 mod tokenizer;

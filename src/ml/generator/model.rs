@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::Device;
 use candle_core::quantized::{GgmlDType, gguf_file};
+use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling as Sampler};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
 
 use super::compute;
+use super::penalty::Penalties;
 use super::stream::TextStream;
 use crate::config::WeightType;
 use crate::domain::{Event, FinishReason, GenError, Sampling, Usage};
@@ -64,11 +65,22 @@ impl Model {
         let mut position = prompt.len();
         let mut out = TextStream::new(&self.tokenizer, &sampling.stop);
         let mut generated = 0usize;
+        let mut penalties = Penalties::new(
+            sampling.frequency_penalty.unwrap_or(0.0),
+            sampling.presence_penalty.unwrap_or(0.0),
+        );
         let finish = loop {
             if generated >= sampling.max_tokens || position >= self.context {
                 break FinishReason::Length;
             }
+            if penalties.active() {
+                let mut values = logits.to_vec1::<f32>().map_err(compute)?;
+                penalties.apply(&mut values);
+                let n = values.len();
+                logits = Tensor::from_vec(values, n, &Device::Cpu).map_err(compute)?;
+            }
             let next = picker.sample(&logits).map_err(compute)?;
+            penalties.record(next);
             if self.stops.contains(&next) && !sampling.ignore_eos {
                 break FinishReason::Stop;
             }
@@ -100,15 +112,22 @@ impl Model {
     }
 }
 
-/// The sampler `sampling` asks for: greedy at temperature 0, nucleus when `top_p` is
-/// below 1, else the whole distribution.
+/// Temperatures below this sample as greedy: dividing logits by less overflows the
+/// softmax, and the distribution is one token already.
+const MIN_TEMPERATURE: f64 = 1e-3;
+
+/// The sampler `sampling` asks for: greedy at temperature 0 (or below
+/// [`MIN_TEMPERATURE`]), nucleus when `top_p` is below 1, else the whole distribution.
 fn sampler(sampling: &Sampling) -> Sampler {
     let temperature = sampling.temperature;
-    if temperature <= 0.0 {
+    if temperature.is_nan() || temperature < MIN_TEMPERATURE || temperature.is_infinite() {
         return Sampler::ArgMax;
     }
     match sampling.top_p {
-        Some(p) if p > 0.0 && p < 1.0 => Sampler::TopP { p, temperature },
+        // Nothing but the likeliest token is inside a nucleus this small (and the
+        // sampler's f32 would read it as 0 and keep no token at all).
+        Some(p) if p < 1e-6 => Sampler::ArgMax,
+        Some(p) if p < 1.0 => Sampler::TopP { p, temperature },
         _ => Sampler::All { temperature },
     }
 }
@@ -154,4 +173,40 @@ pub(crate) fn load_weights(
         }
     };
     Llama::new(shape, read, blocks, context, target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sampling(temperature: f64, top_p: Option<f64>) -> Sampling {
+        Sampling {
+            temperature,
+            top_p,
+            seed: 1,
+            max_tokens: 1,
+            stop: vec![],
+            ignore_eos: false,
+            frequency_penalty: None,
+            presence_penalty: None,
+        }
+    }
+
+    #[test]
+    fn extreme_settings_sample_a_token_instead_of_failing() {
+        let logits = Tensor::new(&[1.0f32, 30.0, -5.0, 2.0], &Device::Cpu).unwrap();
+        for (t, p) in [
+            (2.2250738585072014e-308, Some(0.79)),
+            (1e-300, None),
+            (0.0, Some(0.5)),
+            (0.7, Some(0.0)),
+            (0.7, Some(1e-300)),
+            (2.0, Some(1.0)),
+        ] {
+            let s = sampling(t, p);
+            let mut picker = LogitsProcessor::from_sampling(1, sampler(&s));
+            let token = picker.sample(&logits).unwrap();
+            assert!(token < 4, "temperature {t}, top_p {p:?}");
+        }
+    }
 }

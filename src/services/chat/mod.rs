@@ -2,6 +2,8 @@
 //! the chunks found go into the prompt as numbered sources within a token budget that
 //! fits the model's context, and the model is asked to cite them as [n].
 
+mod citations;
+mod fit;
 mod messages;
 mod request;
 
@@ -11,11 +13,12 @@ use crate::domain::{Event, GenError, Message, Role, Sampling, TenantId};
 use crate::llm::{Upstream, Upstreams};
 use crate::ml::Generator;
 
-pub use messages::parse_messages;
+pub use citations::{Citation, cite};
+pub use messages::MAX_MESSAGES;
 use messages::validate;
 pub use request::{
-    ChatRequest, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, Overrides, Retrieval,
-    RetrievalOverrides,
+    ChatRequest, DEFAULT_LOCAL_FREQUENCY_PENALTY, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K, Overrides, Retrieval, RetrievalOverrides,
 };
 
 /// A chunk given to the model as source `[n]`.
@@ -63,6 +66,8 @@ pub struct Prepared {
     pub target: Target,
     /// Sampling, with `max_tokens` fitted to the context left.
     pub sampling: Sampling,
+    /// Whether the conversation was cut to fit the context.
+    pub truncated: bool,
 }
 
 /// The context window and the token count of messages, for the model that answers.
@@ -108,7 +113,7 @@ fn local_prompt(generator: &Generator, messages: &[Message]) -> Result<Vec<u32>,
 }
 
 /// Bytes of text per token of context that a conversation may bring before it is
-/// tokenized (no tokenizer packs more): a larger one cannot fit and is refused at once.
+/// tokenized (no tokenizer packs more): beyond that it is cut by bytes first.
 const MAX_BYTES_PER_TOKEN: usize = 32;
 
 /// Tokens kept free for the answer when the request does not say.
@@ -124,7 +129,7 @@ pub async fn prepare(
     req: ChatRequest,
 ) -> Result<Prepared, ServiceError> {
     let ChatRequest {
-        mut messages,
+        messages,
         system_prompt,
         retrieval,
         mut sampling,
@@ -133,6 +138,16 @@ pub async fn prepare(
     } = req;
     validate(&messages)?;
     super::check_stops(&sampling.stop)?;
+    for (field, value) in [
+        ("frequency_penalty", sampling.frequency_penalty),
+        ("presence_penalty", sampling.presence_penalty),
+    ] {
+        if value.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+            return Err(ServiceError::Invalid(format!(
+                "{field} must be between -2 and 2"
+            )));
+        }
+    }
     super::check_document_ids("retrieval.document_ids", retrieval.document_ids.as_deref())?;
     let upstream = upstreams
         .route(provider.as_deref())
@@ -141,43 +156,51 @@ pub async fn prepare(
         generator,
         upstream: upstream.as_ref(),
     };
-    // Refused by size before anything is rendered or tokenized.
-    let bytes = system_prompt.len() + messages.iter().map(|m| m.content.len()).sum::<usize>();
-    let most = budget.context() * MAX_BYTES_PER_TOKEN;
-    if bytes > most {
-        return Err(ServiceError::Invalid(format!(
-            "the conversation is {bytes} bytes; the model's context cannot hold more than {most}"
-        )));
-    }
-    let question = messages
-        .last()
-        .map(|m| m.content.clone())
-        .unwrap_or_default();
-
+    let question = messages::question(&messages).map(str::to_owned);
     let context = budget.context();
-    let bare = conversation(&system_prompt, &[], &messages);
-    let bare_tokens = budget.count(bare).await?;
-    if bare_tokens + MIN_ANSWER_TOKENS > context {
-        return Err(ServiceError::Invalid(format!(
-            "the conversation has {bare_tokens} tokens; the model's context holds {context} \
-             (prompt and answer together)"
-        )));
+    // Too long for the context: cut to fit (see `fit`), leaving room for an answer.
+    let mut conv = fit::Conversation {
+        system_prompt,
+        messages,
+    };
+    let (bare_tokens, truncated) = fit::fit(
+        &budget,
+        &mut conv,
+        context.saturating_sub(MIN_ANSWER_TOKENS),
+        context * MAX_BYTES_PER_TOKEN,
+    )
+    .await?;
+    if truncated {
+        tracing::info!(
+            tokens = bare_tokens,
+            context,
+            "conversation cut to fit the context"
+        );
     }
+    let fit::Conversation {
+        system_prompt,
+        mut messages,
+    } = conv;
     let answer_room = sampling.max_tokens.min(context - bare_tokens).max(1);
 
     let sources = if retrieval.enabled {
-        let found = search::search(
-            k,
-            tenant,
-            Query {
-                text: question.chars().take(4000).collect(),
-                top_k: retrieval.top_k.clamp(1, 100),
-                mode: Mode::Hybrid,
-                document_ids: retrieval.document_ids.clone(),
-                min_score: retrieval.min_score,
-            },
-        )
-        .await?;
+        let found = match &question {
+            None => Vec::new(),
+            Some(question) => {
+                search::search(
+                    k,
+                    tenant,
+                    Query {
+                        text: question.chars().take(4000).collect(),
+                        top_k: retrieval.top_k.clamp(1, 100),
+                        mode: Mode::Hybrid,
+                        document_ids: retrieval.document_ids.clone(),
+                        min_score: retrieval.min_score,
+                    },
+                )
+                .await?
+            }
+        };
         // Sources are added in rank order while they fit beside the conversation and
         // the answer.
         let mut budget = context.saturating_sub(bare_tokens + answer_room + 64);
@@ -222,10 +245,16 @@ pub async fn prepare(
         Target::Upstream { prompt_tokens, .. } => *prompt_tokens,
     };
     sampling.max_tokens = answer_room.min(context.saturating_sub(prompt_tokens).max(1));
+    if matches!(target, Target::Local { .. }) {
+        sampling
+            .frequency_penalty
+            .get_or_insert(DEFAULT_LOCAL_FREQUENCY_PENALTY);
+    }
     Ok(Prepared {
         sources,
         target,
         sampling,
+        truncated,
     })
 }
 

@@ -2,6 +2,7 @@
 //! the defaults, merged once here for the HTTP API and the CLI alike.
 
 use crate::domain::{Message, Sampling};
+use crate::services::models::ChatModel;
 use crate::store::agents::AgentSettings;
 
 /// Sampling temperature when neither the request nor an agent sets one.
@@ -14,6 +15,11 @@ pub const DEFAULT_TOP_P: f64 = 0.9;
 pub const DEFAULT_SEED: u64 = 42;
 /// Chunks put in the prompt when neither the request nor an agent says.
 pub const DEFAULT_TOP_K: usize = 4;
+/// Frequency penalty of the bundled model when the request does not set one: enough
+/// that a small model at temperature 0 leaves a phrase it would otherwise repeat
+/// without end, small enough that a grounded answer still quotes its sources. Upstream
+/// providers get only the penalties a request sets.
+pub const DEFAULT_LOCAL_FREQUENCY_PENALTY: f32 = 0.3;
 
 /// Retrieval for one chat.
 #[derive(Debug, Clone)]
@@ -80,6 +86,10 @@ pub struct Overrides {
     pub max_tokens: Option<usize>,
     /// The answer ends before any of these texts.
     pub stop: Vec<String>,
+    /// OpenAI's frequency penalty, -2 to 2.
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI's presence penalty, -2 to 2.
+    pub presence_penalty: Option<f32>,
 }
 
 /// A chat to answer.
@@ -139,10 +149,45 @@ impl ChatRequest {
                 max_tokens,
                 stop: overrides.stop,
                 ignore_eos: false,
+                frequency_penalty: overrides.frequency_penalty,
+                presence_penalty: overrides.presence_penalty,
             },
             provider: agent.map(|a| a.provider.clone()),
             model: agent.and_then(|a| a.model.clone()),
         }
+    }
+}
+
+impl ChatRequest {
+    /// The chat a model name resolved to asks for: an agent's as
+    /// [`ChatRequest::from_settings`] makes it; a base model's with the tenant's
+    /// instructions and no retrieval (grounding is what agents are for).
+    pub fn for_model(
+        model: &ChatModel,
+        messages: Vec<Message>,
+        tenant_prompt: &str,
+        mut overrides: Overrides,
+    ) -> Self {
+        let agent = match model {
+            ChatModel::Agent(a) => Some(&a.settings),
+            _ => {
+                overrides.retrieval.enabled = Some(false);
+                None
+            }
+        };
+        let mut request = Self::from_settings(messages, agent, tenant_prompt, overrides);
+        match model {
+            ChatModel::Agent(_) => {}
+            ChatModel::Local => {
+                request.provider = Some(crate::config::LOCAL_PROVIDER.to_owned());
+                request.model = None;
+            }
+            ChatModel::Upstream { provider, model } => {
+                request.provider = Some(provider.clone());
+                request.model = Some(model.clone());
+            }
+        }
+        request
     }
 }
 
@@ -187,6 +232,46 @@ mod tests {
     }
 
     #[test]
+    fn a_base_model_answers_without_retrieval_and_an_agent_as_itself() {
+        let r = ChatRequest::for_model(&ChatModel::Local, ask(), "Tenant.", Overrides::default());
+        assert!(!r.retrieval.enabled);
+        assert_eq!(r.provider.as_deref(), Some("local"));
+        assert_eq!(r.system_prompt, "Tenant.");
+        let upstream = ChatModel::Upstream {
+            provider: "openai".into(),
+            model: "gpt-x".into(),
+        };
+        let r = ChatRequest::for_model(&upstream, ask(), "", Overrides::default());
+        assert_eq!(
+            (r.provider.as_deref(), r.model.as_deref()),
+            (Some("openai"), Some("gpt-x"))
+        );
+        let a = crate::store::agents::Agent {
+            id: "a".into(),
+            tenant_id: crate::domain::TenantId::generate(),
+            name: "support".into(),
+            settings: AgentSettings {
+                retrieval: AgentRetrieval {
+                    enabled: true,
+                    ..agent().retrieval
+                },
+                ..agent()
+            },
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let r = ChatRequest::for_model(
+            &ChatModel::Agent(Box::new(a)),
+            ask(),
+            "",
+            Overrides::default(),
+        );
+        assert!(r.retrieval.enabled);
+        assert_eq!(r.retrieval.top_k, 7);
+        assert_eq!(r.model.as_deref(), Some("m"));
+    }
+
+    #[test]
     fn the_request_wins_over_the_agent_which_wins_over_the_defaults() {
         let a = agent();
         let r = ChatRequest::from_settings(ask(), Some(&a), "Tenant.", Overrides::default());
@@ -211,6 +296,8 @@ mod tests {
             seed: Some(7),
             max_tokens: Some(10),
             stop: vec!["\n".into()],
+            frequency_penalty: Some(1.5),
+            presence_penalty: None,
         };
         let a = AgentSettings {
             system_prompt: "Agent.".into(),
@@ -226,5 +313,7 @@ mod tests {
         assert_eq!(r.sampling.seed, 7);
         assert_eq!(r.sampling.max_tokens, 10);
         assert_eq!(r.sampling.stop, ["\n"]);
+        assert_eq!(r.sampling.frequency_penalty, Some(1.5));
+        assert_eq!(r.sampling.presence_penalty, None);
     }
 }
