@@ -110,6 +110,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Message shown to the client.
     pub message: String,
+    /// The request field at fault, when one is (OpenAI's `param`).
+    pub param: Option<&'static str>,
 }
 
 impl ApiError {
@@ -118,7 +120,14 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            param: None,
         }
+    }
+
+    /// Names the request field at fault.
+    pub fn at(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
     }
 
     /// 404 for a named thing.
@@ -198,6 +207,36 @@ impl ApiError {
             _ => err.to_string(),
         };
         Self::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod openai_tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_openai_types_and_statuses() {
+        let (s, b) = ApiError::invalid("bad").openai_body();
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b.error.kind, "invalid_request_error");
+        assert_eq!(b.error.code, "validation_failed");
+        let (s, b) = ApiError::not_found("no such model")
+            .at("model")
+            .openai_body();
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(b.error.code, "model_not_found");
+        assert_eq!(b.error.param.as_deref(), Some("model"));
+        let (s, b) = ApiError::new(ErrorCode::InvalidTenant, "who").openai_body();
+        assert_eq!(
+            (s, b.error.kind.as_str()),
+            (StatusCode::UNAUTHORIZED, "authentication_error")
+        );
+        let (s, b) = ApiError::new(ErrorCode::RateLimited, "slow").openai_body();
+        assert_eq!(
+            (s, b.error.kind.as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
+        );
+        assert!(is_openai_path("/v1/models") && !is_openai_path("/v10"));
     }
 }
 
@@ -289,11 +328,84 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// OpenAI's error detail.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+pub struct OpenAiErrorDetail {
+    /// What happened, for people.
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `not_found_error`, `rate_limit_error` or `server_error`.
+    #[oai(rename = "type")]
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    /// Stable code (`model_not_found`, `validation_failed`, …).
+    pub code: String,
+}
+
+/// OpenAI's error body, the shape of every error on `/v1`.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+pub struct OpenAiErrorBody {
+    /// The error.
+    pub error: OpenAiErrorDetail,
+}
+
+/// Whether a path is on the OpenAI-compatible surface.
+pub fn is_openai_path(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
+}
+
+impl ApiError {
+    /// OpenAI's status and body for this error: the code of the table, the type and
+    /// status OpenAI's SDKs map to their exceptions (an invalid request is 400 there).
+    pub fn openai_body(&self) -> (StatusCode, OpenAiErrorBody) {
+        let (status, code) = self.code.parts();
+        let (status, kind) = match self.code {
+            ErrorCode::ValidationFailed | ErrorCode::BadRequest => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            ErrorCode::MissingCredentials
+            | ErrorCode::InvalidTenant
+            | ErrorCode::InvalidAdminToken => (status, "authentication_error"),
+            ErrorCode::InsufficientScope => (status, "permission_error"),
+            ErrorCode::NotFound => (status, "not_found_error"),
+            ErrorCode::RateLimited => (status, "rate_limit_error"),
+            _ if status.is_server_error() => (status, "server_error"),
+            _ => (status, "invalid_request_error"),
+        };
+        let code = if self.code == ErrorCode::NotFound && self.param == Some("model") {
+            "model_not_found"
+        } else {
+            code
+        };
+        let body = OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: self.message.clone(),
+                kind: kind.to_owned(),
+                param: self.param.map(str::to_owned),
+                code: code.to_owned(),
+            },
+        };
+        (status, body)
+    }
+
+    /// The whole response in OpenAI's shape, with the shared response's headers
+    /// (`WWW-Authenticate`, `Retry-After`).
+    pub fn to_openai_response(&self) -> Response {
+        let (status, body) = self.openai_body();
+        let mut resp = self.to_response();
+        resp.set_status(status);
+        resp.set_body(body.to_json_string());
+        resp
+    }
+}
+
 /// The response for an error on `path`: OpenAI's shape on the OpenAI-compatible
 /// routes, the shared shape everywhere else.
 pub fn response_for(path: &str, error: &ApiError) -> Response {
-    if crate::api::openai::is_openai_path(path) {
-        return crate::api::openai::render(error, None);
+    if is_openai_path(path) {
+        return error.to_openai_response();
     }
     error.to_response()
 }
@@ -323,13 +435,6 @@ pub async fn json_errors<E: poem::Endpoint>(
         }
         Err(err) => {
             let pattern = err.data::<poem::PathPattern>().cloned();
-            if let Some(e) = err.downcast_ref::<crate::api::openai::OpenAiError>() {
-                let mut resp = e.clone().into_response();
-                if let Some(pattern) = pattern {
-                    resp.set_data(pattern);
-                }
-                return Ok(resp);
-            }
             let mut resp = response_for(&path, &ApiError::from_poem(&err));
             allow(&mut resp);
             if let Some(pattern) = pattern {

@@ -85,6 +85,20 @@ pub struct ChunkHit {
     pub end: u64,
 }
 
+/// A chunk from a row of `c.id, c.document_id, d.title, c.chunk_index, c.text,
+/// c.start_char, c.end_char`.
+fn hit(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkHit> {
+    Ok(ChunkHit {
+        id: r.get::<_, i64>(0)?.unsigned_abs(),
+        document_id: r.get(1)?,
+        title: r.get(2)?,
+        chunk_index: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+        text: r.get(4)?,
+        start: r.get::<_, i64>(5)?.unsigned_abs(),
+        end: r.get::<_, i64>(6)?.unsigned_abs(),
+    })
+}
+
 /// Loads chunks by id, only of the tenant's ready documents.
 pub fn chunks_by_ids(
     conn: &Connection,
@@ -104,17 +118,7 @@ pub fn chunks_by_ids(
          FROM chunks c JOIN documents d ON d.id = c.document_id
          WHERE c.tenant_id = ?1 AND d.status = 'ready' AND c.id IN ({list})"
     ))?;
-    let rows = stmt.query_map([tenant.as_str()], |r| {
-        Ok(ChunkHit {
-            id: r.get::<_, i64>(0)?.unsigned_abs(),
-            document_id: r.get(1)?,
-            title: r.get(2)?,
-            chunk_index: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-            text: r.get(4)?,
-            start: r.get::<_, i64>(5)?.unsigned_abs(),
-            end: r.get::<_, i64>(6)?.unsigned_abs(),
-        })
-    })?;
+    let rows = stmt.query_map([tenant.as_str()], hit)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -132,17 +136,7 @@ pub fn chunk_at(
              FROM chunks c JOIN documents d ON d.id = c.document_id
              WHERE c.tenant_id = ?1 AND c.document_id = ?2 AND c.chunk_index = ?3",
             rusqlite::params![tenant.as_str(), document, i64::from(index)],
-            |r| {
-                Ok(ChunkHit {
-                    id: r.get::<_, i64>(0)?.unsigned_abs(),
-                    document_id: r.get(1)?,
-                    title: r.get(2)?,
-                    chunk_index: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
-                    text: r.get(4)?,
-                    start: r.get::<_, i64>(5)?.unsigned_abs(),
-                    end: r.get::<_, i64>(6)?.unsigned_abs(),
-                })
-            },
+            hit,
         )
         .optional()?)
 }

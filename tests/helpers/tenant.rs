@@ -80,6 +80,18 @@ impl Tenant<'_> {
             .unwrap()
     }
 
+    /// Creates the agent `support`: temperature 0, retrieval of the top 2 chunks.
+    pub async fn support_agent(&self) {
+        let r = self
+            .post(
+                "/api/v1/agents",
+                &json!({"name": "support", "system_prompt": "You answer from the sources.",
+                        "temperature": 0, "retrieval": {"top_k": 2}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+
     /// Adds a text document; returns its id.
     pub async fn add_text(&self, title: &str, text: &str) -> String {
         let r = self

@@ -7,18 +7,6 @@ use serde_json::{Value, json};
 use crate::helpers::chat::sse_data;
 use crate::helpers::{Tenant, TestApp};
 
-/// A grounded agent named `support` with retrieval on.
-async fn support_agent(t: &Tenant<'_>) {
-    let r = t
-        .post(
-            "/api/v1/agents",
-            &json!({"name": "support", "system_prompt": "You answer from the sources.",
-                    "temperature": 0, "retrieval": {"top_k": 2}}),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
 /// The bundled model's name as `/v1/models` lists it.
 async fn local_model(t: &Tenant<'_>) -> String {
     let models: Value = t.get("/v1/models").await.json().await.unwrap();
@@ -46,7 +34,7 @@ async fn models_lists_the_tenants_agents_and_the_base_models_only_to_it() {
     let app = TestApp::spawn().await;
     let acme = Tenant::new(&app, "acme").await;
     let other = Tenant::new(&app, "other").await;
-    support_agent(&acme).await;
+    acme.support_agent().await;
 
     let r = acme.get("/v1/models").await;
     assert_eq!(r.status(), 200);
@@ -196,7 +184,7 @@ async fn a_grounded_answer_cites_the_chunks_it_rests_on() {
     let other = t.add_text("Office", filler).await;
     t.wait(&doc).await;
     t.wait(&other).await;
-    support_agent(&t).await;
+    t.support_agent().await;
 
     let body = json!({
         "model": "support",

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::helpers::{ADMIN_TOKEN, Tenant, TestApp};
 use crate::one_at_a_time;
 
@@ -57,14 +55,7 @@ async fn grounded_tenant(app: &TestApp) -> (Tenant<'_>, String) {
         .await;
     t.wait(&doc).await;
     t.wait(&filler).await;
-    let r = t
-        .post(
-            "/api/v1/agents",
-            &json!({"name": "support", "system_prompt": "You answer from the sources.",
-                    "temperature": 0, "retrieval": {"top_k": 2}}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
+    t.support_agent().await;
     (t, doc)
 }
 

@@ -336,7 +336,7 @@ fn streamed(
                         GenError::Upstream { .. } => ErrorCode::UpstreamFailed,
                         _ => ErrorCode::GenerationFailed,
                     };
-                    let (_, body) = super::openai_body(&ApiError::new(code, e.to_string()), None);
+                    let (_, body) = ApiError::new(code, e.to_string()).openai_body();
                     run.pending.push(Wire::Raw(body.to_json_string()));
                     run.pending.push(Wire::Raw("[DONE]".into()));
                     run.ended = true;

@@ -18,7 +18,7 @@ use crate::api::security::TenantAuth;
 use crate::api::state::AppState;
 use crate::domain::Scope;
 use crate::services::{embeddings, models};
-pub use error::{OpenAiError, is_openai_path, openai_body, render};
+pub use error::OpenAiError;
 use types::*;
 
 #[derive(Tags)]

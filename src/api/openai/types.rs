@@ -409,26 +409,3 @@ pub struct ModelsOut {
     /// Agents by name, then the base models.
     pub data: Vec<ModelOut>,
 }
-
-/// OpenAI's error detail.
-#[derive(Debug, Clone, Object, serde::Deserialize)]
-pub struct OpenAiErrorDetail {
-    /// What happened, for people.
-    pub message: String,
-    /// `invalid_request_error`, `authentication_error`, `permission_error`,
-    /// `not_found_error`, `rate_limit_error` or `server_error`.
-    #[oai(rename = "type")]
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The request field at fault, when one is.
-    pub param: Option<String>,
-    /// Stable code (`model_not_found`, `validation_failed`, …).
-    pub code: String,
-}
-
-/// OpenAI's error body.
-#[derive(Debug, Clone, Object, serde::Deserialize)]
-pub struct OpenAiErrorBody {
-    /// The error.
-    pub error: OpenAiErrorDetail,
-}
