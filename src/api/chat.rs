@@ -291,28 +291,17 @@ impl ChatApi {
         let core = &self.state.core;
         let _running = core.limiter.generation(core, &auth.0.tenant.id).await?;
         let prepared = self.prepare(&auth, body.0).await?;
-        let mut rx = chat::start(&self.state.generator, &prepared).await?;
-        let mut text = String::new();
-        while let Some(event) = rx.recv().await {
-            match event {
-                Ok(Event::Text(t)) => text.push_str(&t),
-                Ok(Event::Done(usage)) => {
-                    return Ok(Json(ChatOut {
-                        text,
-                        sources: sources_out(&prepared),
-                        usage: UsageOut {
-                            prompt_tokens: usage.prompt_tokens as u32,
-                            completion_tokens: usage.completion_tokens as u32,
-                            finish_reason: usage.finish_reason.as_str().to_owned(),
-                        },
-                    }));
-                }
-                Err(e) => return Err(chat::gen_error(e).into()),
-            }
-        }
-        Err(ApiError::internal(
-            &"the generator stopped without finishing",
-        ))
+        let rx = chat::start(&self.state.generator, &prepared).await?;
+        let (text, usage) = chat::collect(rx).await?;
+        Ok(Json(ChatOut {
+            text,
+            sources: sources_out(&prepared),
+            usage: UsageOut {
+                prompt_tokens: usage.prompt_tokens as u32,
+                completion_tokens: usage.completion_tokens as u32,
+                finish_reason: usage.finish_reason.as_str().to_owned(),
+            },
+        }))
     }
 
     /// Answers the conversation's last message as server-sent events, piece by piece.
@@ -382,10 +371,7 @@ fn tokio_stream_of(
                 (rx, true),
             )),
             Some(Err(e)) => {
-                let code = match &e {
-                    GenError::Upstream { .. } => ErrorCode::UpstreamFailed,
-                    _ => ErrorCode::GenerationFailed,
-                };
+                let code = ErrorCode::of_generation(&e);
                 tracing::error!(error = %e, "generation failed mid-stream");
                 Some((
                     StreamEvent {

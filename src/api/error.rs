@@ -97,6 +97,14 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         self.parts().1
     }
+
+    /// The code of a generation that fails after its stream started.
+    pub fn of_generation(e: &crate::domain::GenError) -> Self {
+        match e {
+            crate::domain::GenError::Upstream { .. } => Self::UpstreamFailed,
+            _ => Self::GenerationFailed,
+        }
+    }
 }
 
 /// `Retry-After` on 503 and 429 answers, in seconds.

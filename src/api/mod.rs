@@ -75,9 +75,7 @@ pub fn build(state: AppState) -> impl Endpoint<Output = Response> {
     let raw = api.spec();
     let mut document = spec::exact(&raw);
     let config = &state.core.config;
-    let providers: Vec<String> = std::iter::once(crate::config::LOCAL_PROVIDER.to_owned())
-        .chain(config.providers.keys().cloned())
-        .collect();
+    let providers: Vec<&str> = config.provider_names().collect();
     spec::declare_runtime(
         &mut document,
         &spec::Runtime {

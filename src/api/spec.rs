@@ -149,7 +149,7 @@ pub struct Runtime<'a> {
     /// The media types an upload takes.
     pub media_types: &'a [&'a str],
     /// The providers an agent may name.
-    pub providers: &'a [String],
+    pub providers: &'a [&'a str],
     /// The bundled chat model's name.
     pub chat_model: &'a str,
     /// The embedding model's name.

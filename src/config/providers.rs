@@ -71,9 +71,11 @@ impl Config {
     /// Every provider a chat may name: `local` and the configured ones, as a list for
     /// messages ("local, a, b").
     pub fn available_providers(&self) -> String {
-        std::iter::once(LOCAL_PROVIDER)
-            .chain(self.providers.keys().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.provider_names().collect::<Vec<_>>().join(", ")
+    }
+
+    /// Every provider a chat may name: `local`, then the configured ones by name.
+    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(LOCAL_PROVIDER).chain(self.providers.keys().map(String::as_str))
     }
 }

@@ -36,9 +36,12 @@ pub enum EmbedError {
     Compute(String),
 }
 
+/// Vectors, one per text, and the tokens the model read of each.
+type Embedded = (Vec<Vec<f32>>, Vec<usize>);
+
 struct Request {
     texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+    reply: oneshot::Sender<Result<Embedded, EmbedError>>,
 }
 
 /// Ingestion requests that may wait for the model at once (each up to a batch).
@@ -138,8 +141,17 @@ impl Embedder {
 
     /// Embeds texts; refuses at once with [`EmbedError::Busy`] when the queue is full.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(self.embed_counting(texts).await?.0)
+    }
+
+    /// [`Embedder::embed`], with the tokens the model read (special tokens included,
+    /// each text cut at the model's window), all texts together.
+    pub async fn embed_counting(
+        &self,
+        texts: Vec<String>,
+    ) -> Result<(Vec<Vec<f32>>, usize), EmbedError> {
         if texts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -148,7 +160,8 @@ impl Embedder {
                 mpsc::error::TrySendError::Full(_) => EmbedError::Busy,
                 mpsc::error::TrySendError::Closed(_) => EmbedError::Stopped,
             })?;
-        rx.await.map_err(|_| EmbedError::Stopped)?
+        let (vectors, tokens) = rx.await.map_err(|_| EmbedError::Stopped)??;
+        Ok((vectors, tokens.iter().sum()))
     }
 
     /// Whether the model thread is alive (for health checks; costs no model time).
@@ -167,7 +180,7 @@ impl Embedder {
             .send(Request { texts, reply })
             .await
             .map_err(|_| EmbedError::Stopped)?;
-        rx.await.map_err(|_| EmbedError::Stopped)?
+        Ok(rx.await.map_err(|_| EmbedError::Stopped)??.0)
     }
 }
 
@@ -220,9 +233,10 @@ impl Model {
             .flat_map(|r| r.texts.iter().map(String::as_str))
             .collect();
         match self.embed_all(&texts) {
-            Ok(mut vectors) => {
+            Ok((mut vectors, mut tokens)) => {
                 for r in requests.into_iter().rev() {
-                    let mine = vectors.split_off(vectors.len() - r.texts.len());
+                    let at = vectors.len() - r.texts.len();
+                    let mine = (vectors.split_off(at), tokens.split_off(at));
                     let _ = r.reply.send(Ok(mine));
                 }
             }
@@ -234,7 +248,7 @@ impl Model {
         }
     }
 
-    fn embed_all(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn embed_all(&mut self, texts: &[&str]) -> Result<Embedded, EmbedError> {
         let compute = |e: &dyn std::fmt::Display| EmbedError::Compute(e.to_string());
         let encodings = self
             .tokenizer
@@ -243,17 +257,21 @@ impl Model {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| encodings[i].get_ids().len());
         let mut out = vec![Vec::new(); texts.len()];
+        let mut tokens = vec![0; texts.len()];
         for batch in order.chunks(self.batch_size) {
             let rows: Vec<Vec<u32>> = batch
                 .iter()
                 .map(|&i| truncate(encodings[i].get_ids(), self.max_tokens))
                 .collect();
+            for (&i, row) in batch.iter().zip(&rows) {
+                tokens[i] = row.len();
+            }
             let vectors = self.forward(&rows).map_err(|e| compute(&e))?;
             for (&i, v) in batch.iter().zip(vectors) {
                 out[i] = v;
             }
         }
-        Ok(out)
+        Ok((out, tokens))
     }
 
     fn forward(&mut self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {

@@ -4,7 +4,7 @@
 
 use tracing::instrument;
 
-use super::{ServiceError, blocking};
+use super::ServiceError;
 use crate::ml::Embedder;
 
 /// Texts in one request, at most (OpenAI's own limit).
@@ -26,21 +26,7 @@ pub struct Embedded {
 #[instrument(skip_all, fields(inputs = inputs.len()))]
 pub async fn embed(embedder: &Embedder, inputs: Vec<String>) -> Result<Embedded, ServiceError> {
     check(&inputs)?;
-    let tokenizer = embedder.tokenizer().clone();
-    let window = embedder.max_tokens();
-    let counted = inputs.clone();
-    let prompt_tokens = blocking(move || {
-        counted
-            .iter()
-            .map(|t| {
-                tokenizer
-                    .encode(t.as_str(), true)
-                    .map_or(window, |e| e.len().min(window))
-            })
-            .sum::<usize>()
-    })
-    .await?;
-    let vectors = embedder.embed(inputs).await?;
+    let (vectors, prompt_tokens) = embedder.embed_counting(inputs).await?;
     Ok(Embedded {
         vectors,
         prompt_tokens,

@@ -3,6 +3,7 @@
 //! (the role first, then text, then the finish reason with the citations, then usage
 //! when asked for) and `data: [DONE]`.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -104,7 +105,7 @@ pub async fn complete(
         let events = streamed(rx, sources, prepared.truncated, shape, running);
         return Ok(Completion::Ok(CompletionBody::Stream(events)));
     }
-    let (text, usage) = collect(rx).await?;
+    let (text, usage) = chat::collect(rx).await?;
     drop(running);
     Ok(Completion::Ok(CompletionBody::Json(Json(whole(
         &shape, &prepared, text, usage,
@@ -139,21 +140,6 @@ fn overrides(body: &ChatCompletionIn) -> Overrides {
         presence_penalty: body.presence_penalty,
         ..Overrides::default()
     }
-}
-
-/// The whole text and usage of an answer.
-async fn collect(
-    mut rx: Receiver<Result<Event, GenError>>,
-) -> Result<(String, Usage), OpenAiError> {
-    let mut text = String::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            Ok(Event::Text(t)) => text.push_str(&t),
-            Ok(Event::Done(usage)) => return Ok((text, usage)),
-            Err(e) => return Err(chat::gen_error(e).into()),
-        }
-    }
-    Err(ApiError::internal(&"the generator stopped without finishing").into())
 }
 
 fn finish(reason: FinishReason) -> FinishReasonOut {
@@ -276,7 +262,7 @@ fn streamed(
         truncated: bool,
         shape: Shape,
         text: String,
-        pending: Vec<Wire>,
+        pending: VecDeque<Wire>,
         ended: bool,
         _running: tokio::sync::OwnedSemaphorePermit,
     }
@@ -286,14 +272,13 @@ fn streamed(
         truncated,
         shape,
         text: String::new(),
-        pending: vec![Wire::Chunk(Box::new(first))],
+        pending: VecDeque::from([Wire::Chunk(Box::new(first))]),
         ended: false,
         _running: running,
     };
     let wire = futures_util::stream::unfold(run, |mut run| async move {
         loop {
-            if !run.pending.is_empty() {
-                let next = run.pending.remove(0);
+            if let Some(next) = run.pending.pop_front() {
                 return Some((next, run));
             }
             if run.ended {
@@ -307,7 +292,7 @@ fn streamed(
                         ..Delta::default()
                     };
                     run.pending
-                        .push(Wire::Chunk(Box::new(run.shape.chunk(delta, None))));
+                        .push_back(Wire::Chunk(Box::new(run.shape.chunk(delta, None))));
                 }
                 Some(Ok(Event::Done(usage))) => {
                     let delta = Delta {
@@ -320,29 +305,26 @@ fn streamed(
                     };
                     let mut last = run.shape.chunk(delta, Some(finish(usage.finish_reason)));
                     last.ragbox = Some(extension(&run.sources, run.truncated));
-                    run.pending.push(Wire::Chunk(Box::new(last)));
+                    run.pending.push_back(Wire::Chunk(Box::new(last)));
                     if run.shape.include_usage {
                         let mut tally = run.shape.chunk(Delta::default(), None);
                         tally.choices.clear();
                         tally.usage = Some(usage_out(&usage));
-                        run.pending.push(Wire::Chunk(Box::new(tally)));
+                        run.pending.push_back(Wire::Chunk(Box::new(tally)));
                     }
-                    run.pending.push(Wire::Raw("[DONE]".into()));
+                    run.pending.push_back(Wire::Raw("[DONE]".into()));
                     run.ended = true;
                 }
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "generation failed mid-stream");
-                    let code = match &e {
-                        GenError::Upstream { .. } => ErrorCode::UpstreamFailed,
-                        _ => ErrorCode::GenerationFailed,
-                    };
+                    let code = ErrorCode::of_generation(&e);
                     let (_, body) = ApiError::new(code, e.to_string()).openai_body();
-                    run.pending.push(Wire::Raw(body.to_json_string()));
-                    run.pending.push(Wire::Raw("[DONE]".into()));
+                    run.pending.push_back(Wire::Raw(body.to_json_string()));
+                    run.pending.push_back(Wire::Raw("[DONE]".into()));
                     run.ended = true;
                 }
                 None => {
-                    run.pending.push(Wire::Raw("[DONE]".into()));
+                    run.pending.push_back(Wire::Raw("[DONE]".into()));
                     run.ended = true;
                 }
             }

@@ -21,6 +21,23 @@ fn string_schema(chars: usize) -> MetaSchema {
     }
 }
 
+/// `oneOf` the string schema `one` and an array of `min..=max` `items`.
+fn one_or_list(one: MetaSchema, items: MetaSchemaRef, min: usize, max: usize) -> MetaSchemaRef {
+    let list = MetaSchema {
+        items: Some(Box::new(items)),
+        min_items: Some(min),
+        max_items: Some(max),
+        ..MetaSchema::new("array")
+    };
+    MetaSchemaRef::Inline(Box::new(MetaSchema {
+        one_of: vec![
+            MetaSchemaRef::Inline(Box::new(one)),
+            MetaSchemaRef::Inline(Box::new(list)),
+        ],
+        ..MetaSchema::ANY
+    }))
+}
+
 impl<const MIN: usize, const MAX: usize, const CHARS: usize> Type
     for StringOrList<MIN, MAX, CHARS>
 {
@@ -33,22 +50,8 @@ impl<const MIN: usize, const MAX: usize, const CHARS: usize> Type
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        let one = string_schema(CHARS);
-        let list = MetaSchema {
-            items: Some(Box::new(MetaSchemaRef::Inline(Box::new(string_schema(
-                CHARS,
-            ))))),
-            min_items: Some(MIN),
-            max_items: Some(MAX),
-            ..MetaSchema::new("array")
-        };
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            one_of: vec![
-                MetaSchemaRef::Inline(Box::new(one)),
-                MetaSchemaRef::Inline(Box::new(list)),
-            ],
-            ..MetaSchema::ANY
-        }))
+        let item = MetaSchemaRef::Inline(Box::new(string_schema(CHARS)));
+        one_or_list(string_schema(CHARS), item, MIN, MAX)
     }
 
     fn register(_: &mut Registry) {}
@@ -181,19 +184,7 @@ impl Type for Content {
             max_length: Some(MAX_CONTENT_CHARS),
             ..MetaSchema::new("string")
         };
-        let parts = MetaSchema {
-            items: Some(Box::new(<TextPart as Type>::schema_ref())),
-            min_items: Some(1),
-            max_items: Some(MAX_PARTS),
-            ..MetaSchema::new("array")
-        };
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            one_of: vec![
-                MetaSchemaRef::Inline(Box::new(text)),
-                MetaSchemaRef::Inline(Box::new(parts)),
-            ],
-            ..MetaSchema::ANY
-        }))
+        one_or_list(text, <TextPart as Type>::schema_ref(), 1, MAX_PARTS)
     }
 
     fn register(registry: &mut Registry) {

@@ -311,6 +311,23 @@ pub async fn start(
     }
 }
 
+/// Waits for a whole answer: its text and usage.
+pub async fn collect(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Event, GenError>>,
+) -> Result<(String, crate::domain::Usage), ServiceError> {
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Ok(Event::Text(t)) => text.push_str(&t),
+            Ok(Event::Done(usage)) => return Ok((text, usage)),
+            Err(e) => return Err(gen_error(e)),
+        }
+    }
+    Err(ServiceError::Internal(
+        "the generator stopped without finishing".into(),
+    ))
+}
+
 /// Maps generator errors to service errors.
 pub fn gen_error(e: GenError) -> ServiceError {
     match e {
