@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::vectors::Precision;
+
 /// Storage settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +54,9 @@ pub struct IndexConfig {
     pub hnsw_ef_search: usize,
     /// Rebuild the HNSW graph once deleted vectors pass this fraction of it.
     pub rebuild_deleted_fraction: f64,
+    /// How vectors are kept in memory: `f32`, `f16` or `int8` (the best candidates
+    /// are re-scored against the exact f32 vectors on disk).
+    pub precision: Precision,
 }
 
 impl Default for IndexConfig {
@@ -62,6 +67,7 @@ impl Default for IndexConfig {
             hnsw_ef_construction: 200,
             hnsw_ef_search: 64,
             rebuild_deleted_fraction: 0.2,
+            precision: Precision::F32,
         }
     }
 }

@@ -1,8 +1,13 @@
 //! The local vector store: exact search for small tenants, filters, snapshots (the
 //! recall of its HNSW graph on 20,000 vectors is a long test, in `tests/long`).
 
+use std::collections::HashSet;
+
+use ragbox::config::IndexConfig;
 use ragbox::domain::TenantId;
-use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorItem, VectorStore};
+use ragbox::store::vectors::{
+    IndexMaintenance, LocalVectorStore, Precision, VectorItem, VectorStore,
+};
 
 use crate::helpers::vectors::{
     DIM, config, dataset, exact_top, items, numbered, recall_at_10, store_documents,
@@ -137,4 +142,74 @@ fn a_dropped_store_opens_again_at_once_in_the_same_process() {
             .replace_document(&tenant, &format!("doc-{round}"), items)
             .unwrap();
     }
+}
+
+#[test]
+fn quantized_vectors_keep_recall_within_half_a_point_of_f32() {
+    let tenant = TenantId::generate();
+    let data = numbered(4_000, 21);
+    let queries = dataset(100, 22);
+    let recall = |precision: Precision| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = IndexConfig {
+            precision,
+            ..config(1000)
+        };
+        let store = LocalVectorStore::open(dir.path(), DIM, config).unwrap();
+        store_documents(&store, &tenant, &data, 100, "doc-");
+        store.settle();
+        // Scores are the exact cosines, re-scored against the stored f32 vectors.
+        let q = &queries[0];
+        for hit in store.search(&tenant, q, 5, None).unwrap() {
+            let v = &data[hit.id as usize - 1].1;
+            let exact: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+            assert!((hit.score - exact).abs() < 1e-5, "{precision:?}");
+        }
+        // A document filter scans the quantized vectors, then re-scores too.
+        let only: HashSet<String> = ["doc-3".to_owned()].into();
+        let hits = store.search(&tenant, q, 5, Some(&only)).unwrap();
+        assert!(hits.iter().all(|h| (301..=400).contains(&h.id)));
+        recall_at_10(&store, &tenant, &data, &queries)
+    };
+    let full = recall(Precision::F32);
+    assert!(full >= 0.95, "f32 recall@10 = {full}");
+    for precision in [Precision::F16, Precision::Int8] {
+        let r = recall(precision);
+        assert!(
+            r >= full - 0.005,
+            "{precision:?} recall@10 = {r}, f32 = {full}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_graph_file_is_rebuilt_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantId::generate();
+    let data = numbered(2_000, 31);
+    let queries = dataset(20, 32);
+    {
+        let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+        store
+            .replace_document(&tenant, "all", items(&data))
+            .unwrap();
+        store.settle();
+        store.persist().unwrap();
+    }
+    let graph = dir
+        .path()
+        .join("tenants")
+        .join(tenant.as_str())
+        .join("hnsw")
+        .join("graph.bin");
+    let mut bytes = std::fs::read(&graph).unwrap();
+    // Links pointing far past the last node.
+    let n = bytes.len();
+    bytes[n / 2..n / 2 + 64].fill(0xff);
+    std::fs::write(&graph, &bytes).unwrap();
+    let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
+    assert_eq!(store.count(&tenant).unwrap(), 2_000);
+    store.settle();
+    let recall = recall_at_10(&store, &tenant, &data, &queries);
+    assert!(recall >= 0.95, "recall@10 = {recall}");
 }

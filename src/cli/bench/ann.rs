@@ -1,10 +1,13 @@
-//! `ragbox bench ann`: HNSW build time, queries per second and recall@k for several
-//! `ef`, on vectors and true neighbours read from `.npy` files.
+//! `ragbox bench ann`: HNSW build time, memory, queries per second and recall@k for
+//! several `ef` and each vector precision, on vectors and true neighbours read from
+//! `.npy` files.
 
 use std::path::Path;
 use std::time::Instant;
 
-use hnsw_rs::prelude::{DistCosine, Hnsw};
+use rayon::prelude::*;
+
+use crate::store::vectors::{FlatVectors, Hnsw, HnswParams, Precision, dot};
 
 /// A 2-D array read from a `.npy` file, as f32 (floats) or i64 (integers).
 struct Npy {
@@ -84,18 +87,24 @@ fn read_npy(path: &Path) -> anyhow::Result<Npy> {
     Ok(out)
 }
 
-pub(super) fn run(
-    base: &Path,
-    queries: &Path,
-    truth: &Path,
-    efs: &[usize],
-    k: usize,
-    m: usize,
-    ef_c: usize,
-) -> anyhow::Result<()> {
-    let base = read_npy(base)?;
-    let queries = read_npy(queries)?;
-    let truth = read_npy(truth)?;
+/// What `ragbox bench ann` is asked to measure.
+pub(super) struct AnnRun<'a> {
+    pub base: &'a Path,
+    pub queries: &'a Path,
+    pub truth: &'a Path,
+    pub efs: &'a [usize],
+    pub k: usize,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub threads: usize,
+    pub precisions: &'a [Precision],
+}
+
+pub(super) fn run(a: AnnRun<'_>) -> anyhow::Result<()> {
+    let base = read_npy(a.base)?;
+    let queries = read_npy(a.queries)?;
+    let truth = read_npy(a.truth)?;
+    let k = a.k;
     anyhow::ensure!(
         base.cols == queries.cols,
         "base and queries differ in width"
@@ -105,34 +114,80 @@ pub(super) fn run(
         "truth must be [queries, >= k]"
     );
     let dim = base.cols;
-    let started = Instant::now();
-    let graph: Hnsw<f32, DistCosine> = Hnsw::new(m, base.rows, 16, ef_c, DistCosine {});
-    let items: Vec<(&[f32], usize)> = (0..base.rows)
-        .map(|i| (&base.floats[i * dim..(i + 1) * dim], i))
-        .collect();
-    graph.parallel_insert_slice(&items);
-    println!(
-        "ann build: {} x {dim} vectors, M {m}, ef_construction {ef_c}: {:.2} s",
-        base.rows,
-        started.elapsed().as_secs_f64()
-    );
-    for &ef in efs {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.max(1))
+        .build()?;
+    for &precision in a.precisions {
+        let rss_before = super::rss_mb();
         let started = Instant::now();
-        let mut hits = 0usize;
-        for q in 0..queries.rows {
-            let found = graph.search(&queries.floats[q * dim..(q + 1) * dim], k, ef.max(k));
-            let want = &truth.ints[q * truth.cols..q * truth.cols + k];
-            hits += found
-                .iter()
-                .filter(|n| want.contains(&(n.d_id as i64)))
-                .count();
+        let mut flat = FlatVectors::new(dim, precision);
+        flat.reserve(base.rows);
+        for v in base.floats.chunks_exact(dim) {
+            flat.push(v);
         }
-        let secs = started.elapsed().as_secs_f64();
+        let params = HnswParams {
+            m: a.m,
+            ef_construction: a.ef_construction,
+        };
+        let mut graph = Hnsw::new(params, base.rows);
+        graph.grow(base.rows);
+        pool.install(|| {
+            (0..base.rows as u32)
+                .into_par_iter()
+                .with_min_len(64)
+                .for_each(|n| graph.insert(&flat, n))
+        });
+        let built = started.elapsed().as_secs_f64();
+        let held = (flat.bytes() + graph.bytes()) as f64 / (1 << 20) as f64;
         println!(
-            "ef {ef:>4}: {:>8.0} QPS (one thread), recall@{k} {:.4}",
-            queries.rows as f64 / secs,
-            hits as f64 / (queries.rows * k) as f64
+            "ann build ({}): {} x {dim} vectors, M {}, ef_construction {}, {} threads: {built:.2} s; \
+             index {held:.1} MiB ({:.1} MiB per 100k vectors), RSS +{:.1} MiB",
+            precision.as_str(),
+            base.rows,
+            a.m,
+            a.ef_construction,
+            a.threads,
+            held * 100_000.0 / base.rows as f64,
+            super::rss_mb() - rss_before
         );
+        // Quantized scores are re-scored exactly, as the store does against sled.
+        let rescored = if precision.is_quantized() {
+            (k * 2).max(k + 16)
+        } else {
+            k
+        };
+        for &ef in a.efs {
+            let started = Instant::now();
+            let mut hits = 0usize;
+            for q in 0..queries.rows {
+                let query = &queries.floats[q * dim..(q + 1) * dim];
+                let mut found: Vec<(f32, usize)> = graph
+                    .search(&flat, query, rescored, ef.max(rescored), None)
+                    .into_iter()
+                    .take(rescored)
+                    .map(|n| (1.0 - n.dist, n.node as usize))
+                    .collect();
+                if precision.is_quantized() {
+                    for (score, node) in &mut found {
+                        *score = dot(&base.floats[*node * dim..(*node + 1) * dim], query);
+                    }
+                    found.sort_by(|x, y| y.0.total_cmp(&x.0));
+                }
+                let want = &truth.ints[q * truth.cols..q * truth.cols + k];
+                hits += found
+                    .iter()
+                    .take(k)
+                    .filter(|(_, n)| want.contains(&(*n as i64)))
+                    .count();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "  {} ef {ef:>4}: {:>8.0} QPS (one thread), recall@{k} {:.4}",
+                precision.as_str(),
+                queries.rows as f64 / secs,
+                hits as f64 / (queries.rows * k) as f64
+            );
+        }
     }
     Ok(())
 }

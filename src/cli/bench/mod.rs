@@ -16,6 +16,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::services::tenants::{self, NewTenant};
 use crate::startup;
+use crate::store::vectors::Precision;
 
 /// Benchmarks.
 #[derive(Debug, clap::Subcommand)]
@@ -63,6 +64,12 @@ pub enum BenchCommand {
         /// Candidate list while building.
         #[arg(long, default_value_t = 200)]
         ef_construction: usize,
+        /// Threads building the graph.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Vector precisions to measure, each in turn (`f32`, `f16`, `int8`).
+        #[arg(long, value_delimiter = ',', default_value = "f32", value_parser = parse_precision)]
+        precision: Vec<Precision>,
     },
     /// End-to-end ingestion of files into a fresh data dir: documents/s and chunks/s,
     /// beside the raw embedding throughput on the same chunks.
@@ -127,9 +134,21 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> 
             k,
             m,
             ef_construction,
+            threads,
+            precision,
         } => {
             tokio::task::spawn_blocking(move || {
-                ann::run(&base, &queries, &truth, &ef, k, m, ef_construction)
+                ann::run(ann::AnnRun {
+                    base: &base,
+                    queries: &queries,
+                    truth: &truth,
+                    efs: &ef,
+                    k,
+                    m,
+                    ef_construction,
+                    threads,
+                    precisions: &precision,
+                })
             })
             .await??
         }
@@ -167,6 +186,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "f32" => Ok(Precision::F32),
+        "f16" => Ok(Precision::F16),
+        "int8" => Ok(Precision::Int8),
+        other => Err(format!("{other}: expected f32, f16 or int8")),
+    }
 }
 
 fn rss_mb() -> f64 {

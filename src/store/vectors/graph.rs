@@ -1,22 +1,25 @@
-//! The HNSW graph of a tenant: building it, inserting into it off the global rayon
-//! pool, and its snapshot under `<data_dir>/tenants/<id>/hnsw/`, reloaded at start
+//! A tenant's HNSW graph in the store: building it, inserting into it off the global
+//! rayon pool, and its snapshot under `<data_dir>/tenants/<id>/hnsw/`, reloaded at start
 //! when its fingerprint matches the vectors in sled.
 
 use std::path::{Path, PathBuf};
 
-use hnsw_rs::prelude::{AnnT, DistCosine, Hnsw, HnswIo};
+use rayon::prelude::*;
 
 use super::VectorError;
+use super::flat::FlatVectors;
+use super::hnsw::{Hnsw, Params};
 use crate::config::IndexConfig;
 use crate::domain::TenantId;
 
-/// A tenant's graph; its data ids are chunk ids.
-pub(super) type Graph = Hnsw<'static, f32, DistCosine>;
+/// A tenant's graph; its nodes are the slots of the tenant's flat vectors.
+pub(super) type Graph = Hnsw;
 
-/// Inserts into a graph on a rayon pool of its own. On the global pool a long build
-/// would hold every worker until it ends, and the embedder and the generator (which use
-/// that pool) would wait behind it; on its own pool it shares the cores with them.
-pub(super) fn insert(graph: &Graph, batch: &Vec<(&[f32], usize)>) {
+/// Links `nodes` (slots of `vectors`) into `graph`, in parallel on a rayon pool of its
+/// own. On the global pool a long build would hold every worker until it ends, and the
+/// embedder and the generator (which use that pool) would wait behind it; on its own
+/// pool it shares the cores with them.
+pub(super) fn insert(graph: &Graph, vectors: &FlatVectors, nodes: &[u32]) {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     let pool = POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
@@ -24,22 +27,39 @@ pub(super) fn insert(graph: &Graph, batch: &Vec<(&[f32], usize)>) {
             .build()
             .ok()
     });
+    let run = || {
+        nodes
+            .par_iter()
+            .with_min_len(64)
+            .for_each(|&n| graph.insert(vectors, n))
+    };
     match pool {
-        Some(pool) => pool.install(|| graph.parallel_insert_slice(batch)),
-        None => graph.parallel_insert_slice(batch),
+        Some(pool) => pool.install(run),
+        None => run(),
     }
 }
 
-/// A new graph sized for `capacity` vectors, holding `items`.
-pub(super) fn build(config: &IndexConfig, capacity: usize, items: &Vec<(&[f32], usize)>) -> Graph {
-    let graph = Hnsw::new(
-        config.hnsw_m,
-        capacity.max(1024),
-        16,
-        config.hnsw_ef_construction,
-        DistCosine {},
-    );
-    insert(&graph, items);
+/// The graph's shape from the configuration.
+pub(super) fn params(config: &IndexConfig) -> Params {
+    Params {
+        m: config.hnsw_m,
+        ef_construction: config.hnsw_ef_construction,
+    }
+}
+
+/// A new graph over every slot of `vectors`, with the slots `live` lets through linked.
+pub(super) fn build(
+    config: &IndexConfig,
+    vectors: &FlatVectors,
+    live: impl Fn(usize) -> bool,
+) -> Graph {
+    let mut graph = Hnsw::new(params(config), vectors.len());
+    graph.grow(vectors.len());
+    let nodes: Vec<u32> = (0..vectors.len())
+        .filter(|&s| live(s))
+        .map(|s| s as u32)
+        .collect();
+    insert(&graph, vectors, &nodes);
     graph
 }
 
@@ -48,20 +68,21 @@ pub(super) fn snapshot_dir(data_dir: &Path, tenant: &TenantId) -> PathBuf {
     data_dir.join("tenants").join(tenant.as_str()).join("hnsw")
 }
 
-/// The graph in `dir`, when it is there, readable, and was written for the vectors
-/// `fingerprint` identifies.
-pub(super) fn load_snapshot(dir: &Path, tenant: &TenantId, fingerprint: &str) -> Option<Graph> {
+/// The graph in `dir` and the chunk id of each of its nodes, when it is there,
+/// readable, and was written for the vectors `fingerprint` identifies.
+pub(super) fn load_snapshot(
+    dir: &Path,
+    tenant: &TenantId,
+    fingerprint: &str,
+) -> Option<(Graph, Vec<u64>)> {
     let meta = std::fs::read_to_string(dir.join("meta.json")).ok()?;
     let meta: serde_json::Value = serde_json::from_str(&meta).ok()?;
     if meta["fingerprint"].as_str() != Some(fingerprint) {
         tracing::info!(tenant = %tenant, "HNSW snapshot is stale; rebuilding");
         return None;
     }
-    // The loaded graph borrows its loader for its whole life; tenants are loaded
-    // once per process, so the loader is kept for good.
-    let loader: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, "graph")));
-    match loader.load_hnsw::<f32, DistCosine>() {
-        Ok(graph) => Some(graph),
+    match Hnsw::read(&dir.join("graph.bin")) {
+        Ok(found) => Some(found),
         Err(e) => {
             tracing::warn!(tenant = %tenant, error = %e, "HNSW snapshot unreadable; rebuilding");
             None
@@ -69,19 +90,20 @@ pub(super) fn load_snapshot(dir: &Path, tenant: &TenantId, fingerprint: &str) ->
     }
 }
 
-/// Writes `graph` and its vectors' fingerprint to `dir`, replacing what was there
-/// only once the whole snapshot is written.
+/// Writes `graph` (with `ids`, the chunk id of each node) and its vectors' fingerprint
+/// to `dir`, replacing what was there only once the whole snapshot is written.
 pub(super) fn write_snapshot(
     dir: &Path,
     graph: &Graph,
+    ids: &[u64],
     fingerprint: &str,
 ) -> Result<(), VectorError> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| VectorError::Storage(e.to_string()))?;
     graph
-        .file_dump(&tmp, "graph")
-        .map_err(|e| VectorError::Storage(format!("dumping HNSW: {e}")))?;
+        .write(&tmp.join("graph.bin"), ids)
+        .map_err(|e| VectorError::Storage(e.to_string()))?;
     let meta = serde_json::json!({ "fingerprint": fingerprint });
     std::fs::write(tmp.join("meta.json"), meta.to_string())
         .map_err(|e| VectorError::Storage(e.to_string()))?;

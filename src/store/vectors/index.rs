@@ -1,17 +1,19 @@
-//! One tenant's index in memory: a flat copy of its vectors for exact search, the
-//! tombstones of deleted ones, and its HNSW graph once it has one.
+//! One tenant's index in memory: its vectors, flat, at the configured precision (for
+//! exact search and as the graph's nodes), the tombstones of deleted ones, and its HNSW
+//! graph once it has one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::flat::{FlatVectors, Precision};
 use super::graph::{self, Graph};
 use super::keys::decode;
 use super::{Hit, VectorError};
 use crate::config::IndexConfig;
 
 pub(super) struct TenantIndex {
-    /// Live and deleted vectors, flat, `dim` floats each.
-    pub(super) data: Vec<f32>,
+    /// Live and deleted vectors; slot `i` is chunk `ids[i]` and graph node `i`.
+    pub(super) data: FlatVectors,
     pub(super) ids: Vec<u64>,
     pub(super) docs: Vec<Arc<str>>,
     pub(super) slot: HashMap<u64, usize>,
@@ -40,9 +42,9 @@ pub(super) fn read_lock(
 }
 
 impl TenantIndex {
-    pub(super) fn empty() -> Self {
+    pub(super) fn empty(dim: usize, precision: Precision) -> Self {
         Self {
-            data: Vec::new(),
+            data: FlatVectors::new(dim, precision),
             ids: Vec::new(),
             docs: Vec::new(),
             slot: HashMap::new(),
@@ -53,53 +55,74 @@ impl TenantIndex {
         }
     }
 
+    fn fresh(&self) -> TenantIndex {
+        TenantIndex::empty(self.data.dim(), self.data.precision())
+    }
+
+    /// Appends the vector in `from`'s `slot`.
+    fn push_from(&mut self, from: &TenantIndex, slot: usize) {
+        let id = from.ids[slot];
+        self.slot.insert(id, self.ids.len());
+        self.ids.push(id);
+        self.docs.push(from.docs[slot].clone());
+        self.data.push_from(&from.data, slot);
+    }
+
     /// The live vectors, without graph or tombstones.
-    pub(super) fn live_copy(&self, dim: usize) -> TenantIndex {
-        let mut fresh = TenantIndex::empty();
-        for (slot, &id) in self.ids.iter().enumerate() {
-            if !self.deleted.contains(&id) {
-                let v = &self.data[slot * dim..(slot + 1) * dim];
-                fresh.push_vector(id, self.docs[slot].clone(), v);
+    pub(super) fn live_copy(&self) -> TenantIndex {
+        let mut fresh = self.fresh();
+        fresh.data.reserve(self.live());
+        for (slot, id) in self.ids.iter().enumerate() {
+            if !self.deleted.contains(id) {
+                fresh.push_from(self, slot);
             }
         }
         fresh
     }
 
-    /// A new graph of the live vectors.
-    pub(super) fn build_graph(&self, dim: usize, config: &IndexConfig) -> Graph {
-        let items: Vec<(&[f32], usize)> = self
-            .ids
-            .iter()
-            .enumerate()
-            .filter(|(_, id)| !self.deleted.contains(id))
-            .map(|(slot, &id)| (&self.data[slot * dim..(slot + 1) * dim], id as usize))
-            .collect();
-        graph::build(config, self.ids.len(), &items)
+    /// The same vectors with slot `i` holding chunk `order[i]`, so that a graph saved
+    /// in that order fits them; `None` unless `order` names each vector once.
+    pub(super) fn reordered(&self, order: &[u64]) -> Option<TenantIndex> {
+        if order.len() != self.ids.len() {
+            return None;
+        }
+        let mut fresh = self.fresh();
+        fresh.data.reserve(order.len());
+        for id in order {
+            let &slot = self.slot.get(id)?;
+            if fresh.slot.contains_key(id) {
+                return None;
+            }
+            fresh.push_from(self, slot);
+        }
+        fresh.deleted = self.deleted.clone();
+        Some(fresh)
     }
 
-    fn push_vector(&mut self, id: u64, doc: Arc<str>, v: &[f32]) {
-        self.slot.insert(id, self.ids.len());
-        self.ids.push(id);
-        self.docs.push(doc);
-        self.data.extend_from_slice(v);
+    /// A new graph of the live vectors.
+    pub(super) fn build_graph(&self, config: &IndexConfig) -> Graph {
+        graph::build(config, &self.data, |slot| {
+            !self.deleted.contains(&self.ids[slot])
+        })
     }
 
     /// Takes over an index built from an earlier copy of this one, bringing it up to
     /// date with what changed since the copy: new vectors are added (and inserted into
     /// its graph), removed ones become tombstones.
-    pub(super) fn adopt(&mut self, mut fresh: TenantIndex, dim: usize) {
-        let mut added = Vec::new();
-        for (slot, &id) in self.ids.iter().enumerate() {
-            let v = &self.data[slot * dim..(slot + 1) * dim];
-            if self.deleted.contains(&id) {
+    pub(super) fn adopt(&mut self, mut fresh: TenantIndex) {
+        let first_new = fresh.ids.len();
+        let mut scratch = vec![0.0; self.data.dim()];
+        for (slot, id) in self.ids.iter().enumerate() {
+            if self.deleted.contains(id) {
                 continue;
             }
-            match fresh.slot.get(&id) {
-                Some(&at) => fresh.data[at * dim..(at + 1) * dim].copy_from_slice(v),
-                None => {
-                    fresh.push_vector(id, self.docs[slot].clone(), v);
-                    added.push(id);
+            match fresh.slot.get(id) {
+                Some(&at) => {
+                    // Rewritten since the copy (a re-run with the same ids).
+                    self.data.decode(slot, &mut scratch);
+                    fresh.data.set(at, &scratch);
                 }
+                None => fresh.push_from(self, slot),
             }
         }
         let gone: Vec<u64> = fresh
@@ -109,18 +132,10 @@ impl TenantIndex {
             .filter(|id| self.deleted.contains(id) || !self.slot.contains_key(id))
             .collect();
         fresh.tombstone(&gone);
-        if let Some(graph) = &fresh.graph {
-            let batch: Vec<(&[f32], usize)> = added
-                .iter()
-                .filter_map(|id| fresh.slot.get(id))
-                .map(|&at| {
-                    (
-                        &fresh.data[at * dim..(at + 1) * dim],
-                        fresh.ids[at] as usize,
-                    )
-                })
-                .collect();
-            graph::insert(graph, &batch);
+        if let Some(graph) = &mut fresh.graph {
+            graph.grow(fresh.data.len());
+            let added: Vec<u32> = (first_new..fresh.data.len()).map(|s| s as u32).collect();
+            graph::insert(graph, &fresh.data, &added);
         }
         fresh.dirty = fresh.graph.is_some();
         *self = fresh;
@@ -128,10 +143,17 @@ impl TenantIndex {
 
     /// Appends a vector read from sled.
     pub(super) fn push(&mut self, id: u64, doc: Arc<str>, bytes: &[u8]) {
+        let mut v = Vec::with_capacity(self.data.dim());
+        decode(bytes, &mut v);
+        self.push_vector(id, doc, &v);
+    }
+
+    /// Appends a vector (as the last slot; the caller links it into the graph).
+    pub(super) fn push_vector(&mut self, id: u64, doc: Arc<str>, v: &[f32]) {
         self.slot.insert(id, self.ids.len());
         self.ids.push(id);
         self.docs.push(doc);
-        decode(bytes, &mut self.data);
+        self.data.push(v);
     }
 
     /// Marks vectors deleted; they are filtered at search until the next rebuild.
@@ -169,44 +191,24 @@ impl TenantIndex {
 
     /// Drops deleted vectors from the flat copy, and the graph that still holds them;
     /// the caller builds a new graph.
-    pub(super) fn compact(&mut self, dim: usize) {
+    pub(super) fn compact(&mut self) {
         self.graph = None;
-        if self.deleted.is_empty() {
-            return;
+        if !self.deleted.is_empty() {
+            *self = self.live_copy();
         }
-        let mut fresh = TenantIndex::empty();
-        for (slot, &id) in self.ids.iter().enumerate() {
-            if self.deleted.contains(&id) {
-                continue;
-            }
-            fresh.slot.insert(id, fresh.ids.len());
-            fresh.ids.push(id);
-            fresh.docs.push(self.docs[slot].clone());
-            fresh
-                .data
-                .extend_from_slice(&self.data[slot * dim..(slot + 1) * dim]);
-        }
-        *self = fresh;
     }
 
     /// The `k` live vectors closest to `query` among the slots `allow` lets through,
-    /// by a scan of the flat copy.
-    pub(super) fn exact(
-        &self,
-        dim: usize,
-        query: &[f32],
-        k: usize,
-        allow: &dyn Fn(usize) -> bool,
-    ) -> Vec<Hit> {
+    /// by a scan of the flat copy, closest first.
+    pub(super) fn exact(&self, query: &[f32], k: usize, allow: &dyn Fn(usize) -> bool) -> Vec<Hit> {
         let mut hits: Vec<Hit> = self
             .ids
             .iter()
             .enumerate()
             .filter(|(slot, id)| !self.deleted.contains(id) && allow(*slot))
-            .map(|(slot, &id)| {
-                let v = &self.data[slot * dim..(slot + 1) * dim];
-                let score = v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>();
-                Hit { id, score }
+            .map(|(slot, &id)| Hit {
+                id,
+                score: self.data.score(slot, query),
             })
             .collect();
         let k = k.min(hits.len());
@@ -217,5 +219,35 @@ impl TenantIndex {
         hits.truncate(k);
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits
+    }
+
+    /// The graph's `ef` (at least `k`) nearest live vectors to `query`, closest first.
+    pub(super) fn graph_search(
+        &self,
+        graph: &Graph,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Vec<Hit> {
+        let allow = |node: u32| {
+            self.ids
+                .get(node as usize)
+                .is_some_and(|id| !self.deleted.contains(id))
+        };
+        let allow: Option<&dyn Fn(u32) -> bool> = if self.deleted.is_empty() {
+            None
+        } else {
+            Some(&allow)
+        };
+        graph
+            .search(&self.data, query, k, ef, allow)
+            .into_iter()
+            .filter_map(|n| {
+                Some(Hit {
+                    id: *self.ids.get(n.node as usize)?,
+                    score: 1.0 - n.dist,
+                })
+            })
+            .collect()
     }
 }

@@ -10,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use super::graph::{self, Graph};
+use super::flat::dot;
+use super::graph;
 use super::index::{TenantIndex, read_lock, write_lock};
 use super::keys::{decode, encode, key, split_key, stage_removal, tree_name};
 use super::release::LockRelease;
@@ -54,7 +55,7 @@ impl LocalVectorStore {
         Ok(Self {
             db,
             dim,
-            builds: Arc::new(Builds::new(dim, config.clone())),
+            builds: Arc::new(Builds::new(config.clone())),
             config,
             data_dir: data_dir.to_path_buf(),
             tenants: Mutex::new(HashMap::new()),
@@ -95,7 +96,7 @@ impl LocalVectorStore {
     /// matches, else builds the graph (when the tenant is large enough).
     fn load(&self, tenant: &TenantId) -> Result<TenantIndex, VectorError> {
         let tree = self.db.open_tree(tree_name(tenant))?;
-        let mut ix = TenantIndex::empty();
+        let mut ix = TenantIndex::empty(self.dim, self.config.precision);
         let mut docs: HashMap<String, Arc<str>> = HashMap::new();
         for kv in tree.iter() {
             let (k, v) = kv?;
@@ -111,7 +112,16 @@ impl LocalVectorStore {
         if ix.ids.len() >= self.config.exact_threshold {
             // Without a matching snapshot, index() starts a build; exact scans answer
             // until it is done.
-            ix.graph = graph::load_snapshot(&self.snapshot_dir(tenant), tenant, &ix.fingerprint());
+            let dir = self.snapshot_dir(tenant);
+            if let Some((graph, order)) = graph::load_snapshot(&dir, tenant, &ix.fingerprint()) {
+                match ix.reordered(&order) {
+                    Some(mut ordered) if graph.len() == ordered.ids.len() => {
+                        ordered.graph = Some(graph);
+                        return Ok(ordered);
+                    }
+                    _ => tracing::warn!(tenant = %tenant, "HNSW snapshot does not fit; rebuilding"),
+                }
+            }
         }
         Ok(ix)
     }
@@ -121,27 +131,48 @@ impl LocalVectorStore {
             return Ok(());
         };
         let id = TenantId::parse(tenant).map_err(|e| VectorError::Storage(e.0))?;
-        graph::write_snapshot(&self.snapshot_dir(&id), graph, &ix.fingerprint())
+        graph::write_snapshot(&self.snapshot_dir(&id), graph, &ix.ids, &ix.fingerprint())
     }
-}
 
-/// The graph's nearest neighbours of `query`, skipping tombstones.
-fn graph_search(ix: &TenantIndex, graph: &Graph, query: &[f32], k: usize, ef: usize) -> Vec<Hit> {
-    let allow = |id: &usize| !ix.deleted.contains(&(*id as u64));
-    let found = if ix.deleted.is_empty() {
-        graph.search(query, k, ef)
-    } else {
-        graph.search_filter(query, k, ef, Some(&allow))
-    };
-    let mut seen = HashSet::new();
-    found
-        .into_iter()
-        .filter(|n| seen.insert(n.d_id))
-        .map(|n| Hit {
-            id: n.d_id as u64,
-            score: 1.0 - n.distance,
-        })
-        .collect()
+    /// How many approximate candidates are re-scored exactly for a top `k`.
+    fn candidates(&self, k: usize) -> usize {
+        if self.config.precision.is_quantized() {
+            (k * 2).max(k + 16)
+        } else {
+            k
+        }
+    }
+
+    /// The `k` best of `hits` (closest first, scored on quantized vectors) by their
+    /// exact scores against the f32 vectors in sled; unchanged at f32 precision.
+    fn rescore(
+        &self,
+        tenant: &TenantId,
+        ix: &TenantIndex,
+        query: &[f32],
+        mut hits: Vec<Hit>,
+        k: usize,
+    ) -> Result<Vec<Hit>, VectorError> {
+        if self.config.precision.is_quantized() {
+            let tree = self.db.open_tree(tree_name(tenant))?;
+            let mut exact = Vec::with_capacity(self.dim);
+            for hit in &mut hits {
+                let Some(&slot) = ix.slot.get(&hit.id) else {
+                    continue;
+                };
+                if let Some(bytes) = tree.get(key(&ix.docs[slot], hit.id))? {
+                    exact.clear();
+                    decode(&bytes, &mut exact);
+                    if exact.len() == self.dim {
+                        hit.score = dot(&exact, query);
+                    }
+                }
+            }
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        }
+        hits.truncate(k);
+        Ok(hits)
+    }
 }
 
 impl VectorStore for LocalVectorStore {
@@ -166,22 +197,22 @@ impl VectorStore for LocalVectorStore {
         tree.flush()?;
         ix.tombstone(&old);
         let doc: Arc<str> = Arc::from(document);
+        let first_new = ix.ids.len();
         for item in &items {
             if let Some(&slot) = ix.slot.get(&item.id) {
                 // Same id again (a re-run): overwrite in place and revive it.
-                ix.data[slot * self.dim..(slot + 1) * self.dim].copy_from_slice(&item.vector);
+                ix.data.set(slot, &item.vector);
                 ix.deleted.remove(&item.id);
             } else {
-                ix.push(item.id, doc.clone(), &encode(&item.vector));
+                ix.push_vector(item.id, doc.clone(), &item.vector);
             }
         }
-        if let Some(graph) = &ix.graph {
-            let batch: Vec<(&[f32], usize)> = items
-                .iter()
-                .map(|i| (i.vector.as_slice(), i.id as usize))
-                .collect();
-            graph::insert(graph, &batch);
-            ix.dirty = true;
+        let index = &mut *ix;
+        if let Some(graph) = &mut index.graph {
+            graph.grow(index.data.len());
+            let added: Vec<u32> = (first_new..index.data.len()).map(|s| s as u32).collect();
+            graph::insert(graph, &index.data, &added);
+            index.dirty = true;
         }
         self.builds.after_change(&handle, &mut ix);
         Ok(())
@@ -229,15 +260,19 @@ impl VectorStore for LocalVectorStore {
         let handle = self.index(tenant)?;
         let ix = read_lock(&handle)?;
         let allow_slot = |slot: usize| documents.is_none_or(|d| d.contains(ix.docs[slot].as_ref()));
-        match &ix.graph {
+        let wanted = self.candidates(k);
+        let hits = match &ix.graph {
             // A document filter is selective: an exact scan of the flat copy is both
             // exact and fast enough.
             Some(graph) if documents.is_none() => {
-                let ef = self.config.hnsw_ef_search.max(k);
-                Ok(graph_search(&ix, graph, query, k, ef))
+                let ef = self.config.hnsw_ef_search.max(wanted);
+                let mut hits = ix.graph_search(graph, query, wanted, ef);
+                hits.truncate(wanted);
+                hits
             }
-            _ => Ok(ix.exact(self.dim, query, k, &allow_slot)),
-        }
+            _ => ix.exact(query, wanted, &allow_slot),
+        };
+        self.rescore(tenant, &ix, query, hits, k)
     }
 
     fn drop_tenant(&self, tenant: &TenantId) -> Result<(), VectorError> {
@@ -337,12 +372,12 @@ impl IndexMaintenance for LocalVectorStore {
         // From sled, off the lock; then merged with anything written meanwhile.
         let mut fresh = self.load(tenant)?;
         if fresh.live() >= self.config.exact_threshold {
-            fresh.graph = Some(fresh.build_graph(self.dim, &self.config));
+            fresh.graph = Some(fresh.build_graph(&self.config));
         }
         let handle = self.index(tenant)?;
         let mut ix = write_lock(&handle)?;
         let building = ix.building;
-        ix.adopt(fresh, self.dim);
+        ix.adopt(fresh);
         ix.dirty = true;
         ix.building = building;
         Ok(ix.live())

@@ -4,10 +4,13 @@
 //! (rebuild it, wait for its builds) is the separate [`IndexMaintenance`], reached
 //! through [`VectorStore::maintenance`].
 
+mod flat;
 mod graph;
+mod hnsw;
 mod index;
 mod keys;
 mod local;
+mod prefetch;
 mod qdrant;
 mod release;
 mod schedule;
@@ -16,6 +19,8 @@ use std::collections::HashSet;
 
 use crate::domain::TenantId;
 
+pub use flat::{FlatVectors, Precision, dot};
+pub use hnsw::{Hnsw, Params as HnswParams};
 pub use local::LocalVectorStore;
 pub use qdrant::QdrantVectorStore;
 

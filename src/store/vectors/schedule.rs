@@ -11,17 +11,15 @@ use crate::config::IndexConfig;
 
 /// The graph builds of one store: how to build them, and how many run.
 pub(super) struct Builds {
-    dim: usize,
     config: IndexConfig,
     running: Mutex<usize>,
     done: Condvar,
 }
 
 impl Builds {
-    /// No build running yet, for vectors of `dim` floats.
-    pub(super) fn new(dim: usize, config: IndexConfig) -> Self {
+    /// No build running yet.
+    pub(super) fn new(config: IndexConfig) -> Self {
         Self {
-            dim,
             config,
             running: Mutex::new(0),
             done: Condvar::new(),
@@ -78,7 +76,7 @@ impl Builds {
         match &ix.graph {
             None if ix.live() >= self.config.exact_threshold => self.schedule(handle, ix),
             // Exact search only: dropping tombstones is a copy, done in place.
-            None if too_many_deleted && !ix.building => ix.compact(self.dim),
+            None if too_many_deleted && !ix.building => ix.compact(),
             Some(_) if too_many_deleted => self.schedule(handle, ix),
             _ => {}
         }
@@ -95,17 +93,17 @@ impl Builds {
             return;
         }
         ix.building = true;
-        let copy = ix.live_copy(self.dim);
+        let copy = ix.live_copy();
         let handle = handle.clone();
         let builds = self.clone();
         builds.start();
         let job = move || {
             let mut fresh = copy;
             if fresh.live() >= builds.config.exact_threshold {
-                fresh.graph = Some(fresh.build_graph(builds.dim, &builds.config));
+                fresh.graph = Some(fresh.build_graph(&builds.config));
             }
             match handle.write() {
-                Ok(mut ix) => ix.adopt(fresh, builds.dim),
+                Ok(mut ix) => ix.adopt(fresh),
                 Err(_) => tracing::error!("index lock poisoned; new HNSW graph dropped"),
             }
             builds.finish();
