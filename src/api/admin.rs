@@ -10,11 +10,14 @@ use serde_json::Value;
 
 use super::dto::{TenantOut, TenantPatchIn};
 use crate::api::error::ApiError;
+use crate::api::search::ModeDto;
 use crate::api::security::AdminAuth;
 use crate::api::state::AppState;
 use crate::domain::{Scope, Scopes, Slug, TenantRef};
+use crate::services::eval;
 use crate::services::keys::{self, NewKey};
 use crate::services::reindex;
+use crate::services::search::Mode;
 use crate::services::tenants::{self, NewTenant};
 use crate::store::keys::ApiKey;
 
@@ -146,6 +149,60 @@ pub struct CreatedKeyOut {
 pub struct KeyList {
     /// Keys, newest first.
     pub items: Vec<KeyOut>,
+}
+
+/// A question of a golden set and what answers it.
+#[derive(Debug, Object)]
+pub struct EvalCaseIn {
+    /// The question, as a user would search it (at most 4000 characters).
+    #[oai(validator(max_length = 4000, pattern = r"\S"))]
+    pub question: String,
+    /// The answering document: its id or its title.
+    #[oai(validator(max_length = 500, pattern = r"\S"))]
+    pub document: String,
+    /// The answering chunk of that document, when one chunk is the answer.
+    pub chunk_index: Option<u32>,
+}
+
+/// A golden set to evaluate retrieval on.
+#[derive(Debug, Object)]
+pub struct EvalIn {
+    /// The questions (1-1000).
+    #[oai(validator(min_items = 1, max_items = 1000))]
+    pub cases: Vec<EvalCaseIn>,
+    /// Modes to evaluate, each in turn (default: hybrid, vector, keyword).
+    #[oai(validator(min_items = 1, max_items = 3))]
+    pub modes: Option<Vec<ModeDto>>,
+}
+
+/// The figures of one search mode on a golden set.
+#[derive(Debug, Object)]
+pub struct EvalModeOut {
+    /// The mode.
+    pub mode: ModeDto,
+    /// Share of questions whose answer came first.
+    pub hit_at_1: f64,
+    /// Share whose answer was in the top 10.
+    pub hit_at_10: f64,
+    /// Mean reciprocal rank of the answer within the top 10.
+    pub mrr_at_10: f64,
+    /// Mean nDCG@10 (one answer per question).
+    pub ndcg_at_10: f64,
+    /// Search latency, query embedding included: median, milliseconds.
+    pub latency_p50_ms: f64,
+    /// 95th percentile, milliseconds.
+    pub latency_p95_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub latency_p99_ms: f64,
+}
+
+/// Retrieval quality on a golden set, per mode.
+#[derive(Debug, Object)]
+pub struct EvalOut {
+    /// Questions asked.
+    pub cases: u64,
+    /// One row per mode.
+    pub modes: Vec<EvalModeOut>,
 }
 
 /// A rebuilt index.
@@ -300,6 +357,57 @@ impl AdminApi {
         Ok(Json(Reindexed {
             vectors: done.vectors as u64,
             seconds: done.took.as_secs_f64(),
+        }))
+    }
+
+    /// Measures a tenant's retrieval on a golden set (what `ragbox eval` asks of a
+    /// running server): each question is searched in each mode, top 10, and the ranks
+    /// of the answers give hit@1, hit@10, MRR@10 and nDCG@10, beside search latency.
+    ///
+    /// Answers 422 `validation_failed` when an answer names no document of the tenant.
+    #[oai(
+        path = "/tenants/:tenant/eval",
+        method = "post",
+        operation_id = "evaluate_tenant"
+    )]
+    async fn evaluate_tenant(
+        &self,
+        _auth: AdminAuth,
+        tenant: Path<String>,
+        body: Json<EvalIn>,
+    ) -> Result<Json<EvalOut>, ApiError> {
+        let found = tenants::get(&self.state.core, &tenant_ref(&tenant)?).await?;
+        let body = body.0;
+        let cases = body
+            .cases
+            .into_iter()
+            .map(|c| eval::Case {
+                question: c.question,
+                document: c.document,
+                chunk_index: c.chunk_index,
+            })
+            .collect();
+        let modes: Vec<Mode> = match body.modes {
+            Some(m) => m.into_iter().map(Into::into).collect(),
+            None => vec![Mode::Hybrid, Mode::Vector, Mode::Keyword],
+        };
+        let report = eval::evaluate(&self.state.knowledge, &found.id, cases, &modes).await?;
+        Ok(Json(EvalOut {
+            cases: report.cases as u64,
+            modes: report
+                .modes
+                .into_iter()
+                .map(|r| EvalModeOut {
+                    mode: r.mode.into(),
+                    hit_at_1: r.hit_at_1,
+                    hit_at_10: r.hit_at_10,
+                    mrr_at_10: r.mrr_at_10,
+                    ndcg_at_10: r.ndcg_at_10,
+                    latency_p50_ms: r.latency_p50_ms,
+                    latency_p95_ms: r.latency_p95_ms,
+                    latency_p99_ms: r.latency_p99_ms,
+                })
+                .collect(),
         }))
     }
 

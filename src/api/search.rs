@@ -28,6 +28,26 @@ pub enum ModeDto {
     Keyword,
 }
 
+impl From<ModeDto> for Mode {
+    fn from(m: ModeDto) -> Self {
+        match m {
+            ModeDto::Hybrid => Mode::Hybrid,
+            ModeDto::Vector => Mode::Vector,
+            ModeDto::Keyword => Mode::Keyword,
+        }
+    }
+}
+
+impl From<Mode> for ModeDto {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Hybrid => ModeDto::Hybrid,
+            Mode::Vector => ModeDto::Vector,
+            Mode::Keyword => ModeDto::Keyword,
+        }
+    }
+}
+
 /// A search.
 #[derive(Debug, Object)]
 pub struct SearchIn {
@@ -113,11 +133,7 @@ impl SearchApi {
             Query {
                 text: b.query,
                 top_k: b.top_k as usize,
-                mode: match b.mode {
-                    ModeDto::Hybrid => Mode::Hybrid,
-                    ModeDto::Vector => Mode::Vector,
-                    ModeDto::Keyword => Mode::Keyword,
-                },
+                mode: b.mode.into(),
                 document_ids: b.document_ids,
                 min_score: b.min_score,
             },

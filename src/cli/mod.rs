@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod eval;
 mod knowledge;
 mod migrate;
 mod worker;
@@ -87,6 +88,9 @@ pub enum Command {
     Ingest(knowledge::IngestArgs),
     /// Search a tenant's knowledge.
     Search(knowledge::SearchArgs),
+    /// Measure a tenant's retrieval on a golden set: hit@1, hit@10, MRR@10, nDCG@10 and
+    /// latency per search mode.
+    Eval(eval::EvalArgs),
     /// Chat with a tenant's knowledge in the terminal.
     Chat(chat::ChatArgs),
     /// Rebuild a tenant's vector index from the stored vectors.
@@ -244,6 +248,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Key(cmd) => with_core(config, |core| key(core, cmd)).await,
         Command::Ingest(args) => with_core(config, |core| knowledge::ingest(core, args)).await,
         Command::Search(args) => with_core(config, |core| knowledge::search(core, args)).await,
+        Command::Eval(args) => with_core(config, |core| eval::eval(core, args)).await,
         Command::Chat(args) => with_core(config, |core| chat::chat(core, args)).await,
         Command::Reindex { tenant } => {
             with_core(config, |core| knowledge::reindex(core, tenant)).await

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod chat;
 pub mod documents;
 pub mod embeddings;
+pub mod eval;
 pub mod health;
 pub mod ingest;
 pub mod keys;

@@ -411,6 +411,13 @@ pub fn ids(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every document of a tenant as (id, title).
+pub fn titles(conn: &Connection, tenant: &TenantId) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, title FROM documents WHERE tenant_id = ?1")?;
+    let rows = stmt.query_map([tenant.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Whether the tenant has the document.
 pub(super) fn owned(conn: &Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
     Ok(conn

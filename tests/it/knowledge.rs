@@ -448,3 +448,98 @@ async fn a_full_embedding_queue_answers_503_with_retry_after() {
     // Once the burst is over the model answers again.
     assert!(t.search("quick brown fox", "vector").await.is_empty());
 }
+
+#[tokio::test]
+async fn eval_reports_the_ranks_of_known_answers_per_mode() {
+    let app = TestApp::spawn().await;
+    let acme = Tenant::new(&app, "acme").await;
+    let other = Tenant::new(&app, "other").await;
+    let docs = [
+        (
+            "lighthouse",
+            "The lighthouse keeper on Skerry Island lights the lamp at dusk and trims its wick.",
+        ),
+        (
+            "bakery",
+            "The bakery on Mill Street sells rye bread and poppy seed rolls every morning.",
+        ),
+        (
+            "ferry",
+            "The ferry to the mainland leaves the harbour at seven and returns at noon.",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (title, text) in docs {
+        let id = acme.add_text(title, text).await;
+        assert_eq!(acme.wait(&id).await["status"], "ready");
+        ids.push(id);
+    }
+    let secret = other
+        .add_text("secret", "The vault code is kept by the notary.")
+        .await;
+    other.wait(&secret).await;
+
+    let golden = json!({"cases": [
+        {"question": "who trims the wick of the lamp on Skerry Island", "document": "lighthouse"},
+        {"question": "where can I buy rye bread on Mill Street", "document": ids[1]},
+        {"question": "when does the ferry leave the harbour", "document": "ferry", "chunk_index": 0},
+    ]});
+    let path = "/api/v1/admin/tenants/acme/eval";
+    let r = app.admin(reqwest::Method::POST, path, Some(golden)).await;
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["cases"], 3);
+    let modes: Vec<&str> = report["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["hybrid", "vector", "keyword"]);
+    // Three distinct topics, each question naming its own: every mode ranks each
+    // answer first, so every figure is exactly 1.
+    for m in report["modes"].as_array().unwrap() {
+        for figure in ["hit_at_1", "hit_at_10", "mrr_at_10", "ndcg_at_10"] {
+            assert_eq!(m[figure], 1.0, "{figure} in {m}");
+        }
+        assert!(m["latency_p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(m["latency_p99_ms"].as_f64().unwrap() >= m["latency_p50_ms"].as_f64().unwrap());
+    }
+
+    // A question whose answer is absent from the results lowers the figures by its share.
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"modes": ["keyword"], "cases": [
+                {"question": "rye bread Mill Street", "document": "bakery"},
+                {"question": "rye bread Mill Street", "document": "ferry"},
+            ]})),
+        )
+        .await;
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["modes"][0]["hit_at_1"], 0.5, "{report}");
+    assert_eq!(report["modes"][0]["hit_at_10"], 0.5, "{report}");
+
+    // Another tenant's document is no answer here; an empty set is refused.
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"cases": [{"question": "vault code", "document": "secret"}]})),
+        )
+        .await;
+    assert_eq!(error_code(r, 422).await, "validation_failed");
+    let r = app
+        .admin(reqwest::Method::POST, path, Some(json!({"cases": []})))
+        .await;
+    assert_eq!(error_code(r, 400).await, "bad_request");
+    // And it is the operator's route: a tenant key does not open it.
+    let r = acme
+        .post(
+            path,
+            &json!({"cases": [{"question": "q", "document": "ferry"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+}
