@@ -364,7 +364,7 @@ impl AdminApi {
     /// running server): each question is searched in each mode, top 10, and the ranks
     /// of the answers give hit@1, hit@10, MRR@10 and nDCG@10, beside search latency.
     ///
-    /// Answers 422 `validation_failed` when an answer names no document of the tenant.
+    /// Answers 404 `not_found` when an answer names no document of the tenant.
     #[oai(
         path = "/tenants/:tenant/eval",
         method = "post",

@@ -156,7 +156,7 @@ pub async fn evaluate(
         .filter(|d| !known.contains(d))
         .collect();
     if let Some(first) = unknown.first() {
-        return Err(ServiceError::Invalid(format!(
+        return Err(ServiceError::NotFound(format!(
             "{} answers name no document of this tenant (by id or title), e.g. `{first}`",
             unknown.len()
         )));

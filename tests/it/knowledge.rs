@@ -529,7 +529,7 @@ async fn eval_reports_the_ranks_of_known_answers_per_mode() {
             Some(json!({"cases": [{"question": "vault code", "document": "secret"}]})),
         )
         .await;
-    assert_eq!(error_code(r, 422).await, "validation_failed");
+    assert_eq!(error_code(r, 404).await, "not_found");
     let r = app
         .admin(reqwest::Method::POST, path, Some(json!({"cases": []})))
         .await;
