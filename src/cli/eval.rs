@@ -63,23 +63,6 @@ fn read_cases(path: &Path) -> anyhow::Result<Vec<Case>> {
         .collect())
 }
 
-fn mode(name: &str) -> anyhow::Result<Mode> {
-    Ok(match name {
-        "hybrid" => Mode::Hybrid,
-        "vector" => Mode::Vector,
-        "keyword" => Mode::Keyword,
-        other => anyhow::bail!("unknown mode `{other}`: use hybrid, vector or keyword"),
-    })
-}
-
-fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Hybrid => "hybrid",
-        Mode::Vector => "vector",
-        Mode::Keyword => "keyword",
-    }
-}
-
 /// `ragbox eval`.
 pub async fn eval(core: Core, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let tenant = tenants::get(&core, &TenantRef::parse(&args.tenant)?).await?;
@@ -87,8 +70,8 @@ pub async fn eval(core: Core, args: EvalArgs) -> anyhow::Result<ExitCode> {
     let modes: Vec<Mode> = args
         .modes
         .iter()
-        .map(|m| mode(m.trim()))
-        .collect::<anyhow::Result<_>>()?;
+        .map(|m| Mode::parse(m.trim()))
+        .collect::<Result<_, _>>()?;
     let count = cases.len();
     let rows = match startup::open_vectors(&core.config).await? {
         Some(vectors) => {
@@ -103,7 +86,7 @@ pub async fn eval(core: Core, args: EvalArgs) -> anyhow::Result<ExitCode> {
     for r in rows {
         println!(
             "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} |",
-            mode_name(r.mode),
+            r.mode.as_str(),
             r.hit_at_1,
             r.hit_at_10,
             r.mrr_at_10,
@@ -134,7 +117,7 @@ async fn through_server(
             "document": c.document,
             "chunk_index": c.chunk_index,
         })).collect::<Vec<_>>(),
-        "modes": modes.iter().map(|m| mode_name(*m)).collect::<Vec<_>>(),
+        "modes": modes.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
     });
     let answer = reqwest::Client::new()
         .post(&url)
@@ -149,7 +132,7 @@ async fn through_server(
         .map(|r| {
             let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
             Ok(ModeReport {
-                mode: mode(r["mode"].as_str().unwrap_or_default())?,
+                mode: Mode::parse(r["mode"].as_str().unwrap_or_default())?,
                 hit_at_1: f("hit_at_1"),
                 hit_at_10: f("hit_at_10"),
                 mrr_at_10: f("mrr_at_10"),

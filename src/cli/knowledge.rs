@@ -270,12 +270,7 @@ struct Printed {
 /// `ragbox search`.
 pub async fn search(core: Core, args: SearchArgs) -> anyhow::Result<ExitCode> {
     let tenant = tenants::get(&core, &TenantRef::parse(&args.tenant)?).await?;
-    let mode = match args.mode.as_str() {
-        "hybrid" => Mode::Hybrid,
-        "vector" => Mode::Vector,
-        "keyword" => Mode::Keyword,
-        other => anyhow::bail!("unknown mode `{other}`: use hybrid, vector or keyword"),
-    };
+    let mode = Mode::parse(&args.mode)?;
     let found = match startup::open_vectors(&core.config).await? {
         Some(vectors) => {
             let k = startup::assemble_knowledge(core, None, vectors).await?;

@@ -20,6 +20,29 @@ pub enum Mode {
     Keyword,
 }
 
+impl Mode {
+    /// `hybrid`, `vector` or `keyword`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hybrid => "hybrid",
+            Self::Vector => "vector",
+            Self::Keyword => "keyword",
+        }
+    }
+
+    /// The mode named `name`, as [`Mode::as_str`] writes it.
+    pub fn parse(name: &str) -> Result<Self, ServiceError> {
+        match name {
+            "hybrid" => Ok(Self::Hybrid),
+            "vector" => Ok(Self::Vector),
+            "keyword" => Ok(Self::Keyword),
+            other => Err(ServiceError::Invalid(format!(
+                "unknown mode `{other}`: use hybrid, vector or keyword"
+            ))),
+        }
+    }
+}
+
 /// A search.
 #[derive(Debug, Clone)]
 pub struct Query {
