@@ -151,11 +151,7 @@ pub(super) fn run(a: AnnRun<'_>) -> anyhow::Result<()> {
             super::rss_mb() - rss_before
         );
         // Quantized scores are re-scored exactly, as the store does against sled.
-        let rescored = if precision.is_quantized() {
-            (k * 2).max(k + 16)
-        } else {
-            k
-        };
+        let rescored = precision.candidates(k);
         for &ef in a.efs {
             let started = Instant::now();
             let mut hits = 0usize;

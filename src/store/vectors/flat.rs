@@ -36,6 +36,16 @@ impl Precision {
     pub fn is_quantized(self) -> bool {
         self != Self::F32
     }
+
+    /// How many candidates, best by this precision's scores, are re-scored exactly to
+    /// answer a top `k`: `k` itself at f32, where scores are exact.
+    pub fn candidates(self, k: usize) -> usize {
+        if self.is_quantized() {
+            (k * 2).max(k + 16)
+        } else {
+            k
+        }
+    }
 }
 
 /// Lanes summed side by side: wide enough for the compiler to keep several SIMD
@@ -223,6 +233,21 @@ impl FlatVectors {
         self.len += 1;
     }
 
+    /// Overwrites slot `at` with the vector in `other`'s `slot` (of the same width and
+    /// precision), as stored: no decoding, no rounding.
+    pub fn copy_from(&mut self, at: usize, other: &FlatVectors, slot: usize) {
+        let to = at * self.dim..(at + 1) * self.dim;
+        let from = slot * self.dim..(slot + 1) * self.dim;
+        match self.precision {
+            Precision::F32 => self.full[to].copy_from_slice(&other.full[from]),
+            Precision::F16 => self.half[to].copy_from_slice(&other.half[from]),
+            Precision::Int8 => {
+                self.codes[to].copy_from_slice(&other.codes[from]);
+                self.scales[at] = other.scales[slot];
+            }
+        }
+    }
+
     /// The vector in `slot` as f32 (exact at f32, the nearest value otherwise).
     pub fn decode(&self, slot: usize, out: &mut [f32]) {
         let range = slot * self.dim..(slot + 1) * self.dim;
@@ -335,8 +360,11 @@ mod tests {
             flat.set(3, &vs[7]);
             let mut copy = FlatVectors::new(dim, precision);
             copy.push_from(&flat, 3);
-            assert_eq!(copy.len(), 1);
+            copy.push_from(&flat, 0);
+            assert_eq!(copy.len(), 2);
             assert!((copy.score(0, &q) - flat.score(7, &q)).abs() < 1e-6);
+            copy.copy_from(1, &flat, 7);
+            assert_eq!(copy.score(1, &q), flat.score(7, &q));
             let mut out = vec![0.0; dim];
             flat.decode(7, &mut out);
             assert!((dot(&out, &vs[7]) - 1.0).abs() < tolerance * 2.0);

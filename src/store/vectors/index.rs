@@ -111,17 +111,13 @@ impl TenantIndex {
     /// its graph), removed ones become tombstones.
     pub(super) fn adopt(&mut self, mut fresh: TenantIndex) {
         let first_new = fresh.ids.len();
-        let mut scratch = vec![0.0; self.data.dim()];
         for (slot, id) in self.ids.iter().enumerate() {
             if self.deleted.contains(id) {
                 continue;
             }
             match fresh.slot.get(id) {
-                Some(&at) => {
-                    // Rewritten since the copy (a re-run with the same ids).
-                    self.data.decode(slot, &mut scratch);
-                    fresh.data.set(at, &scratch);
-                }
+                // Possibly rewritten since the copy (a re-run with the same ids).
+                Some(&at) => fresh.data.copy_from(at, &self.data, slot),
                 None => fresh.push_from(self, slot),
             }
         }
@@ -132,13 +128,20 @@ impl TenantIndex {
             .filter(|id| self.deleted.contains(id) || !self.slot.contains_key(id))
             .collect();
         fresh.tombstone(&gone);
-        if let Some(graph) = &mut fresh.graph {
-            graph.grow(fresh.data.len());
-            let added: Vec<u32> = (first_new..fresh.data.len()).map(|s| s as u32).collect();
-            graph::insert(graph, &fresh.data, &added);
-        }
+        fresh.link_from(first_new);
         fresh.dirty = fresh.graph.is_some();
         *self = fresh;
+    }
+
+    /// Links the slots from `first` on into the graph, when there is one; true if so.
+    pub(super) fn link_from(&mut self, first: usize) -> bool {
+        let Some(graph) = &mut self.graph else {
+            return false;
+        };
+        graph.grow(self.data.len());
+        let added: Vec<u32> = (first..self.data.len()).map(|s| s as u32).collect();
+        graph::insert(graph, &self.data, &added);
+        true
     }
 
     /// Appends a vector read from sled.

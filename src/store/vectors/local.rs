@@ -134,15 +134,6 @@ impl LocalVectorStore {
         graph::write_snapshot(&self.snapshot_dir(&id), graph, &ix.ids, &ix.fingerprint())
     }
 
-    /// How many approximate candidates are re-scored exactly for a top `k`.
-    fn candidates(&self, k: usize) -> usize {
-        if self.config.precision.is_quantized() {
-            (k * 2).max(k + 16)
-        } else {
-            k
-        }
-    }
-
     /// The `k` best of `hits` (closest first, scored on quantized vectors) by their
     /// exact scores against the f32 vectors in sled; unchanged at f32 precision.
     fn rescore(
@@ -207,12 +198,8 @@ impl VectorStore for LocalVectorStore {
                 ix.push_vector(item.id, doc.clone(), &item.vector);
             }
         }
-        let index = &mut *ix;
-        if let Some(graph) = &mut index.graph {
-            graph.grow(index.data.len());
-            let added: Vec<u32> = (first_new..index.data.len()).map(|s| s as u32).collect();
-            graph::insert(graph, &index.data, &added);
-            index.dirty = true;
+        if ix.link_from(first_new) {
+            ix.dirty = true;
         }
         self.builds.after_change(&handle, &mut ix);
         Ok(())
@@ -260,7 +247,7 @@ impl VectorStore for LocalVectorStore {
         let handle = self.index(tenant)?;
         let ix = read_lock(&handle)?;
         let allow_slot = |slot: usize| documents.is_none_or(|d| d.contains(ix.docs[slot].as_ref()));
-        let wanted = self.candidates(k);
+        let wanted = self.config.precision.candidates(k);
         let hits = match &ix.graph {
             // A document filter is selective: an exact scan of the flat copy is both
             // exact and fast enough.
