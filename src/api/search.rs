@@ -19,7 +19,7 @@ enum Tag {
 #[derive(Debug, Clone, Copy, Enum, Default)]
 #[oai(rename_all = "lowercase")]
 pub enum ModeDto {
-    /// Vectors and keywords fused by reciprocal rank.
+    /// Vectors and keywords fused (`[search]` in the configuration).
     #[default]
     Hybrid,
     /// Meaning only: cosine similarity.
@@ -69,7 +69,8 @@ pub struct SearchIn {
         pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     ))]
     pub document_ids: Option<Vec<String>>,
-    /// Drop results below this score (cosine for vector, BM25 for keyword, RRF for hybrid).
+    /// Drop results below this score (cosine for vector, BM25 for keyword, the fused
+    /// score for hybrid: 0-1 by default).
     pub min_score: Option<f32>,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! [`Config`] is the whole tree; each section's type lives with its neighbours:
 //! `server` (HTTP server and tenant limits), `auth` (operator token and JWTs),
-//! `storage` (data folder and vector index), `ingest` (documents, extraction, chunking),
+//! `storage` (data folder and vector index), `search` (hybrid fusion), `ingest` (documents, extraction, chunking),
 //! `models` (model files, embedding and local generation), `providers` (upstream
 //! generation), `ops` (logging, health probes, jobs), `scale` (Redis, Qdrant, remote workers) and `secret` (redacted strings).
 //! `load` reads and merges the sources; `validate` rejects values that make no sense.
@@ -19,6 +19,7 @@ mod models;
 mod ops;
 mod providers;
 mod scale;
+mod search;
 mod secret;
 mod server;
 mod storage;
@@ -31,6 +32,7 @@ pub use models::{EmbeddingConfig, GenerationConfig, ModelsConfig, WeightType};
 pub use ops::{HealthConfig, JobsConfig, LogConfig, LogFormat};
 pub use providers::{LOCAL_PROVIDER, ProviderConfig, ProviderKind};
 pub use scale::{QdrantConfig, RedisConfig, WorkerConfig};
+pub use search::{Fusion, SearchConfig};
 pub use secret::Secret;
 pub use server::{CorsConfig, LimitsConfig, ServerConfig};
 pub use storage::{IndexConfig, StorageConfig};
@@ -64,6 +66,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Vector index.
     pub index: IndexConfig,
+    /// Hybrid search's fusion.
+    pub search: SearchConfig,
     /// Documents.
     pub documents: DocumentsConfig,
     /// Text extraction in a child process with limits.

@@ -27,6 +27,12 @@ impl Config {
                 "embedding.max_tokens must be at most 512 (the model's position limit)",
             );
         }
+        if !(0.0..=1.0).contains(&self.search.vector_weight) {
+            return invalid("search.vector_weight must be between 0 and 1");
+        }
+        if !self.search.rrf_k.is_finite() || self.search.rrf_k < 0.0 {
+            return invalid("search.rrf_k must be a finite number of at least 0");
+        }
         if self.jobs.concurrency == 0 || self.jobs.heartbeat_secs == 0 {
             return invalid("jobs.concurrency and jobs.heartbeat_secs must be greater than 0");
         }

@@ -1,18 +1,19 @@
 //! Search over a tenant's ready documents: by meaning (vectors), by words (FTS5 BM25),
-//! or both fused by reciprocal rank.
+//! or both fused as `[search]` says (by default a weighted sum of scaled scores).
 
 use std::collections::{HashMap, HashSet};
 
 use tracing::instrument;
 
 use super::{Knowledge, ServiceError, blocking};
+use crate::config::{Fusion, SearchConfig};
 use crate::domain::TenantId;
 use crate::store::chunks::{self, ChunkHit};
 
 /// How to search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Vectors and keywords, fused by reciprocal rank (score: RRF).
+    /// Vectors and keywords, fused (score: the fusion's, 0-1 by default).
     Hybrid,
     /// Vectors only (score: cosine similarity).
     Vector,
@@ -69,9 +70,6 @@ pub struct Found {
 
 /// The longest query, in characters.
 pub const MAX_QUERY_CHARS: usize = 4000;
-
-/// Constant of reciprocal rank fusion.
-const RRF_K: f32 = 60.0;
 
 /// Searches a tenant's knowledge.
 #[instrument(skip_all, fields(tenant = %tenant, mode = ?q.mode, top_k = q.top_k))]
@@ -135,7 +133,7 @@ pub async fn search(
     let ranked: Vec<(u64, f32)> = match q.mode {
         Mode::Vector => vector_ranked,
         Mode::Keyword => keyword_ranked,
-        Mode::Hybrid => fuse(&[&vector_ranked, &keyword_ranked]),
+        Mode::Hybrid => fuse(&k.core.config.search, &vector_ranked, &keyword_ranked),
     };
     let ids: Vec<u64> = ranked.iter().map(|(id, _)| *id).collect();
     let t = tenant.clone();
@@ -159,14 +157,32 @@ pub async fn search(
         .collect())
 }
 
-/// Reciprocal rank fusion of ranked lists (best first).
-pub fn fuse(lists: &[&[(u64, f32)]]) -> Vec<(u64, f32)> {
+/// The vector and keyword rankings (best first, each with its own scores) fused into
+/// one, best first, as `config` says (see [`Fusion`]).
+pub fn fuse(
+    config: &SearchConfig,
+    vector: &[(u64, f32)],
+    keyword: &[(u64, f32)],
+) -> Vec<(u64, f32)> {
     let mut scores: HashMap<u64, f32> = HashMap::new();
-    for list in lists {
-        for (rank, (id, _)) in list.iter().enumerate() {
-            *scores.entry(*id).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+    let mut add = |list: &[(u64, f32)], weight: f32| {
+        let (lo, hi) = list
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+                (lo.min(x.1), hi.max(x.1))
+            });
+        for (rank, &(id, score)) in list.iter().enumerate() {
+            let part = match config.fusion {
+                // Twice the weight: at 0.5 each, the classic sum of 1 / (k + rank).
+                Fusion::Rrf => 2.0 / (config.rrf_k + rank as f32 + 1.0),
+                Fusion::Convex if hi > lo => (score - lo) / (hi - lo),
+                Fusion::Convex => 1.0,
+            };
+            *scores.entry(id).or_default() += weight * part;
         }
-    }
+    };
+    add(vector, config.vector_weight);
+    add(keyword, 1.0 - config.vector_weight);
     let mut fused: Vec<(u64, f32)> = scores.into_iter().collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     fused
@@ -180,9 +196,40 @@ mod tests {
     fn fusion_rewards_agreement() {
         let vector = [(1, 0.9), (2, 0.8), (3, 0.7)];
         let keyword = [(3, 9.0), (4, 5.0)];
-        let fused = fuse(&[&vector, &keyword]);
+        let rrf = SearchConfig {
+            fusion: Fusion::Rrf,
+            ..SearchConfig::default()
+        };
+        let fused = fuse(&rrf, &vector, &keyword);
         assert_eq!(fused[0].0, 3, "in both lists: first");
         assert_eq!(fused.len(), 4);
         assert!(fused.windows(2).all(|w| w[0].1 >= w[1].1));
+        // With equal weights, reciprocal rank fusion is the classic sum of 1 / (60 + rank).
+        assert!((fused[0].1 - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn convex_fusion_weighs_scaled_scores() {
+        let vector = [(1, 0.9), (2, 0.8), (3, 0.5)];
+        let keyword = [(3, 12.0), (4, 4.0), (5, 2.0)];
+        let config = |w| SearchConfig {
+            fusion: Fusion::Convex,
+            vector_weight: w,
+            rrf_k: 60.0,
+        };
+        // Each list scaled to 0-1: chunk 3 is last by vector (0) and first by keyword (1).
+        let even = fuse(&config(0.5), &vector, &keyword);
+        let score = |list: &[(u64, f32)], id| list.iter().find(|x| x.0 == id).unwrap().1;
+        assert!((score(&even, 1) - 0.5).abs() < 1e-6);
+        assert!((score(&even, 2) - 0.375).abs() < 1e-6);
+        assert!((score(&even, 3) - 0.5).abs() < 1e-6);
+        assert!((score(&even, 4) - 0.1).abs() < 1e-6);
+        // Leaning on vectors puts their best first; leaning on keywords, theirs.
+        assert_eq!(fuse(&config(0.8), &vector, &keyword)[0].0, 1);
+        assert_eq!(fuse(&config(0.2), &vector, &keyword)[0].0, 3);
+        // Only one list: its order is kept.
+        let alone = fuse(&config(0.5), &vector, &[]);
+        let ids: Vec<u64> = alone.iter().map(|x| x.0).collect();
+        assert_eq!(ids, [1, 2, 3]);
     }
 }
