@@ -1,4 +1,4 @@
-//! Search over a tenant's ready documents: by meaning (vectors), by words (FTS5 BM25),
+//! Search over a tenant's ready documents: by meaning (vectors), by words (BM25),
 //! or both fused as `[search]` says (by default a weighted sum of scaled scores).
 
 use std::collections::{HashMap, HashSet};
@@ -99,9 +99,11 @@ pub async fn search(
     }
     let candidates = (q.top_k * 4).max(40);
 
-    let vector_ranked = if q.mode == Mode::Keyword {
-        Vec::new()
-    } else {
+    // Hybrid runs both at once: the keyword index answers while the query is embedded.
+    let vector = async {
+        if q.mode == Mode::Keyword {
+            return Ok::<_, ServiceError>(Vec::new());
+        }
         let query = k
             .embedder
             .embed(vec![text.clone()])
@@ -111,24 +113,32 @@ pub async fn search(
         let filter: Option<HashSet<String>> =
             q.document_ids.clone().map(|d| d.into_iter().collect());
         let (store, t) = (k.vectors.clone(), tenant.clone());
-        blocking(move || store.search(&t, &query, candidates, filter.as_ref()))
-            .await??
-            .into_iter()
-            .map(|h| (h.id, h.score))
-            .collect()
+        Ok(
+            blocking(move || store.search(&t, &query, candidates, filter.as_ref()))
+                .await??
+                .into_iter()
+                .map(|h| (h.id, h.score))
+                .collect(),
+        )
     };
-    let keyword_ranked: Vec<(u64, f32)> = if q.mode == Mode::Vector {
-        Vec::new()
-    } else {
-        let (t, docs, query) = (tenant.clone(), q.document_ids.clone(), text.clone());
-        k.core
+    let keyword = async {
+        if q.mode == Mode::Vector {
+            return Ok::<_, ServiceError>(Vec::new());
+        }
+        let (db, t, docs, query) = (
+            k.core.db.clone(),
+            tenant.clone(),
+            q.document_ids.clone(),
+            text.clone(),
+        );
+        Ok(k.core
             .db
-            .call(move |c| chunks::keyword_search(c, &t, &query, candidates, docs.as_deref()))
-            .await?
-            .into_iter()
-            .map(|(id, s)| (id, s as f32))
-            .collect()
+            .call(move |c| {
+                chunks::keyword_search(c, db.keywords(), &t, &query, candidates, docs.as_deref())
+            })
+            .await?)
     };
+    let (vector_ranked, keyword_ranked) = tokio::try_join!(vector, keyword)?;
 
     let ranked: Vec<(u64, f32)> = match q.mode {
         Mode::Vector => vector_ranked,

@@ -134,6 +134,7 @@ pub async fn delete(core: &Core, r: &TenantRef) -> Result<Tenant, ServiceError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
+    core.db.keywords().forget(&tenant.id);
     tracing::info!(tenant = %tenant.slug, "tenant deleted");
     Ok(tenant)
 }

@@ -1,10 +1,11 @@
-//! Chunks: the pieces of a document that are embedded and searched, with their
-//! keyword entries; stored and replaced a whole document at a time.
+//! Chunks: the pieces of a document that are embedded and searched; stored and
+//! replaced a whole document at a time, each change logged for keyword search.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::StoreError;
 use super::documents::owned;
+use super::keywords::Keywords;
 use crate::domain::TenantId;
 
 /// A chunk about to be stored (also what a remote worker hands back for it).
@@ -34,7 +35,6 @@ pub fn replace_chunks(
     if !owned(&tx, tenant, document)? {
         return Ok(None);
     }
-    super::keywords::remove_document(&tx, tenant, document)?;
     tx.execute("DELETE FROM chunks WHERE document_id = ?1", [document])?;
     let mut ids = Vec::with_capacity(chunks.len());
     {
@@ -55,13 +55,7 @@ pub fn replace_chunks(
             ids.push(tx.last_insert_rowid().unsigned_abs());
         }
     }
-    super::keywords::add(
-        &tx,
-        tenant,
-        ids.iter()
-            .copied()
-            .zip(chunks.iter().map(|c| c.text.as_str())),
-    )?;
+    super::keywords::touch(&tx, tenant, document)?;
     tx.commit()?;
     Ok(Some(ids))
 }
@@ -141,87 +135,61 @@ pub fn chunk_at(
         .optional()?)
 }
 
-/// Keyword search: chunk ids of the tenant's ready documents by BM25 rank, best first.
+/// Keyword search: chunk ids of the tenant's ready documents by BM25, best first.
 pub fn keyword_search(
     conn: &Connection,
+    keywords: &Keywords,
     tenant: &TenantId,
     query: &str,
     limit: usize,
     documents: Option<&[String]>,
-) -> Result<Vec<(u64, f64)>, StoreError> {
-    let Some(words) = fts_query(query) else {
+) -> Result<Vec<(u64, f32)>, StoreError> {
+    let words = super::keywords::query_words(query);
+    if words.is_empty() || limit == 0 {
         return Ok(Vec::new());
-    };
-    let allowed: Option<std::collections::HashSet<&str>> =
-        documents.map(|d| d.iter().map(String::as_str).collect());
-    // FTS5 ranks the tenant's matches in the tenant's own table and hands back the best
-    // `fetch`; those of documents not ready or outside the filter are dropped here, and
-    // the window widens until enough are left or the matches run out.
-    let mut keep = conn.prepare_cached(
-        "SELECT c.document_id FROM chunks c JOIN documents d ON d.id = c.document_id
-         WHERE c.id = ?1 AND c.tenant_id = ?2 AND d.status = 'ready'",
-    )?;
-    let mut out = Vec::with_capacity(limit);
-    let mut offset = 0usize;
+    }
+    // The index holds every stored chunk; those of documents that are not ready are
+    // dropped here, and the window widens until enough are left or the matches run out.
     let mut fetch = (limit * 2).max(32);
     loop {
-        let page = super::keywords::ranked(conn, tenant, &words, fetch, offset)?;
-        for &(id, rank) in &page {
-            let document: Option<String> = keep
-                .query_row(params![id, tenant.as_str()], |r| r.get(0))
-                .optional()?;
-            let Some(document) = document else {
-                continue;
-            };
-            if allowed
-                .as_ref()
-                .is_none_or(|a| a.contains(document.as_str()))
-            {
-                out.push((id.unsigned_abs(), -rank));
-                if out.len() == limit {
-                    return Ok(out);
-                }
-            }
-        }
-        if page.len() < fetch {
+        let ranked = keywords.search(conn, tenant, &words, fetch, documents)?;
+        let ids: Vec<u64> = ranked.iter().map(|(id, _)| *id).collect();
+        let ready = ready_chunks(conn, tenant, &ids)?;
+        let out: Vec<(u64, f32)> = ranked
+            .iter()
+            .filter(|(id, _)| ready.contains(id))
+            .take(limit)
+            .copied()
+            .collect();
+        if out.len() == limit || ranked.len() < fetch {
             return Ok(out);
         }
-        offset += fetch;
         fetch *= 4;
     }
 }
 
-/// Words too common to say anything about relevance (English).
-const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how",
-    "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the",
-    "their", "them", "there", "these", "this", "to", "was", "we", "what", "when", "where", "which",
-    "who", "why", "will", "with", "you", "your",
-];
-
-/// Turns free text into an FTS5 query: each word quoted, any of them may match;
-/// stopwords are left out unless the query has nothing else.
-fn fts_query(query: &str) -> Option<String> {
-    let words: Vec<String> = query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
-    let content: Vec<&String> = words
+/// Which of these chunks belong to the tenant's ready documents.
+fn ready_chunks(
+    conn: &Connection,
+    tenant: &TenantId,
+    ids: &[u64],
+) -> Result<std::collections::HashSet<u64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let list = ids
         .iter()
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .collect();
-    let chosen: Vec<&String> = if content.is_empty() {
-        words.iter().collect()
-    } else {
-        content
-    };
-    let terms: Vec<String> = chosen
-        .into_iter()
-        .take(64)
-        .map(|w| format!("\"{w}\""))
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" OR "))
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
+         WHERE c.tenant_id = ?1 AND d.status = 'ready' AND c.id IN ({list})"
+    ))?;
+    let rows = stmt.query_map([tenant.as_str()], |r| {
+        Ok(r.get::<_, i64>(0)?.unsigned_abs())
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Counts a tenant's chunks (all documents).

@@ -450,13 +450,13 @@ pub fn mark_ready(
     Ok(n == 1)
 }
 
-/// Deletes a document, its chunks and their keyword entries, in one transaction.
+/// Deletes a document and its chunks in one transaction (logged for keyword search).
 pub fn delete(conn: &mut Connection, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if !owned(&tx, tenant, id)? {
         return Ok(false);
     }
-    super::keywords::remove_document(&tx, tenant, id)?;
+    super::keywords::touch(&tx, tenant, id)?;
     tx.execute(
         "DELETE FROM documents WHERE tenant_id = ?1 AND id = ?2",
         params![tenant.as_str(), id],

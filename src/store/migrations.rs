@@ -111,8 +111,7 @@ const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 5: keyword search per tenant. The shared table's BM25 statistics mixed every
-    // tenant's text; each tenant now has its own table (see `keywords`), filled from
-    // the chunks right after this step.
+    // tenant's text. (Each tenant had its own FTS5 table from here until 7.)
     r#"
     DROP TRIGGER chunk_search_insert;
     DROP TRIGGER chunk_search_delete;
@@ -125,10 +124,22 @@ const MIGRATIONS: &[&str] = &[
         limits    TEXT NOT NULL
     );
     "#,
+    // 7: keyword search moves to an index in memory built from the chunks (see
+    // `keywords`); this log tells each process's index which documents changed. The
+    // per-tenant FTS5 tables are dropped right after this step.
+    r#"
+    CREATE TABLE keyword_log (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        document_id TEXT NOT NULL,
+        UNIQUE (tenant_id, document_id)
+    );
+    CREATE INDEX keyword_log_position ON keyword_log (tenant_id, seq);
+    "#,
 ];
 
-/// The version after which each tenant's keyword table is built from its chunks.
-const PER_TENANT_KEYWORDS: i64 = 5;
+/// The version after which the FTS5 keyword tables are dropped.
+const KEYWORDS_IN_MEMORY: i64 = 7;
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -151,8 +162,8 @@ pub fn apply(conn: &mut Connection) -> Result<(), StoreError> {
             continue;
         }
         tx.execute_batch(sql)?;
-        if version == PER_TENANT_KEYWORDS {
-            super::keywords::build_all(&tx)?;
+        if version == KEYWORDS_IN_MEMORY {
+            super::keywords::drop_fts_tables(&tx)?;
         }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;

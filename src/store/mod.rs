@@ -68,6 +68,7 @@ pub struct Db {
 struct Inner {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    keywords: keywords::Keywords,
 }
 
 impl Db {
@@ -79,6 +80,7 @@ impl Db {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 idle: Mutex::new(vec![conn]),
+                keywords: keywords::Keywords::default(),
             }),
         })
     }
@@ -86,6 +88,11 @@ impl Db {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// This process's keyword indexes of the database's chunks.
+    pub fn keywords(&self) -> &keywords::Keywords {
+        &self.inner.keywords
     }
 
     /// Runs `f` with a pooled connection on a blocking thread.

@@ -130,7 +130,6 @@ pub fn delete(conn: &Connection, id: &TenantId) -> Result<bool, StoreError> {
     // with SQLITE_BUSY when another connection wrote in between; the busy timeout only
     // covers waiting for the write lock up front.
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    super::keywords::drop_tenant(&tx, id)?;
     let deleted = tx.execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])? == 1;
     tx.commit()?;
     Ok(deleted)
