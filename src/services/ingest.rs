@@ -111,7 +111,7 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
         tracing::warn!("job names an invalid tenant id; dropped");
         return Ok(());
     };
-    let Some(_slot) = tenant_slot(k, &tenant, &job.document_id).await? else {
+    let Some(slot) = tenant_slot(k, &tenant, &job.document_id).await? else {
         return Ok(());
     };
     let max_attempts = k.core.config.jobs.max_retries.saturating_add(1);
@@ -135,7 +135,7 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
         return Ok(());
     };
     let guard = k.in_flight.start(&doc.id);
-    let outcome = process(k, &tenant, &doc, &guard.token).await;
+    let outcome = process(k, &tenant, &doc, slot, &guard.token).await;
     drop(guard);
 
     if k.in_flight.shutdown.is_cancelled() && outcome.is_err() {
@@ -326,6 +326,19 @@ pub(super) async fn prepare(
     cutting: Cutting,
     cancel: &CancellationToken,
 ) -> Result<Prepared, Attempt> {
+    let chunks = cut(embedder, media_type, bytes, limits, cutting, cancel).await?;
+    embed(embedder, chunks, cancel).await
+}
+
+/// Extracts a document's text in a child process with `limits` and cuts it.
+async fn cut(
+    embedder: &crate::ml::Embedder,
+    media_type: &str,
+    bytes: Vec<u8>,
+    limits: &Limits,
+    cutting: Cutting,
+    cancel: &CancellationToken,
+) -> Result<Vec<chunker::Chunk>, Attempt> {
     let failed = |m: String| Attempt::Failed(m);
     let kind = Kind::from_media_type(media_type)
         .ok_or_else(|| failed(format!("unknown media type {media_type}")))?;
@@ -351,7 +364,15 @@ pub(super) async fn prepare(
             cutting.max_chunks
         )));
     }
+    Ok(chunks)
+}
 
+/// Embeds a document's chunks, a batch at a time until done or cancelled.
+async fn embed(
+    embedder: &crate::ml::Embedder,
+    chunks: Vec<chunker::Chunk>,
+    cancel: &CancellationToken,
+) -> Result<Prepared, Attempt> {
     let mut vectors = Vec::with_capacity(chunks.len());
     for batch in chunks.chunks(EMBED_BATCH) {
         if cancel.is_cancelled() {
@@ -361,7 +382,7 @@ pub(super) async fn prepare(
         let embedded = embedder
             .embed_waiting(texts)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| Attempt::Failed(e.to_string()))?;
         vectors.extend(embedded);
     }
     let chunks = chunks
@@ -377,10 +398,16 @@ pub(super) async fn prepare(
     Ok(Prepared { chunks, vectors })
 }
 
+/// Processes a document while holding the tenant's place among running jobs (`slot`).
+/// Once the document is cut, it waits for one of the tenant's places at the embedding
+/// model and gives `slot` back: the tenant's next document is extracted and cut while
+/// this one is embedded, and this one is stored while the next is embedded, so the
+/// model does not wait for either.
 async fn process(
     k: &Knowledge,
     tenant: &TenantId,
     doc: &Document,
+    slot: tokio::sync::OwnedSemaphorePermit,
     cancel: &CancellationToken,
 ) -> Result<usize, Attempt> {
     let failed = |m: String| Attempt::Failed(m);
@@ -391,7 +418,7 @@ async fn process(
     let limits =
         extraction_limits(&k.core.config.extraction, bytes.len() as u64).map_err(failed)?;
     let cutting = Cutting::of(&k.core.config);
-    let prepared = prepare(
+    let chunks = cut(
         &k.embedder,
         &doc.media_type,
         bytes,
@@ -400,6 +427,19 @@ async fn process(
         cancel,
     )
     .await?;
+    let places = k
+        .core
+        .limiter
+        .embedding(&k.core, tenant)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let place = tokio::select! {
+        place = places.acquire_owned() => place.map_err(|e| failed(e.to_string()))?,
+        () = cancel.cancelled() => return Err(Attempt::Gone),
+    };
+    drop(slot);
+    let prepared = embed(&k.embedder, chunks, cancel).await?;
+    drop(place);
     store(k, tenant, &doc.id, prepared).await
 }
 

@@ -62,6 +62,7 @@ struct TenantState {
     refilled_ms: i64,
     generations: Arc<Semaphore>,
     ingestion: Arc<Semaphore>,
+    embedding: Arc<Semaphore>,
 }
 
 impl TenantState {
@@ -72,6 +73,7 @@ impl TenantState {
             refilled_ms: now_ms,
             generations: Arc::new(Semaphore::new(limits.concurrent_generations as usize)),
             ingestion: Arc::new(Semaphore::new(limits.concurrent_ingestion_jobs as usize)),
+            embedding: Arc::new(Semaphore::new(limits.concurrent_ingestion_jobs as usize)),
         }
     }
 }
@@ -173,6 +175,16 @@ impl Limiter {
         tenant: &TenantId,
     ) -> Result<Arc<Semaphore>, ServiceError> {
         self.state(core, tenant, |s, _| s.ingestion.clone()).await
+    }
+
+    /// The tenant's places at the embedding model for its documents (as many as among
+    /// running jobs: a job gives its job place back once it holds one of these).
+    pub async fn embedding(
+        &self,
+        core: &Core,
+        tenant: &TenantId,
+    ) -> Result<Arc<Semaphore>, ServiceError> {
+        self.state(core, tenant, |s, _| s.embedding.clone()).await
     }
 
     /// Forgets a tenant's state, so that new limits take effect at its next request.

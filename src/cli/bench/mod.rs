@@ -209,6 +209,22 @@ fn rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU seconds this process and its waited-for children have used (Linux; 0 elsewhere).
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command's closing parenthesis; utime is the 14th field overall.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|f| f.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
 /// A scratch data dir with a tenant `bench` and the knowledge components opened on it.
 async fn scratch(
     mut config: Config,
