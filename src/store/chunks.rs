@@ -102,11 +102,7 @@ pub fn chunks_by_ids(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = ids
-        .iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = id_list(ids);
     let mut stmt = conn.prepare(&format!(
         "SELECT c.id, c.document_id, d.title, c.chunk_index, c.text, c.start_char, c.end_char
          FROM chunks c JOIN documents d ON d.id = c.document_id
@@ -177,11 +173,7 @@ fn ready_chunks(
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    let list = ids
-        .iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = id_list(ids);
     let mut stmt = conn.prepare(&format!(
         "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id
          WHERE c.tenant_id = ?1 AND d.status = 'ready' AND c.id IN ({list})"
@@ -190,6 +182,14 @@ fn ready_chunks(
         Ok(r.get::<_, i64>(0)?.unsigned_abs())
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Chunk ids as an SQL list (`1,2,3`); ids are numbers, so nothing needs quoting.
+fn id_list(ids: &[u64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Counts a tenant's chunks (all documents).
