@@ -91,6 +91,10 @@ pub enum BenchCommand {
         /// Queries per mode.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Other tenants, each with as many chunks, stored (and their keyword indexes
+        /// built) beside the one searched.
+        #[arg(long, default_value_t = 0)]
+        others: usize,
     },
     /// Prompt processing and decode speed of a GGUF, for each weight type asked, at each
     /// prompt length (the context the new tokens attend to).
@@ -157,7 +161,8 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> 
             file,
             chunks,
             queries,
-        } => search::run(config, &file, chunks, queries).await?,
+            others,
+        } => search::run(config, &file, chunks, queries, others).await?,
         BenchCommand::Generate {
             model,
             weights,

@@ -58,10 +58,12 @@ impl Index {
         self.len() == 0
     }
 
-    /// Indexes a document's chunks (id, text), replacing what it had.
+    /// Indexes a document's chunks (id, text), replacing what it had. The title's words
+    /// count as words of every chunk, so a query naming the document finds its chunks.
     pub fn set_document<'a>(
         &mut self,
         document: &str,
+        title: &str,
         chunks: impl IntoIterator<Item = (u64, &'a str)>,
     ) {
         self.remove_document(document);
@@ -79,6 +81,7 @@ impl Index {
                     }
                 }
             };
+            each_word(title, &mut count);
             each_word(text, &mut count);
             let Ok(slot) = u32::try_from(self.slots.len()) else {
                 // Four billion chunks: beyond what one tenant can store.
@@ -255,7 +258,7 @@ mod tests {
     fn index(docs: &[(&str, &[(u64, &str)])]) -> Index {
         let mut ix = Index::default();
         for (doc, chunks) in docs {
-            ix.set_document(doc, chunks.iter().map(|(id, t)| (*id, *t)));
+            ix.set_document(doc, "", chunks.iter().map(|(id, t)| (*id, *t)));
         }
         ix
     }
@@ -316,7 +319,7 @@ mod tests {
             ("d", &[(4, "words of d")]),
             ("e", &[(5, "words of e")]),
         ]);
-        ix.set_document("a", [(6, "new words here")]);
+        ix.set_document("a", "", [(6, "new words here")]);
         assert!(ix.search(&query_words("old"), 10, None).is_empty());
         assert_eq!(ids(&ix.search(&query_words("new"), 10, None)), [6]);
         assert_eq!(ix.len(), 5);
@@ -337,6 +340,26 @@ mod tests {
     }
 
     #[test]
+    fn title_words_count_in_every_chunk() {
+        let mut ix = Index::default();
+        ix.set_document(
+            "a",
+            "Refund policy",
+            [(1, "money back"), (2, "within days")],
+        );
+        ix.set_document("b", "", [(3, "a refund of money")]);
+        let mut found = ids(&ix.search(&query_words("refund"), 10, None));
+        found.sort_unstable();
+        assert_eq!(found, [1, 2, 3]);
+        // A chunk matching in its title and text outranks one matching in the text alone.
+        assert_eq!(
+            ids(&ix.search(&query_words("money refund policy"), 1, None)),
+            [1]
+        );
+        assert_eq!(ids(&ix.search(&query_words("policy"), 10, None)).len(), 2);
+    }
+
+    #[test]
     fn compaction_keeps_scores() {
         let docs: Vec<(String, String)> = (0..40)
             .map(|i| {
@@ -348,11 +371,11 @@ mod tests {
             .collect();
         let mut ix = Index::default();
         for (i, (d, t)) in docs.iter().enumerate() {
-            ix.set_document(d, [(i as u64, t.as_str())]);
+            ix.set_document(d, "", [(i as u64, t.as_str())]);
         }
         let mut fresh = Index::default();
         for (i, (d, t)) in docs.iter().enumerate().skip(10) {
-            fresh.set_document(d, [(i as u64, t.as_str())]);
+            fresh.set_document(d, "", [(i as u64, t.as_str())]);
         }
         for (d, _) in docs.iter().take(10) {
             ix.remove_document(d);
