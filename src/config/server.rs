@@ -60,8 +60,8 @@ pub struct LimitsConfig {
     pub requests_per_minute: u32,
     /// Chats generating at once.
     pub concurrent_generations: u32,
-    /// Documents extracted and cut at once, and as many embedded at once (at most
-    /// `jobs.concurrency` jobs run in all).
+    /// Documents extracted and cut at once, and twice as many embedded at once (at
+    /// most `jobs.concurrency` jobs run in all).
     pub concurrent_ingestion_jobs: u32,
 }
 

@@ -342,7 +342,7 @@ async fn cut(
     let failed = |m: String| Attempt::Failed(m);
     let kind = Kind::from_media_type(media_type)
         .ok_or_else(|| failed(format!("unknown media type {media_type}")))?;
-    let text = match sandbox::extract_isolated(kind, bytes, limits, cancel).await {
+    let text = match sandbox::extract(kind, bytes, limits, cancel).await {
         Ok(text) => text,
         Err(SandboxError::Cancelled) => return Err(Attempt::Gone),
         Err(e) => return Err(failed(e.to_string())),

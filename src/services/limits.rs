@@ -65,6 +65,12 @@ struct TenantState {
     embedding: Arc<Semaphore>,
 }
 
+/// Documents of a tenant at the embedding model per place among its running jobs. With
+/// two, the model merges one document's batches with the next one's (fuller batches,
+/// and no pause while a document is stored): ingestion 96% of the raw embedding rate
+/// against 87-91% with one, on 399 man pages.
+pub const EMBEDDING_PLACES_PER_JOB: usize = 2;
+
 impl TenantState {
     fn new(limits: Effective, now_ms: i64) -> Self {
         Self {
@@ -73,7 +79,9 @@ impl TenantState {
             refilled_ms: now_ms,
             generations: Arc::new(Semaphore::new(limits.concurrent_generations as usize)),
             ingestion: Arc::new(Semaphore::new(limits.concurrent_ingestion_jobs as usize)),
-            embedding: Arc::new(Semaphore::new(limits.concurrent_ingestion_jobs as usize)),
+            embedding: Arc::new(Semaphore::new(
+                limits.concurrent_ingestion_jobs as usize * EMBEDDING_PLACES_PER_JOB,
+            )),
         }
     }
 }
@@ -177,8 +185,9 @@ impl Limiter {
         self.state(core, tenant, |s, _| s.ingestion.clone()).await
     }
 
-    /// The tenant's places at the embedding model for its documents (as many as among
-    /// running jobs: a job gives its job place back once it holds one of these).
+    /// The tenant's places at the embedding model for its documents
+    /// ([`EMBEDDING_PLACES_PER_JOB`] per place among running jobs: a job gives its job
+    /// place back once it holds one of these).
     pub async fn embedding(
         &self,
         core: &Core,

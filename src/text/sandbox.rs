@@ -49,6 +49,31 @@ pub enum SandboxError {
     Spawn(String),
 }
 
+/// Extracts `bytes` under `limits`: plain text and Markdown here (checking UTF-8 and
+/// dropping control characters is one linear pass with nothing to exploit, and a child
+/// would cost more than the pass), every other kind in a child process.
+pub async fn extract(
+    kind: Kind,
+    bytes: Vec<u8>,
+    limits: &Limits,
+    cancel: &CancellationToken,
+) -> Result<String, SandboxError> {
+    if !matches!(kind, Kind::Text | Kind::Markdown) {
+        return extract_isolated(kind, bytes, limits, cancel).await;
+    }
+    let cap = limits.max_text_bytes;
+    let text = tokio::task::spawn_blocking(move || extract::extract(kind, &bytes))
+        .await
+        .map_err(|e| SandboxError::Spawn(format!("the extraction task failed: {e}")))?
+        .map_err(|e| SandboxError::Document(e.to_string()))?;
+    if text.len() as u64 > cap {
+        return Err(SandboxError::Document(format!(
+            "the extracted text is larger than the limit of {cap} bytes"
+        )));
+    }
+    Ok(text)
+}
+
 /// Extracts `bytes` in a child process under `limits`; `cancel` kills it early.
 pub async fn extract_isolated(
     kind: Kind,
@@ -215,4 +240,46 @@ fn limit_self(memory_bytes: u64, cpu_secs: u64) -> std::io::Result<()> {
     // It writes no files: stdout is a pipe.
     Resource::FSIZE.set(0, 0)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(cap: u64) -> Limits {
+        Limits {
+            program: "/nonexistent/ragbox".into(),
+            memory_bytes: 1 << 30,
+            cpu_secs: 10,
+            timeout: Duration::from_secs(10),
+            max_text_bytes: cap,
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_text_is_read_here_under_the_same_cap_and_reasons() {
+        let none = CancellationToken::new();
+        // No child can start (the program does not exist), yet text and Markdown are read.
+        let text = extract(Kind::Text, b"one\r\ntwo\x07".to_vec(), &limits(100), &none)
+            .await
+            .unwrap();
+        assert_eq!(text, "one\ntwo");
+        let md = extract(Kind::Markdown, b"# Title".to_vec(), &limits(100), &none).await;
+        assert_eq!(md.unwrap(), "# Title");
+        // HTML still goes to the child.
+        let html = extract(Kind::Html, b"<p>x</p>".to_vec(), &limits(100), &none).await;
+        assert!(matches!(html, Err(SandboxError::Spawn(_))), "{html:?}");
+        let big = extract(Kind::Text, vec![b'a'; 101], &limits(100), &none).await;
+        assert!(
+            matches!(&big, Err(SandboxError::Document(m)) if m.contains("larger than the limit")),
+            "{big:?}"
+        );
+        let blank = extract(Kind::Text, b" \n\t ".to_vec(), &limits(100), &none).await;
+        assert!(matches!(blank, Err(SandboxError::Document(_))), "{blank:?}");
+        let bad = extract(Kind::Text, vec![0xff, 0xfe], &limits(100), &none).await;
+        assert!(
+            matches!(&bad, Err(SandboxError::Document(m)) if m.contains("UTF-8")),
+            "{bad:?}"
+        );
+    }
 }
