@@ -80,15 +80,19 @@ pub struct Authenticator {
     core: Core,
     jwt: Option<JwtVerifier>,
     admin_token: Secret,
+    /// Resolved keys (`auth.key_cache`).
+    keys: Option<keys::KeyCache>,
 }
 
 impl Authenticator {
     /// An authenticator over the tenants and keys in `core`.
     pub fn new(core: Core, jwt: Option<JwtVerifier>, admin_token: Secret) -> Self {
+        let keys = core.config.auth.key_cache.then(keys::KeyCache::default);
         Self {
             core,
             jwt,
             admin_token,
+            keys,
         }
     }
 
@@ -106,7 +110,7 @@ impl Authenticator {
     pub async fn tenant(&self, token: &str, host: Option<&str>) -> Result<AuthContext, AuthError> {
         let refused = |m: &str| AuthError::InvalidTenant(m.to_owned());
         let ctx = if keys::looks_like_key(token) {
-            match keys::authenticate(&self.core, token).await? {
+            match keys::authenticate(&self.core, self.keys.as_ref(), token).await? {
                 Ok((key, tenant)) => AuthContext {
                     tenant,
                     scopes: key.scopes,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Secret;
 
 /// Authentication settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Operator token for `/api/v1/admin`; when unset, one is generated into
@@ -15,6 +15,20 @@ pub struct AuthConfig {
     pub admin_token: Option<Secret>,
     /// Tenant JWTs; absent means JWTs are not accepted.
     pub jwt: Option<JwtConfig>,
+    /// Keep resolved API keys in memory, checked on every request against a counter
+    /// that every change to keys and tenants moves (so revocation, also by another
+    /// process, holds on the next request). Off: every request reads its key.
+    pub key_cache: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            jwt: None,
+            key_cache: true,
+        }
+    }
 }
 
 /// Which JWT signature algorithm is accepted (exactly one).

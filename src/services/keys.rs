@@ -129,18 +129,98 @@ pub enum KeyRefusal {
     Expired,
 }
 
-/// Looks a presented key up and checks it is usable now; records its use at most
-/// once a minute so that hot keys do not turn every read into a write.
+/// Keys resolved before, by the hash of their secret, valid while the database's
+/// credential counter (`auth_epoch`) stands where it stood when they were read. Every
+/// change a resolved key depends on moves the counter, in the same transaction and by
+/// whichever process makes it (a trigger), so a revocation by the CLI is seen on the
+/// next request; each request still reads the counter (one indexed row, no hop off the
+/// runtime). Unknown keys are never kept. At most [`KEY_CACHE_ENTRIES`]; when full it
+/// starts over.
+#[derive(Default)]
+pub struct KeyCache {
+    inner: std::sync::Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    epoch: i64,
+    keys: std::collections::HashMap<[u8; 32], (ApiKey, Tenant)>,
+}
+
+/// The most keys a [`KeyCache`] holds.
+pub const KEY_CACHE_ENTRIES: usize = 10_000;
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key and tenant kept for `digest` if the counter still reads `epoch`. A
+    /// counter that moved on empties the cache; a request that read it before the
+    /// latest move (it raced the change) gets nothing from it.
+    fn get(&self, epoch: i64, digest: &[u8; 32]) -> Option<(ApiKey, Tenant)> {
+        let mut state = self.lock();
+        if epoch > state.epoch {
+            state.keys.clear();
+            state.epoch = epoch;
+            return None;
+        }
+        if epoch < state.epoch {
+            return None;
+        }
+        state.keys.get(digest).cloned()
+    }
+
+    fn put(&self, epoch: i64, digest: [u8; 32], found: &(ApiKey, Tenant)) {
+        let mut state = self.lock();
+        if state.epoch != epoch {
+            return;
+        }
+        if state.keys.len() >= KEY_CACHE_ENTRIES {
+            state.keys.clear();
+        }
+        state.keys.insert(digest, found.clone());
+    }
+
+    fn used(&self, digest: &[u8; 32], at: DateTime<Utc>) {
+        if let Some((key, _)) = self.lock().keys.get_mut(digest) {
+            key.last_used_at = Some(at);
+        }
+    }
+}
+
+/// Looks a presented key up (in `cache` first, when given) and checks it is usable now;
+/// records its use at most once a minute so that hot keys do not turn every read into a
+/// write.
 pub async fn authenticate(
     core: &Core,
+    cache: Option<&KeyCache>,
     secret: &str,
 ) -> Result<Result<(ApiKey, Tenant), KeyRefusal>, ServiceError> {
     let digest = hash(secret);
     let now = core.clock.now();
-    let found = core
-        .db
-        .call(move |c| keys::find_by_hash(c, &digest))
-        .await?;
+    let (epoch, kept) = match cache {
+        Some(cache) => {
+            // A point read on a pooled connection, here on the runtime: cheaper than the
+            // hop to a blocking thread, and WAL readers never wait for writers.
+            let epoch = core.db.call_blocking(|c| keys::epoch(c))?;
+            (epoch, cache.get(epoch, &digest))
+        }
+        None => (0, None),
+    };
+    let found = match kept {
+        Some(found) => Some(found),
+        None => {
+            let found = core
+                .db
+                .call(move |c| keys::find_by_hash(c, &digest))
+                .await?;
+            if let (Some(cache), Some(found)) = (cache, &found) {
+                cache.put(epoch, digest, found);
+            }
+            found
+        }
+    };
     let Some((key, tenant)) = found else {
         return Ok(Err(KeyRefusal::Unknown));
     };
@@ -154,6 +234,9 @@ pub async fn authenticate(
         .last_used_at
         .is_none_or(|t| now - t > chrono::Duration::seconds(60));
     if stale {
+        if let Some(cache) = cache {
+            cache.used(&digest, now);
+        }
         let db = core.db.clone();
         let id = key.id.clone();
         tokio::spawn(async move {

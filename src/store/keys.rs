@@ -137,3 +137,69 @@ pub fn touch(conn: &Connection, id: &str, at: DateTime<Utc>) -> Result<(), Store
     )?;
     Ok(())
 }
+
+/// The credential counter (migration 8): it moves with every change to a key or tenant
+/// that a resolved key depends on, made by any process.
+pub fn epoch(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT n FROM auth_epoch WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Slug;
+    use crate::store::Db;
+
+    #[test]
+    fn the_credential_counter_moves_with_every_change_a_resolved_key_depends_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        // Two handles, as the server and the CLI on one data dir.
+        let (server, cli) = (Db::open(&path).unwrap(), Db::open(&path).unwrap());
+        let now = Utc::now();
+        let mut tenant = Tenant {
+            id: TenantId::generate(),
+            slug: Slug::parse("acme").unwrap(),
+            name: "Acme".into(),
+            system_prompt: String::new(),
+            settings: Default::default(),
+            created_at: now,
+            updated_at: now,
+        };
+        let key = ApiKey {
+            id: "k1".into(),
+            tenant_id: tenant.id.clone(),
+            name: "k".into(),
+            prefix: "rbx_abc".into(),
+            scopes: Scopes::parse("read").unwrap(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            created_at: now,
+        };
+        let epoch = |db: &Db| db.call_blocking(|c| epoch(c)).unwrap();
+        let start = epoch(&server);
+        cli.call_blocking(|c| {
+            tenants::insert(c, &tenant)?;
+            insert(c, &key, &[7; 32])
+        })
+        .unwrap();
+        // A new key or tenant changes nothing already resolved; nor does recording a use.
+        assert_eq!(epoch(&server), start);
+        cli.call_blocking(|c| touch(c, "k1", now)).unwrap();
+        assert_eq!(epoch(&server), start);
+
+        cli.call_blocking(|c| revoke(c, &tenant.id, "k1", now).map(|_| ()))
+            .unwrap();
+        assert_eq!(epoch(&server), start + 1);
+        tenant.name = "Acme Ltd".into();
+        cli.call_blocking(|c| tenants::update(c, &tenant).map(|_| ()))
+            .unwrap();
+        assert_eq!(epoch(&server), start + 2);
+        cli.call_blocking(|c| tenants::delete(c, &tenant.id).map(|_| ()))
+            .unwrap();
+        assert!(epoch(&server) > start + 2);
+    }
+}

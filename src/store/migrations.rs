@@ -136,6 +136,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX keyword_log_position ON keyword_log (tenant_id, seq);
     "#,
+    // 8: a counter that every change to what a credential resolves to moves (a key
+    // revoked, expiring differently, rescoped or deleted; a tenant changed or deleted),
+    // by whichever process makes it. A process may keep resolved keys in memory while
+    // the counter stands still (see `services::keys`). Recording a key's use does not
+    // move it.
+    r#"
+    CREATE TABLE auth_epoch (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n  INTEGER NOT NULL
+    );
+    INSERT INTO auth_epoch (id, n) VALUES (1, 0);
+    CREATE TRIGGER auth_key_changed
+        AFTER UPDATE OF tenant_id, scopes, expires_at, revoked_at, hash ON api_keys
+        BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER auth_key_deleted AFTER DELETE ON api_keys
+        BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER auth_tenant_changed AFTER UPDATE ON tenants
+        BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER auth_tenant_deleted AFTER DELETE ON tenants
+        BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 1; END;
+    "#,
 ];
 
 /// The version after which the FTS5 keyword tables are dropped.
