@@ -148,8 +148,13 @@ pub async fn wait_for(
     let mut ready = 0;
     let mut failed = Vec::new();
     while !pending.is_empty() {
+        // Documents are processed about in the order they were queued: each round
+        // reads them in that order up to the first one still waiting, so a long list
+        // costs a few reads a round instead of one per document (which would take CPU
+        // from the processing it waits for).
         let mut still = Vec::new();
-        for id in pending {
+        let mut rest = pending.into_iter();
+        for id in rest.by_ref() {
             let doc = documents::get(k, tenant, &id).await?;
             match doc.status {
                 Status::Ready => ready += 1,
@@ -159,13 +164,14 @@ pub async fn wait_for(
                 )),
                 _ => {
                     still.push(id);
-                    continue;
+                    break;
                 }
             }
             if let Some(p) = &progress {
                 p.inc(1);
             }
         }
+        still.extend(rest);
         pending = still;
         if !pending.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -67,9 +67,9 @@ struct TenantState {
 
 /// Documents of a tenant at the embedding model per place among its running jobs. With
 /// two, the model merges one document's batches with the next one's (fuller batches,
-/// and no pause while a document is stored). On 399 man pages `bench ingest` reached
-/// 84-90% of the raw embedding rate with the defaults (87-91% with one place), and
-/// 92-96% with more documents at the model (4 jobs, 2 ingestion places).
+/// and no pause while a document is stored). On 399 man pages `bench ingest` reaches
+/// 93-96% of the raw embedding rate with the defaults (3 rounds; 86-102% in single
+/// runs, as the machine varies), once waiting for the documents costs no CPU.
 pub const EMBEDDING_PLACES_PER_JOB: usize = 2;
 
 impl TenantState {

@@ -152,11 +152,10 @@ pub fn insert_or_existing(
 
 /// One document of a tenant.
 pub fn get(conn: &Connection, tenant: &TenantId, id: &str) -> Result<Option<Document>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM documents WHERE tenant_id = ?1 AND id = ?2"),
-        params![tenant.as_str(), id],
-        |row| Ok(from_row(row)),
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM documents WHERE tenant_id = ?1 AND id = ?2"
+    ))?
+    .query_row(params![tenant.as_str(), id], |row| Ok(from_row(row)))
     .optional()?
     .transpose()
 }

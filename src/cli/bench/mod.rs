@@ -77,6 +77,13 @@ pub enum BenchCommand {
         /// Files and folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Rounds, each a fresh data dir ingested and then its chunks embedded raw, so
+        /// that the ratio is read against a rate measured minutes apart, not an hour.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
+        /// Also embed the same chunks a document at a time (as ingestion hands them over).
+        #[arg(long)]
+        per_document: bool,
     },
     /// Search latency (vector, keyword, hybrid) and memory at a given number of chunks,
     /// in a scratch data dir: chunk texts are cut from `--file`; their vectors are
@@ -156,7 +163,11 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> 
             })
             .await??
         }
-        BenchCommand::Ingest { paths } => ingest::run(config, &paths).await?,
+        BenchCommand::Ingest {
+            paths,
+            rounds,
+            per_document,
+        } => ingest::run(config, &paths, rounds, per_document).await?,
         BenchCommand::Search {
             file,
             chunks,
@@ -216,18 +227,64 @@ fn rss_mb() -> f64 {
 
 /// CPU seconds this process and its waited-for children have used (Linux; 0 elsewhere).
 fn cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    std::fs::read_to_string("/proc/self/stat").map_or(0.0, |stat| stat_secs(&stat, 4))
+}
+
+/// The first `fields` CPU times of a `/proc/…/stat` line (user, system, then the
+/// children's), summed, in seconds.
+fn stat_secs(stat: &str, fields: usize) -> f64 {
     // Fields after the command's closing parenthesis; utime is the 14th field overall.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let ticks: f64 = rest
         .split_whitespace()
         .skip(11)
-        .take(4)
+        .take(fields)
         .filter_map(|f| f.parse::<f64>().ok())
         .sum();
     ticks / 100.0
+}
+
+/// CPU seconds used so far by this process's threads, summed per thread name with
+/// trailing digits and dashes dropped (`rayon-3` and `rayon-0` count as `rayon`).
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        let name = comm
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '#')
+            .to_owned();
+        *out.entry(name).or_insert(0.0) += stat_secs(&stat, 2);
+    }
+    out
+}
+
+/// The CPU seconds each thread group used between two readings of [`cpu_by_thread`],
+/// largest first, as one line.
+fn cpu_spent(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    let mut spent: Vec<(&str, f64)> = after
+        .iter()
+        .map(|(name, &t)| (name.as_str(), t - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, t)| *t >= 0.05)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    spent
+        .iter()
+        .map(|(name, t)| format!("{name} {t:.1} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A scratch data dir with a tenant `bench` and the knowledge components opened on it.
