@@ -8,6 +8,8 @@ use tracing::instrument;
 
 use super::{Core, ServiceError, required_text, tenants};
 use crate::domain::{Scopes, TenantRef};
+use crate::store::StoreError;
+use crate::store::commits::{CommitWatch, Stamp};
 use crate::store::keys::{self, ApiKey};
 use crate::store::tenants::Tenant;
 
@@ -133,12 +135,16 @@ pub enum KeyRefusal {
 /// credential counter (`auth_epoch`) stands where it stood when they were read. Every
 /// change a resolved key depends on moves the counter, in the same transaction and by
 /// whichever process makes it (a trigger), so a revocation by the CLI is seen on the
-/// next request; each request still reads the counter (one indexed row, no hop off the
-/// runtime). Unknown keys are never kept. At most [`KEY_CACHE_ENTRIES`]; when full it
-/// starts over.
+/// next request. The counter is read again whenever anything at all was committed to
+/// the database since it was last read, which a [`CommitWatch`] tells from one small
+/// read of SQLite's shared log index; where there is none, on every request. Unknown
+/// keys are never kept. At most [`KEY_CACHE_ENTRIES`]; when full it starts over.
 #[derive(Default)]
 pub struct KeyCache {
     inner: std::sync::Mutex<CacheState>,
+    watch: std::sync::OnceLock<Option<CommitWatch>>,
+    /// The counter as read at a stamp of the database.
+    read_at: std::sync::Mutex<Option<(Stamp, i64)>>,
 }
 
 #[derive(Default)]
@@ -153,6 +159,32 @@ pub const KEY_CACHE_ENTRIES: usize = 10_000;
 impl KeyCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The credential counter now: as last read while nothing has been committed
+    /// since, else read again.
+    fn epoch(&self, db: &crate::store::Db) -> Result<i64, StoreError> {
+        let watch = self.watch.get_or_init(|| {
+            CommitWatch::open(db.path()).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no commit watch; the key cache reads its counter on every request");
+                None
+            })
+        });
+        let Some(watch) = watch else {
+            return db.call_blocking(|c| keys::epoch(c));
+        };
+        // The stamp is taken before the read: a commit in between makes the next
+        // request's stamp differ, so it reads again.
+        let stamp = watch.stamp();
+        let mut read_at = self.read_at.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(stamp), Some((seen, epoch))) = (stamp, *read_at)
+            && seen == stamp
+        {
+            return Ok(epoch);
+        }
+        let epoch = watch.read(keys::epoch)?;
+        *read_at = stamp.map(|s| (s, epoch));
+        Ok(epoch)
     }
 
     /// The key and tenant kept for `digest` if the counter still reads `epoch`. A
@@ -201,9 +233,9 @@ pub async fn authenticate(
     let now = core.clock.now();
     let (epoch, kept) = match cache {
         Some(cache) => {
-            // A point read on a pooled connection, here on the runtime: cheaper than the
-            // hop to a blocking thread, and WAL readers never wait for writers.
-            let epoch = core.db.call_blocking(|c| keys::epoch(c))?;
+            // At most a point read, here on the runtime: cheaper than the hop to a
+            // blocking thread, and WAL readers never wait for writers.
+            let epoch = cache.epoch(&core.db)?;
             (epoch, cache.get(epoch, &digest))
         }
         None => (0, None),

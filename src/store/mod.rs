@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod chunks;
+pub mod commits;
 pub mod documents;
 pub mod keys;
 pub mod keywords;

@@ -1,0 +1,116 @@
+//! Whether any process has committed to the database since a moment, for the price of
+//! one small read instead of a transaction.
+//!
+//! In WAL mode SQLite keeps a header at the start of the `<database>-shm` file that
+//! every commit rewrites, whichever process makes it (the last frame, its checksum and
+//! a change counter; the salts when the log starts over). SQLite's own readers trust
+//! their page cache for exactly as long as that header stands still. It is written
+//! twice in a row, and a reader that finds the two copies different has caught a
+//! writer mid-update. [`CommitWatch::stamp`] reads both copies: equal copies are a
+//! stamp of the database's committed state, and two equal stamps mean that nothing was
+//! committed between the two readings.
+//!
+//! The watch holds a connection of its own open for its whole life: while a process
+//! has the database open, no other process can delete or re-create the `-shm` file, so
+//! the file read here is the one writers update.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Bytes in one copy of the WAL-index header.
+const HEADER: usize = 48;
+/// Where, in a copy, the byte that says it is initialised lies.
+const IS_INIT: usize = 12;
+
+/// A stamp of the database's committed state (see the module docs).
+pub type Stamp = [u8; HEADER];
+
+/// Watches one database file for commits.
+pub struct CommitWatch {
+    shm: File,
+    conn: Mutex<Connection>,
+}
+
+impl CommitWatch {
+    /// Opens a connection to `path` (already in WAL mode) and its `-shm` file; `None`
+    /// when the database keeps no such file (another journal mode).
+    pub fn open(path: &Path) -> Result<Option<Self>, StoreError> {
+        let conn = super::open_connection(path, false)?;
+        // A first read maps the log's index, so the file exists from here on.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        let mut name = path.as_os_str().to_owned();
+        name.push("-shm");
+        let Ok(shm) = File::open(PathBuf::from(name)) else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            shm,
+            conn: Mutex::new(conn),
+        }))
+    }
+
+    /// The state of the database now, or `None` when a writer is updating the header
+    /// at this very moment (or it is not in use): the caller then assumes a change.
+    pub fn stamp(&self) -> Option<Stamp> {
+        let mut both = [0u8; 2 * HEADER];
+        self.shm.read_exact_at(&mut both, 0).ok()?;
+        let (first, second) = both.split_at(HEADER);
+        if first != second || first[IS_INIT] != 1 {
+            return None;
+        }
+        first.try_into().ok()
+    }
+
+    /// Runs `f` on the watch's own connection.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+
+    #[test]
+    fn a_commit_by_another_connection_changes_the_stamp_and_reads_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let db = Db::open(&path).unwrap();
+        let watch = CommitWatch::open(&path)
+            .unwrap()
+            .expect("WAL mode keeps a -shm");
+        let before = watch.stamp().expect("a settled header");
+        // Reads, on any connection, leave it as it was.
+        db.call_blocking(|c| {
+            Ok(c.query_row("SELECT count(*) FROM tenants", [], |r| r.get::<_, i64>(0))?)
+        })
+        .unwrap();
+        watch
+            .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .unwrap();
+        assert_eq!(watch.stamp(), Some(before));
+        // A commit through a connection of its own, as another process would make one.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute("UPDATE auth_epoch SET n = n + 1 WHERE id = 1", [])
+            .unwrap();
+        let after = watch.stamp().expect("a settled header");
+        assert_ne!(after, before);
+        // And each further commit again.
+        other
+            .execute("UPDATE auth_epoch SET n = n + 1 WHERE id = 1", [])
+            .unwrap();
+        assert_ne!(watch.stamp(), Some(after));
+    }
+}
