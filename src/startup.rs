@@ -41,12 +41,21 @@ pub struct Hooks {
 
 /// Loads the generation model on a blocking thread; the error names the fix.
 pub async fn load_generator(config: &Config) -> anyhow::Result<Generator> {
+    let generator = start_generator(config).await?;
+    let waiting = generator.clone();
+    tokio::task::spawn_blocking(move || waiting.wait_loaded()).await??;
+    Ok(generator)
+}
+
+/// Starts the generator on a blocking thread: returns once its metadata and tokenizer
+/// are read, while its thread loads the weights.
+pub async fn start_generator(config: &Config) -> anyhow::Result<Generator> {
     let (path, settings) = (
         config.models.generation_file.clone(),
         config.generation.clone(),
     );
     let generator =
-        tokio::task::spawn_blocking(move || Generator::load(&path, &settings)).await??;
+        tokio::task::spawn_blocking(move || Generator::start(&path, &settings)).await??;
     Ok(generator)
 }
 
@@ -270,11 +279,17 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .transpose()?;
     let metrics = Metrics::new().context("registering metrics")?;
     let jobs = JobMetrics::register(metrics.registry()).context("registering job metrics")?;
-    let knowledge = open_knowledge(core.clone(), hooks.embedder).await?;
-    let generator = match hooks.generator {
-        Some(g) => g,
-        None => load_generator(&config).await?,
-    };
+    // Both models at once; the generator's weights go on loading in its own thread
+    // after this (its requests wait for them), so readiness does not wait for them.
+    let given = hooks.generator;
+    let (knowledge, generator) =
+        tokio::join!(open_knowledge(core.clone(), hooks.embedder), async {
+            match given {
+                Some(g) => Ok(g),
+                None => start_generator(&config).await,
+            }
+        });
+    let (knowledge, generator) = (knowledge?, generator?);
     let upstreams = crate::llm::Upstreams::from_config(&config)?;
     let auth = Authenticator::new(core.clone(), jwt, admin_token);
     let models = crate::services::models::Catalog {

@@ -6,6 +6,7 @@ use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::api::state::AppState;
+use crate::ml::generator::LoadState;
 
 #[derive(Tags)]
 enum Tag {
@@ -20,6 +21,9 @@ pub struct HealthOut {
     pub status: String,
     /// Each component and whether it works.
     pub checks: BTreeMap<String, bool>,
+    /// The bundled generation model: `loading` (the server is ready; chat requests on
+    /// it wait for the weights), `loaded`, or `failed` (they get 503).
+    pub generator: String,
 }
 
 /// Liveness.
@@ -68,9 +72,15 @@ impl HealthApi {
             map.insert("startup".to_owned(), ready);
             ok &= ready;
         }
+        let generator = match self.state.generator.load_state() {
+            LoadState::Loading => "loading",
+            LoadState::Ready { .. } => "loaded",
+            LoadState::Failed(_) => "failed",
+        };
         let out = HealthOut {
             status: if ok { "healthy" } else { "degraded" }.to_owned(),
             checks: map,
+            generator: generator.to_owned(),
         };
         if ok {
             HealthResponse::Healthy(Json(out))

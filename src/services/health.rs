@@ -128,13 +128,28 @@ async fn run_with(
         };
         checks.push(check);
     } else if let Some((g, _)) = generator {
-        // A busy generator is healthy; a stopped model thread is not.
-        checks.push(if g.is_running() {
+        // A busy generator is healthy, and so is one still loading (its requests wait
+        // in the queue); a failed load or a stopped model thread is not.
+        let state = g.load_state();
+        checks.push(if let crate::ml::generator::LoadState::Failed(why) = state {
+            tracing::warn!(check = "generator", error = %why, "the generation model did not load");
+            Check {
+                name: "generator",
+                ok: false,
+                detail: format!("{} failed to load: {why}", g.name()),
+            }
+        } else if g.is_running() {
+            let loaded = match state {
+                crate::ml::generator::LoadState::Ready { secs } => {
+                    format!("loaded in {secs:.2} s")
+                }
+                _ => "loading; requests wait for it".to_owned(),
+            };
             Check {
                 name: "generator",
                 ok: true,
                 detail: format!(
-                    "{} loaded, {} tokens of context",
+                    "{} {loaded}, {} tokens of context",
                     g.name(),
                     g.context_tokens()
                 ),

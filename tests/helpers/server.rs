@@ -160,6 +160,13 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    /// GET without credentials (probes, docs), its status and JSON body.
+    pub async fn public_json(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
     /// GET with a tenant's key or token.
     pub async fn tenant_get(&self, path: &str, token: &str) -> Response {
         self.client

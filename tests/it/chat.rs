@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use ragbox::ml::Generator;
 use serde_json::{Value, json};
 
 use crate::helpers::chat::{question, stream};
-use crate::helpers::models::own_generator;
+use crate::helpers::models::{generation_file, own_generator};
 use crate::helpers::{Tenant, TestApp, error_code, eventually};
 
 #[tokio::test]
@@ -213,4 +214,48 @@ async fn a_client_that_hangs_up_stops_its_generation() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn chat_waits_for_a_model_still_loading_and_gets_503_from_one_that_failed() {
+    let settings = ragbox::config::Config::default().generation;
+    let ask = json!({
+        "messages": question("Say hi."), "temperature": 0, "max_tokens": 4,
+        "retrieval": {"enabled": false},
+    });
+    // Ready does not wait for the weights; a request on them does.
+    let loading = Generator::start(&generation_file(), &settings).unwrap();
+    let app = TestApp::builder().generator(loading).start().await;
+    let (status, ready) = app.public_json("/health/ready").await;
+    assert_eq!(status, 200);
+    let state = ready["generator"].as_str().unwrap();
+    assert!(state == "loading" || state == "loaded", "{ready}");
+    let t = Tenant::new(&app, "acme").await;
+    let r = t.post("/api/v1/chat", &ask).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert!(!answer["text"].as_str().unwrap().is_empty(), "{answer}");
+
+    // Weights that cannot be read: the server stays up, says why, and refuses with 503.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(generation_file()).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() * 9 / 10]).unwrap();
+    let broken = Generator::start(&cut, &settings).unwrap();
+    let waiting = broken.clone();
+    assert!(
+        tokio::task::spawn_blocking(move || waiting.wait_loaded())
+            .await
+            .unwrap()
+            .is_err()
+    );
+    let app = TestApp::builder().generator(broken).start_listening().await;
+    let t = Tenant::new(&app, "acme").await;
+    let r = t.post("/api/v1/chat", &ask).await;
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(error_code(r, 503).await, "unavailable");
+    let (status, ready) = app.public_json("/health/ready").await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["generator"], "failed", "{ready}");
+    assert_eq!(ready["checks"]["generator"], false, "{ready}");
 }

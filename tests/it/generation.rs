@@ -4,6 +4,7 @@
 use ragbox::config::GenerationConfig;
 use ragbox::domain::{Event, FinishReason, GenError, Message, Role, Sampling, Usage};
 use ragbox::ml::Generator;
+use ragbox::ml::generator::LoadState;
 
 fn model_file() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -138,5 +139,55 @@ async fn a_full_queue_refuses_and_an_oversized_prompt_is_rejected() {
     assert!(matches!(
         g.generate(too_long, greedy(1)),
         Err(GenError::TooLong(_))
+    ));
+}
+
+/// A copy of the shipped GGUF cut short: its metadata and tokenizer read, its last
+/// tensors missing.
+fn truncated_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let bytes = std::fs::read(model_file()).unwrap();
+    let path = dir.join("cut.gguf");
+    std::fs::write(&path, &bytes[..bytes.len() * 9 / 10]).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_request_queued_while_the_weights_load_waits_for_them() {
+    let g = Generator::start(&model_file(), &GenerationConfig::default()).unwrap();
+    // Converting the weights takes far longer than the next line does.
+    assert_eq!(g.load_state(), LoadState::Loading);
+    let prompt = g.tokenize(&g.render(&ask("Say hi.")).unwrap()).unwrap();
+    let rx = g.generate(prompt, greedy(4)).unwrap();
+    let (text, usage) = collect(rx).await;
+    assert!(!text.is_empty());
+    assert!(usage.completion_tokens >= 1);
+    assert!(matches!(g.load_state(), LoadState::Ready { secs } if secs > 0.0));
+}
+
+#[tokio::test]
+async fn a_model_that_fails_to_load_refuses_requests_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Generator::start(&truncated_model(dir.path()), &GenerationConfig::default())
+        .expect("the metadata of the cut file is whole");
+    let prompt = g.tokenize("hello").unwrap();
+    // Queued before the failure is known, or refused after: the reason either way.
+    let early = g.generate(prompt.clone(), greedy(4));
+    let waited = tokio::task::spawn_blocking({
+        let g = g.clone();
+        move || g.wait_loaded()
+    })
+    .await
+    .unwrap();
+    let Err(GenError::Load(why)) = waited else {
+        panic!("a cut file loads: {waited:?}");
+    };
+    assert!(why.contains("cut.gguf"), "{why}");
+    assert!(matches!(g.load_state(), LoadState::Failed(_)));
+    if let Ok(mut rx) = early {
+        assert!(matches!(rx.recv().await, Some(Err(GenError::Load(_)))));
+    }
+    assert!(matches!(
+        g.generate(prompt, greedy(4)),
+        Err(GenError::Load(m)) if m == why
     ));
 }

@@ -19,7 +19,7 @@ async fn health_is_200_with_every_check() {
         json!({"status": "healthy", "checks": {
             "database": true, "storage": true, "vectors": true, "jobs": true, "embedding": true,
             "generator": true
-        }})
+        }, "generator": "loaded"})
     );
 }
 

@@ -7,6 +7,10 @@
 //! in candle). One model thread (`model`) owns the model; requests wait in a bounded
 //! queue (full → [`GenError::Busy`]) and stream their text back through a channel. When
 //! the receiver goes away (the client disconnected), generation stops at the next token.
+//!
+//! [`Generator::start`] returns once the GGUF's metadata and tokenizer are read; the
+//! model thread then converts the weights itself, and requests queued meanwhile wait
+//! for it ([`Generator::load_state`] says where it is).
 
 mod model;
 mod penalty;
@@ -15,8 +19,9 @@ mod template;
 mod tokenizer;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use tokenizers::Tokenizer;
@@ -59,11 +64,42 @@ struct Shared {
     context: usize,
     name: String,
     tokens: Arc<AtomicU64>,
+    load: Mutex<LoadState>,
+    loaded: Condvar,
+}
+
+/// Where the model's weights are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadState {
+    /// The model thread is reading and converting them; requests wait in the queue.
+    Loading,
+    /// In place, after this many seconds of loading.
+    Ready {
+        /// Seconds from the thread's start to the weights in place.
+        secs: f64,
+    },
+    /// They could not be loaded (the message says why); requests are refused.
+    Failed(String),
+}
+
+impl Shared {
+    fn set_load(&self, state: LoadState) {
+        *self.load.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.loaded.notify_all();
+    }
 }
 
 impl Generator {
-    /// Loads a GGUF and starts the model thread.
+    /// Loads a GGUF and starts the model thread; returns with the weights in place.
     pub fn load(path: &Path, config: &GenerationConfig) -> Result<Self, GenError> {
+        let generator = Self::start(path, config)?;
+        generator.wait_loaded()?;
+        Ok(generator)
+    }
+
+    /// Reads a GGUF's metadata and tokenizer and starts the model thread, which loads
+    /// the weights before it takes the first request. Requests may be queued at once.
+    pub fn start(path: &Path, config: &GenerationConfig) -> Result<Self, GenError> {
         if !path.is_file() {
             return Err(GenError::Load(format!(
                 "generation model {} is missing: run `./install.sh --models-only` \
@@ -103,25 +139,69 @@ impl Generator {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             tokens: Arc::default(),
+            load: Mutex::new(LoadState::Loading),
+            loaded: Condvar::new(),
         };
-        let weights = load_weights(content, &mut file, config.weights, shared.context)
-            .map_err(load_error(path))?;
-        let model = Model {
-            weights,
-            stops,
-            tokenizer: shared.tokenizer.clone(),
-            context: shared.context,
-            tokens: shared.tokens.clone(),
-        };
-        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let shared = Arc::new(shared);
+        let (tx, mut rx) = mpsc::channel::<Job>(config.queue_capacity.max(1));
+        let (mine, path, weights) = (shared.clone(), path.to_path_buf(), config.weights);
         std::thread::Builder::new()
             .name("ragbox-generate".into())
-            .spawn(move || model.serve(rx))
+            .spawn(move || {
+                let started = Instant::now();
+                let loaded = load_weights(content, &mut file, weights, mine.context)
+                    .map_err(|e| format!("loading {}: {e}", path.display()));
+                match loaded {
+                    Ok(weights) => {
+                        let secs = started.elapsed().as_secs_f64();
+                        tracing::info!(model = %mine.name, secs, "generation model loaded");
+                        mine.set_load(LoadState::Ready { secs });
+                        let model = Model {
+                            weights,
+                            stops,
+                            tokenizer: mine.tokenizer.clone(),
+                            context: mine.context,
+                            tokens: mine.tokens.clone(),
+                        };
+                        model.serve(rx);
+                    }
+                    Err(message) => {
+                        tracing::error!(error = %message, "the generation model could not be loaded");
+                        mine.set_load(LoadState::Failed(message.clone()));
+                        // What was queued while it loaded hears why.
+                        while let Some(job) = rx.blocking_recv() {
+                            let _ = job.events.blocking_send(Err(GenError::Load(message.clone())));
+                        }
+                    }
+                }
+            })
             .map_err(|e| GenError::Load(format!("starting the generator thread: {e}")))?;
-        Ok(Self {
-            tx,
-            shared: Arc::new(shared),
-        })
+        Ok(Self { tx, shared })
+    }
+
+    /// Where the weights are: loading, in place, or failed.
+    pub fn load_state(&self) -> LoadState {
+        self.shared
+            .load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Blocks until the weights are in place (or failed to load).
+    pub fn wait_loaded(&self) -> Result<(), GenError> {
+        let mut state = self.shared.load.lock().unwrap_or_else(|e| e.into_inner());
+        while *state == LoadState::Loading {
+            state = self
+                .shared
+                .loaded
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        match &*state {
+            LoadState::Failed(message) => Err(GenError::Load(message.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// The model's name (its file name without extension).
@@ -169,6 +249,9 @@ impl Generator {
         prompt: Vec<u32>,
         sampling: Sampling,
     ) -> Result<mpsc::Receiver<Result<Event, GenError>>, GenError> {
+        if let LoadState::Failed(message) = self.load_state() {
+            return Err(GenError::Load(message));
+        }
         if prompt.is_empty() {
             return Err(GenError::TooLong("the prompt is empty".into()));
         }

@@ -334,6 +334,8 @@ pub fn gen_error(e: GenError) -> ServiceError {
         GenError::Busy => ServiceError::RateLimited("the generator is busy; retry shortly".into()),
         GenError::TooLong(m) => ServiceError::Invalid(m),
         GenError::Upstream { message, .. } => ServiceError::Upstream(message),
+        // The bundled model is not there to answer: a service condition, not a bug.
+        GenError::Load(m) => ServiceError::Busy(format!("the local model is unavailable: {m}")),
         other => ServiceError::Internal(other.to_string()),
     }
 }
