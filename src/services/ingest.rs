@@ -115,6 +115,9 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
         return Ok(());
     };
     let max_attempts = k.core.config.jobs.max_retries.saturating_add(1);
+    // In flight before the claim makes it `processing`: a delete that sees it processing
+    // always finds the work to stop, however late this task runs after the claim.
+    let guard = k.in_flight.start(&job.document_id);
     let (t, i, now) = (tenant.clone(), job.document_id.clone(), k.core.clock.now());
     let claimed = k
         .core
@@ -134,7 +137,6 @@ pub async fn run_job(k: &Knowledge, job: &ProcessDocument) -> Result<(), Service
     let Some(doc) = k.core.db.call(move |c| documents::get(c, &t, &i)).await? else {
         return Ok(());
     };
-    let guard = k.in_flight.start(&doc.id);
     let outcome = process(k, &tenant, &doc, slot, &guard.token).await;
     drop(guard);
 
