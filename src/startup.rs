@@ -277,7 +277,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .as_ref()
         .map(JwtVerifier::from_config)
         .transpose()?;
-    let metrics = Metrics::new().context("registering metrics")?;
+    let metrics = Metrics::new(config.metrics.tenant_series).context("registering metrics")?;
     let jobs = JobMetrics::register(metrics.registry()).context("registering job metrics")?;
     // Both models at once; the generator's weights go on loading in its own thread
     // after this (its requests wait for them), so readiness does not wait for them.
@@ -290,6 +290,15 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
             }
         });
     let (knowledge, generator) = (knowledge?, generator?);
+    knowledge
+        .embedder
+        .meters()
+        .register(metrics.registry())
+        .context("registering the embedding model's metrics")?;
+    generator
+        .meters()
+        .register(metrics.registry())
+        .context("registering the generation model's metrics")?;
     let upstreams = crate::llm::Upstreams::from_config(&config)?;
     let auth = Authenticator::new(core.clone(), jwt, admin_token);
     let models = crate::services::models::Catalog {

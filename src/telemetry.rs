@@ -12,6 +12,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+mod tenants;
+pub use tenants::{TenantMeter, TenantMeters};
+
 /// Installs the global log subscriber; `RUST_LOG` overrides `log.level`.
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
@@ -64,17 +67,19 @@ pub fn method_label(method: &poem::http::Method) -> &'static str {
     }
 }
 
-/// HTTP metrics, labelled by route template, never by raw path or tenant.
+/// HTTP metrics, labelled by route template, never by raw path or tenant; tenants have
+/// series of their own in [`TenantMeters`], with a bounded label set.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    tenants: TenantMeters,
 }
 
 impl Metrics {
-    /// Registers the metrics.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// Registers the metrics; at most `tenant_series` tenants get series of their own.
+    pub fn new(tenant_series: usize) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("ragbox".into()), None)?;
         let requests = IntCounterVec::new(
             Opts::new(
@@ -99,11 +104,18 @@ impl Metrics {
         let build = IntCounterVec::new(Opts::new("build_info", "ragbox version"), &["version"])?;
         registry.register(Box::new(build.clone()))?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+        let tenants = TenantMeters::register(&registry, tenant_series)?;
         Ok(Self {
             registry,
             requests,
             latency,
+            tenants,
         })
+    }
+
+    /// The per-tenant series.
+    pub fn tenants(&self) -> &TenantMeters {
+        &self.tenants
     }
 
     /// The registry, for components that add their own metrics.

@@ -15,6 +15,7 @@ use crate::api::state::AppState;
 use crate::domain::{Event, GenError, Message, Role, Scope};
 use crate::services::agents;
 use crate::services::chat::{self, ChatRequest, Overrides, Prepared, RetrievalOverrides, Source};
+use crate::telemetry::TenantMeter;
 
 #[derive(Tags)]
 enum Tag {
@@ -293,6 +294,7 @@ impl ChatApi {
         let prepared = self.prepare(&auth, body.0).await?;
         let rx = chat::start(&self.state.generator, &prepared).await?;
         let (text, usage) = chat::collect(rx).await?;
+        self.state.metrics.tenants().of(&auth.0.tenant).chat(&usage);
         Ok(Json(ChatOut {
             text,
             sources: sources_out(&prepared),
@@ -323,7 +325,8 @@ impl ChatApi {
             sources: Some(sources_out(&prepared)),
             ..StreamEvent::empty()
         });
-        let body = tokio_stream_of(rx)
+        let meter = self.state.metrics.tenants().of(&auth.0.tenant);
+        let body = tokio_stream_of(rx, meter)
             .take_while(|e| std::future::ready(!e.done))
             .chain(futures_util::stream::once(async move {
                 // The tenant's place among running generations is held to the end.
@@ -347,42 +350,49 @@ impl ChatApi {
     }
 }
 
-/// The generator's events as stream events; the stream ends after `Done` or an error.
+/// The generator's events as stream events; the stream ends after `Done` (whose tokens
+/// `meter` counts to the tenant) or an error.
 fn tokio_stream_of(
     rx: tokio::sync::mpsc::Receiver<Result<Event, GenError>>,
+    meter: TenantMeter,
 ) -> impl futures_util::Stream<Item = StreamEvent> + Send + 'static {
-    futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
-        if finished {
-            return None;
-        }
-        match rx.recv().await {
-            Some(Ok(Event::Text(t))) => Some((
-                StreamEvent {
-                    text: Some(t),
-                    ..StreamEvent::empty()
-                },
-                (rx, false),
-            )),
-            Some(Ok(Event::Done(_))) | None => Some((
-                StreamEvent {
-                    done: true,
-                    ..StreamEvent::empty()
-                },
-                (rx, true),
-            )),
-            Some(Err(e)) => {
-                let code = ErrorCode::of_generation(&e);
-                tracing::error!(error = %e, "generation failed mid-stream");
-                Some((
+    futures_util::stream::unfold((rx, false), move |(mut rx, finished)| {
+        let meter = meter.clone();
+        async move {
+            if finished {
+                return None;
+            }
+            let done = StreamEvent {
+                done: true,
+                ..StreamEvent::empty()
+            };
+            match rx.recv().await {
+                Some(Ok(Event::Text(t))) => Some((
                     StreamEvent {
-                        error: Some(StreamError {
-                            code: code.as_str().into(),
-                            message: e.to_string(),
-                        }),
+                        text: Some(t),
                         ..StreamEvent::empty()
                     },
-                    (rx, true),
-                ))
+                    (rx, false),
+                )),
+                Some(Ok(Event::Done(usage))) => {
+                    meter.chat(&usage);
+                    Some((done, (rx, true)))
+                }
+                None => Some((done, (rx, true))),
+                Some(Err(e)) => {
+                    let code = ErrorCode::of_generation(&e);
+                    tracing::error!(error = %e, "generation failed mid-stream");
+                    Some((
+                        StreamEvent {
+                            error: Some(StreamError {
+                                code: code.as_str().into(),
+                                message: e.to_string(),
+                            }),
+                            ..StreamEvent::empty()
+                        },
+                        (rx, true),
+                    ))
+                }
             }
         }
     })

@@ -118,6 +118,8 @@ impl HealthApi {
         if let Ok(depth) = self.state.knowledge.queue.pending().await {
             self.state.jobs.set_depth(depth);
         }
+        self.state.knowledge.embedder.refresh_meters();
+        self.state.generator.refresh_meters();
         PlainText(self.state.metrics.render())
     }
 }

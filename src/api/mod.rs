@@ -151,19 +151,35 @@ fn cors(state: &AppState) -> Option<Cors> {
 
 /// Takes each tenant request from its tenant's bucket (after authentication): 429 with
 /// `Retry-After` when the bucket is empty; `X-RateLimit-Limit`, `-Remaining` and
-/// `-Reset` on every successful tenant answer while a limit is in force.
+/// `-Reset` on every successful tenant answer while a limit is in force. Every answer
+/// to a tenant is counted in its series.
 async fn rate_limit<E: Endpoint>(state: AppState, ep: E, req: Request) -> poem::Result<Response> {
-    let Some(tenant) = req
+    let Some((tenant, meter)) = req
         .extensions()
         .get::<crate::auth::AuthContext>()
-        .map(|c| c.tenant.id.clone())
+        .map(|c| (c.tenant.id.clone(), state.metrics.tenants().of(&c.tenant)))
     else {
         return ep.call(req).await.map(IntoResponse::into_response);
     };
+    let result = admit(&state, &tenant, ep, req).await;
+    let status = match &result {
+        Ok(resp) => resp.status(),
+        Err(e) => e.status(),
+    };
+    meter.request(status.as_u16());
+    result
+}
+
+async fn admit<E: Endpoint>(
+    state: &AppState,
+    tenant: &crate::domain::TenantId,
+    ep: E,
+    req: Request,
+) -> poem::Result<Response> {
     let decision = state
         .core
         .limiter
-        .admit(&state.core, &tenant)
+        .admit(&state.core, tenant)
         .await
         .map_err(ApiError::from)?;
     let headers = |resp: &mut Response| {

@@ -62,6 +62,7 @@ async fn metrics(probes: Data<&Arc<WorkerProbes>>) -> Response {
     if let Ok(depth) = probes.queue.pending().await {
         probes.jobs.set_depth(depth);
     }
+    probes.embedder.refresh_meters();
     probes
         .metrics
         .render()

@@ -33,8 +33,12 @@ pub(super) async fn run(config: Config) -> anyhow::Result<ExitCode> {
         anyhow::bail!("redis.url is set but the queue is not Redis");
     };
     let embedder = startup::load_embedder(&config).await?;
-    let metrics = Metrics::new().context("registering metrics")?;
+    let metrics = Metrics::new(config.metrics.tenant_series).context("registering metrics")?;
     let jobs = JobMetrics::register(metrics.registry()).context("registering job metrics")?;
+    embedder
+        .meters()
+        .register(metrics.registry())
+        .context("registering the embedding model's metrics")?;
     let stop = CancellationToken::new();
     let worker = RemoteWorker::new(
         &config,

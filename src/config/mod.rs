@@ -29,7 +29,7 @@ pub use auth::{AuthConfig, JwtAlgorithm, JwtConfig};
 pub use ingest::{ChunkingConfig, DocumentsConfig, ExtractionConfig};
 pub use load::{CliOverrides, ConfigError, default_config_paths};
 pub use models::{EmbeddingConfig, GenerationConfig, ModelsConfig, WeightType};
-pub use ops::{HealthConfig, JobsConfig, LogConfig, LogFormat};
+pub use ops::{HealthConfig, JobsConfig, LogConfig, LogFormat, MetricsConfig};
 pub use providers::{LOCAL_PROVIDER, ProviderConfig, ProviderKind};
 pub use scale::{QdrantConfig, RedisConfig, WorkerConfig};
 pub use search::{Fusion, SearchConfig};
@@ -51,6 +51,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Health probes.
     pub health: HealthConfig,
+    /// What `/metrics` exports.
+    pub metrics: MetricsConfig,
     /// Model files.
     pub models: ModelsConfig,
     /// The embedding model's runtime.

@@ -53,6 +53,21 @@ impl Default for HealthConfig {
     }
 }
 
+/// What `/metrics` exports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Tenants with series of their own (labelled by slug), the first seen since start;
+    /// the rest are counted together as `other`. 0 counts every tenant as `other`.
+    pub tenant_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { tenant_series: 100 }
+    }
+}
+
 /// Background job settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -27,6 +27,11 @@ impl Config {
                 "embedding.max_tokens must be at most 512 (the model's position limit)",
             );
         }
+        if self.metrics.tenant_series > 10_000 {
+            return invalid(
+                "metrics.tenant_series must be at most 10000 (each tenant adds 8 series)",
+            );
+        }
         if !(0.0..=1.0).contains(&self.search.vector_weight) {
             return invalid("search.vector_weight must be between 0 and 1");
         }

@@ -9,11 +9,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bert::{BertConfig, Encoder, Scratch};
+use super::meters::EmbedMeters;
 use crate::config::{EmbeddingConfig, ModelsConfig};
 
 /// Width of every embedding.
@@ -54,6 +56,7 @@ pub struct Embedder {
     bulk_tx: mpsc::Sender<Request>,
     tokenizer: Arc<Tokenizer>,
     max_tokens: usize,
+    meters: EmbedMeters,
 }
 
 /// The model files in a folder.
@@ -84,11 +87,14 @@ struct Model {
     tokenizer: Arc<Tokenizer>,
     max_tokens: usize,
     batch_size: usize,
+    meters: EmbedMeters,
 }
 
 impl Embedder {
     /// Loads the model from `models.embedding_dir` and starts its thread.
     pub fn load(models: &ModelsConfig, config: &EmbeddingConfig) -> Result<Self, EmbedError> {
+        let started = Instant::now();
+        let meters = EmbedMeters::new().map_err(|e| EmbedError::Load(e.to_string()))?;
         let dir = &models.embedding_dir;
         for file in model_files(dir) {
             if !file.is_file() {
@@ -114,6 +120,7 @@ impl Embedder {
             tokenizer: tokenizer.clone(),
             max_tokens,
             batch_size: config.batch_size,
+            meters: meters.clone(),
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE);
@@ -121,12 +128,26 @@ impl Embedder {
             .name("ragbox-embed".into())
             .spawn(move || model.serve(rx, bulk_rx))
             .map_err(|e| EmbedError::Load(format!("starting the model thread: {e}")))?;
+        meters.loaded(started.elapsed());
         Ok(Self {
             tx,
             bulk_tx,
             tokenizer,
             max_tokens,
+            meters,
         })
+    }
+
+    /// The model's series, for a server's registry.
+    pub fn meters(&self) -> &EmbedMeters {
+        &self.meters
+    }
+
+    /// Reads the queues' depths into the series (before each scrape).
+    pub fn refresh_meters(&self) {
+        let waiting = |tx: &mpsc::Sender<Request>| tx.max_capacity() - tx.capacity();
+        self.meters
+            .set_depth(waiting(&self.tx), waiting(&self.bulk_tx));
     }
 
     /// The model's tokenizer (no padding, no truncation).
@@ -215,11 +236,11 @@ impl Model {
                     Err(_) => break,
                 }
             }
-            self.answer(requests);
+            self.answer(requests, interactive);
         }
     }
 
-    fn answer(&mut self, requests: Vec<Request>) {
+    fn answer(&mut self, requests: Vec<Request>, interactive: bool) {
         // Callers that gave up are not computed for.
         let requests: Vec<Request> = requests
             .into_iter()
@@ -232,8 +253,12 @@ impl Model {
             .iter()
             .flat_map(|r| r.texts.iter().map(String::as_str))
             .collect();
+        let started = Instant::now();
         match self.embed_all(&texts) {
             Ok((mut vectors, mut tokens)) => {
+                let read = tokens.iter().sum();
+                self.meters
+                    .round(interactive, texts.len(), read, started.elapsed());
                 for r in requests.into_iter().rev() {
                     let at = vectors.len() - r.texts.len();
                     let mine = (vectors.split_off(at), tokens.split_off(at));
@@ -266,6 +291,7 @@ impl Model {
             for (&i, row) in batch.iter().zip(&rows) {
                 tokens[i] = row.len();
             }
+            self.meters.batch(rows.len());
             let vectors = self.forward(&rows).map_err(|e| compute(&e))?;
             for (&i, v) in batch.iter().zip(vectors) {
                 out[i] = v;

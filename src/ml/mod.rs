@@ -6,7 +6,9 @@ pub mod embedder;
 mod gemm;
 pub mod generator;
 pub mod llama;
+pub mod meters;
 mod ops;
 
 pub use embedder::{EmbedError, Embedder};
 pub use generator::Generator;
+pub use meters::{EmbedMeters, GenMeters};

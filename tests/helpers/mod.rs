@@ -12,6 +12,7 @@ pub mod eventually;
 pub mod log;
 pub mod models;
 pub mod pdf;
+pub mod prometheus;
 pub mod redis;
 pub mod server;
 pub mod tenant;

@@ -16,6 +16,7 @@ mod generation;
 mod health;
 mod hostile;
 mod knowledge;
+mod metrics;
 mod openai;
 mod openapi;
 mod probes;

@@ -23,6 +23,7 @@ use crate::auth::AuthContext;
 use crate::domain::{Event, FinishReason, GenError, Message, Role, Scope, Usage};
 use crate::services::chat::{self, ChatRequest, Citation, Overrides, Prepared, Source};
 use crate::services::models;
+use crate::telemetry::TenantMeter;
 
 /// Silence longer than this gets a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -101,11 +102,13 @@ pub async fn complete(
     .await?;
     let rx = chat::start(&state.generator, &prepared).await?;
     let sources = prepared.sources.clone().unwrap_or_default();
+    let meter = state.metrics.tenants().of(tenant);
     if stream {
-        let events = streamed(rx, sources, prepared.truncated, shape, running);
+        let events = streamed(rx, sources, prepared.truncated, shape, running, meter);
         return Ok(Completion::Ok(CompletionBody::Stream(events)));
     }
     let (text, usage) = chat::collect(rx).await?;
+    meter.chat(&usage);
     drop(running);
     Ok(Completion::Ok(CompletionBody::Json(Json(whole(
         &shape, &prepared, text, usage,
@@ -239,13 +242,15 @@ impl Shape {
 }
 
 /// The answer as `chat.completion.chunk` events. `running` (the tenant's place among
-/// running generations) is held until the stream ends or the client leaves.
+/// running generations) is held until the stream ends or the client leaves; the
+/// tenant's series count the answer's tokens when it ends.
 fn streamed(
     rx: Receiver<Result<Event, GenError>>,
     sources: Vec<Source>,
     truncated: bool,
     shape: Shape,
     running: tokio::sync::OwnedSemaphorePermit,
+    meter: TenantMeter,
 ) -> EventStream<BoxStream<'static, ChatCompletionChunk>> {
     let include_usage = shape.include_usage;
     let first = shape.chunk(
@@ -264,6 +269,7 @@ fn streamed(
         text: String,
         pending: VecDeque<Wire>,
         ended: bool,
+        meter: TenantMeter,
         _running: tokio::sync::OwnedSemaphorePermit,
     }
     let run = Run {
@@ -274,6 +280,7 @@ fn streamed(
         text: String::new(),
         pending: VecDeque::from([Wire::Chunk(Box::new(first))]),
         ended: false,
+        meter,
         _running: running,
     };
     let wire = futures_util::stream::unfold(run, |mut run| async move {
@@ -295,6 +302,7 @@ fn streamed(
                         .push_back(Wire::Chunk(Box::new(run.shape.chunk(delta, None))));
                 }
                 Some(Ok(Event::Done(usage))) => {
+                    run.meter.chat(&usage);
                     let delta = Delta {
                         annotations: Some(annotations(
                             &run.text,

@@ -109,6 +109,11 @@ impl OpenAiApi {
         models::embedding_model(&self.state.models, &body.model)
             .map_err(|e| OpenAiError::from(e).param("model"))?;
         let done = embeddings::embed(&self.state.knowledge.embedder, body.input.0).await?;
+        self.state
+            .metrics
+            .tenants()
+            .of(&auth.0.tenant)
+            .embedded(done.prompt_tokens);
         let base64 = body.encoding_format == Some(EncodingFormat::Base64);
         let data = done
             .vectors

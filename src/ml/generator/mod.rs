@@ -27,6 +27,7 @@ use candle_core::quantized::gguf_file;
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc;
 
+use super::meters::GenMeters;
 use crate::config::GenerationConfig;
 use crate::domain::{Event, GenError, Message, Sampling};
 use model::{Job, Model};
@@ -66,6 +67,7 @@ struct Shared {
     tokens: Arc<AtomicU64>,
     load: Mutex<LoadState>,
     loaded: Condvar,
+    meters: GenMeters,
 }
 
 /// Where the model's weights are.
@@ -141,6 +143,7 @@ impl Generator {
             tokens: Arc::default(),
             load: Mutex::new(LoadState::Loading),
             loaded: Condvar::new(),
+            meters: GenMeters::new().map_err(compute)?,
         };
         let shared = Arc::new(shared);
         let (tx, mut rx) = mpsc::channel::<Job>(config.queue_capacity.max(1));
@@ -155,6 +158,7 @@ impl Generator {
                     Ok(weights) => {
                         let secs = started.elapsed().as_secs_f64();
                         tracing::info!(model = %mine.name, secs, "generation model loaded");
+                        mine.meters.loaded(secs);
                         mine.set_load(LoadState::Ready { secs });
                         let model = Model {
                             weights,
@@ -162,6 +166,7 @@ impl Generator {
                             tokenizer: mine.tokenizer.clone(),
                             context: mine.context,
                             tokens: mine.tokens.clone(),
+                            meters: mine.meters.clone(),
                         };
                         model.serve(rx);
                     }
@@ -268,6 +273,7 @@ impl Generator {
                 prompt,
                 sampling,
                 events,
+                queued: Instant::now(),
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => GenError::Busy,
@@ -279,6 +285,18 @@ impl Generator {
     /// Tokens generated since load (all requests).
     pub fn tokens_generated(&self) -> u64 {
         self.shared.tokens.load(Ordering::Relaxed)
+    }
+
+    /// The model's series, for a server's registry.
+    pub fn meters(&self) -> &GenMeters {
+        &self.shared.meters
+    }
+
+    /// Reads the queue's depth into the series (before each scrape).
+    pub fn refresh_meters(&self) {
+        self.shared
+            .meters
+            .set_depth(self.tx.max_capacity() - self.tx.capacity());
     }
 
     /// Whether the model thread is running.

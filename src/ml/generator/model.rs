@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{Device, Tensor};
@@ -16,12 +17,15 @@ use super::stream::TextStream;
 use crate::config::WeightType;
 use crate::domain::{Event, FinishReason, GenError, Sampling, Usage};
 use crate::ml::llama::{Llama, Shape};
+use crate::ml::meters::GenMeters;
 
 /// A request waiting in the queue: its prompt, how to sample, and where its answer goes.
 pub(super) struct Job {
     pub(super) prompt: Vec<u32>,
     pub(super) sampling: Sampling,
     pub(super) events: mpsc::Sender<Result<Event, GenError>>,
+    /// When it entered the queue (its time to first token counts from here).
+    pub(super) queued: Instant,
 }
 
 /// What the model thread owns.
@@ -36,6 +40,8 @@ pub(super) struct Model {
     pub(super) context: usize,
     /// Tokens generated since load, shared with the handle.
     pub(super) tokens: Arc<AtomicU64>,
+    /// The series the thread keeps.
+    pub(super) meters: GenMeters,
 }
 
 impl Model {
@@ -46,7 +52,9 @@ impl Model {
                 continue; // the client left while the job was queued
             }
             let events = job.events.clone();
+            let _running = self.meters.running();
             if let Err(e) = self.run(job) {
+                self.meters.finished("error", 0, std::time::Duration::ZERO);
                 let _ = events.blocking_send(Err(e));
             }
         }
@@ -59,9 +67,19 @@ impl Model {
             prompt,
             sampling,
             events,
+            queued,
         } = job;
         let mut picker = LogitsProcessor::from_sampling(sampling.seed, sampler(&sampling));
+        let started = Instant::now();
         let mut logits = self.weights.forward(&prompt, 0).map_err(compute)?;
+        let prompt_took = started.elapsed();
+        let mut first: Option<Instant> = None;
+        let meters = self.meters.clone();
+        let cancelled = |generated: usize, first: Option<Instant>| {
+            let decoding = first.map(|t| t.elapsed()).unwrap_or_default();
+            meters.finished("cancelled", generated, decoding);
+            Ok(())
+        };
         let mut position = prompt.len();
         let mut out = TextStream::new(&self.tokenizer, &sampling.stop);
         let mut generated = 0usize;
@@ -80,15 +98,21 @@ impl Model {
                 logits = Tensor::from_vec(values, n, &Device::Cpu).map_err(compute)?;
             }
             let next = picker.sample(&logits).map_err(compute)?;
+            if first.is_none() {
+                first = Some(Instant::now());
+                self.meters
+                    .prompt(prompt.len(), prompt_took, queued.elapsed());
+            }
             penalties.record(next);
             if self.stops.contains(&next) && !sampling.ignore_eos {
                 break FinishReason::Stop;
             }
             generated += 1;
             self.tokens.fetch_add(1, Ordering::Relaxed);
+            self.meters.token();
             let (piece, stopped) = out.step(next)?;
             if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
-                return Ok(()); // the receiver is gone: stop here
+                return cancelled(generated, first); // the receiver is gone: stop here
             }
             if stopped {
                 break FinishReason::Stop;
@@ -101,8 +125,10 @@ impl Model {
         // nothing is held.
         let piece = out.flush();
         if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
-            return Ok(());
+            return cancelled(generated, first);
         }
+        let decoding = first.map(|t| t.elapsed()).unwrap_or_default();
+        self.meters.finished(finish.as_str(), generated, decoding);
         let _ = events.blocking_send(Ok(Event::Done(Usage {
             prompt_tokens: prompt.len(),
             completion_tokens: generated,
