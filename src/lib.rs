@@ -5,7 +5,8 @@
 
 // A dependency nothing uses is a warning (an error under CI's -D warnings).
 #![warn(unused_crate_dependencies)]
-// The binary's global allocator (src/main.rs), not used by the library itself.
+// The binary's global allocator (src/main.rs); the library only asks it to give memory
+// back (`memory`).
 use mimalloc as _;
 // A dev-dependency of the integration tests (tests/), which the unit tests also see.
 #[cfg(test)]
@@ -19,6 +20,7 @@ pub mod config;
 pub mod domain;
 pub mod jobs;
 pub mod llm;
+pub mod memory;
 pub mod ml;
 pub mod services;
 pub mod startup;

@@ -267,6 +267,8 @@ impl Running {
 /// Opens every store, binds the listener, serves, and marks the server ready once
 /// startup is complete. `/health/live` answers from the moment it listens.
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
+    // Loading frees far more than it keeps: returned at once until the models are in.
+    let purge = crate::memory::purge_at_once();
     let clock = hooks.clock.unwrap_or_else(|| Arc::new(SystemClock));
     let core = open_core(config, clock).await?;
     let config = core.config.clone();
@@ -290,6 +292,11 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
             }
         });
     let (knowledge, generator) = (knowledge?, generator?);
+    let loading = generator.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = loading.wait_loaded();
+        drop(purge);
+    });
     knowledge
         .embedder
         .meters()

@@ -128,6 +128,8 @@ impl Embedder {
             .name("ragbox-embed".into())
             .spawn(move || model.serve(rx, bulk_rx))
             .map_err(|e| EmbedError::Load(format!("starting the model thread: {e}")))?;
+        // The file as read is free now that the weights are in place: back to the system.
+        crate::memory::give_back();
         meters.loaded(started.elapsed());
         Ok(Self {
             tx,

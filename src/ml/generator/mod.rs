@@ -158,6 +158,8 @@ impl Generator {
                     Ok(weights) => {
                         let secs = started.elapsed().as_secs_f64();
                         tracing::info!(model = %mine.name, secs, "generation model loaded");
+                        // The conversion's scratch is free now: back to the system.
+                        crate::memory::give_back_everywhere();
                         mine.meters.loaded(secs);
                         mine.set_load(LoadState::Ready { secs });
                         let model = Model {
@@ -181,6 +183,8 @@ impl Generator {
                 }
             })
             .map_err(|e| GenError::Load(format!("starting the generator thread: {e}")))?;
+        // Building the tokenizer from the metadata left its scratch free on this thread.
+        crate::memory::give_back();
         Ok(Self { tx, shared })
     }
 

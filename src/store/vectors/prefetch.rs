@@ -2,7 +2,7 @@
 //! search asks for the next neighbour's vector while it scores the current one, so the
 //! load from RAM overlaps the arithmetic instead of stalling it.
 //!
-//! The one use of `unsafe` outside the matrix kernel: `_mm_prefetch` is only a hint.
+//! `unsafe` here (as in the matrix kernel and `memory`) is narrow: `_mm_prefetch` is only a hint.
 //! It never reads the memory into the program, cannot fault on any address, and is
 //! part of every x86-64 CPU (SSE); the pointer given always comes from a live slice.
 #![allow(unsafe_code)]
