@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(ragbox::startup::blocking_threads())
         .build()
     {
         Ok(rt) => rt,

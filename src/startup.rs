@@ -39,6 +39,16 @@ pub struct Hooks {
     pub generator: Option<Generator>,
 }
 
+/// Threads for blocking work (SQLite, search, tokenizing): 16 per core, at least 32.
+/// Tokio's default (512) lets a burst of concurrent requests start hundreds of threads,
+/// each keeping its own stack and allocator pages long after the burst (256 concurrent
+/// searches grew the server from 0.5 to 1.7 GB); beyond a few per core they add no
+/// throughput, and blocking work past the bound waits its turn in the runtime's queue.
+pub fn blocking_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 16).max(32)
+}
+
 /// Loads the generation model on a blocking thread; the error names the fix.
 pub async fn load_generator(config: &Config) -> anyhow::Result<Generator> {
     let generator = start_generator(config).await?;
