@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use half::f16;
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -77,7 +78,9 @@ pub struct Scratch {
 pub struct Encoder {
     cfg: BertConfig,
     eps: f32,
-    word: Vec<f32>,
+    /// The vocabulary's rows in f16 (half the memory; each row is read once per token
+    /// and summed before a layer norm, where f16's rounding is far below the model's).
+    word: Vec<f16>,
     position: Vec<f32>,
     token_type: Vec<f32>,
     embed_norm: Norm,
@@ -208,7 +211,11 @@ impl Encoder {
         }
         Ok(Self {
             eps: cfg.layer_norm_eps as f32,
-            word: w.vec("embeddings.word_embeddings.weight", cfg.vocab_size * h)?,
+            word: w
+                .vec("embeddings.word_embeddings.weight", cfg.vocab_size * h)?
+                .iter()
+                .map(|&x| f16::from_f32(x))
+                .collect(),
             position: w.vec(
                 "embeddings.position_embeddings.weight",
                 cfg.max_position_embeddings * h,
@@ -292,7 +299,7 @@ impl Encoder {
                 let position = &self.position[pos * h..(pos + 1) * h];
                 for (((d, w), p), t) in dst.iter_mut().zip(word).zip(position).zip(&self.token_type)
                 {
-                    *d = w + p + t;
+                    *d = w.to_f32() + p + t;
                 }
                 row += 1;
             }
