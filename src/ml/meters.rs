@@ -133,6 +133,8 @@ pub struct GenMeters {
     depth: IntGauge,
     active: IntGauge,
     tokens: IntCounterVec,
+    prompt_tokens: IntCounter,
+    completion_tokens: IntCounter,
     answers: IntCounterVec,
     first_token: Histogram,
     prompt_rate: Histogram,
@@ -143,7 +145,17 @@ pub struct GenMeters {
 impl GenMeters {
     /// The series, counted from now, exported nowhere yet.
     pub fn new() -> prometheus::Result<Self> {
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "generate_tokens_total",
+                "Tokens of the bundled model, by kind (prompt: read; completion: generated)",
+            ),
+            &["kind"],
+        )?;
         Ok(Self {
+            prompt_tokens: tokens.with_label_values(&["prompt"]),
+            completion_tokens: tokens.with_label_values(&["completion"]),
+            tokens,
             depth: IntGauge::new(
                 "generate_queue_depth",
                 "Generations waiting for the bundled model, read at each scrape",
@@ -151,14 +163,6 @@ impl GenMeters {
             active: IntGauge::new(
                 "generate_active",
                 "Generations the bundled model is running now (0 or 1)",
-            )?,
-            tokens: IntCounterVec::new(
-                Opts::new(
-                    "generate_tokens_total",
-                    "Tokens of the bundled model, by kind (prompt: read; completion: \
-                     generated)",
-                ),
-                &["kind"],
             )?,
             answers: IntCounterVec::new(
                 Opts::new(
@@ -233,9 +237,7 @@ impl GenMeters {
     /// The prompt pass of `tokens` tokens took `took`; the first token came `waited`
     /// after the request was queued.
     pub(crate) fn prompt(&self, tokens: usize, took: Duration, waited: Duration) {
-        self.tokens
-            .with_label_values(&["prompt"])
-            .inc_by(tokens as u64);
+        self.prompt_tokens.inc_by(tokens as u64);
         if !took.is_zero() {
             self.prompt_rate.observe(tokens as f64 / took.as_secs_f64());
         }
@@ -244,7 +246,12 @@ impl GenMeters {
 
     /// One generated token.
     pub(crate) fn token(&self) {
-        self.tokens.with_label_values(&["completion"]).inc();
+        self.completion_tokens.inc();
+    }
+
+    /// Tokens generated since load.
+    pub(crate) fn tokens_generated(&self) -> u64 {
+        self.completion_tokens.get()
     }
 
     /// A generation ended as `finish` after `tokens` tokens, the ones after the first

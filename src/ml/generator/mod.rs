@@ -19,7 +19,6 @@ mod template;
 mod tokenizer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -64,7 +63,6 @@ struct Shared {
     add_bos: Option<u32>,
     context: usize,
     name: String,
-    tokens: Arc<AtomicU64>,
     load: Mutex<LoadState>,
     loaded: Condvar,
     meters: GenMeters,
@@ -140,7 +138,6 @@ impl Generator {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            tokens: Arc::default(),
             load: Mutex::new(LoadState::Loading),
             loaded: Condvar::new(),
             meters: GenMeters::new().map_err(compute)?,
@@ -167,7 +164,6 @@ impl Generator {
                             stops,
                             tokenizer: mine.tokenizer.clone(),
                             context: mine.context,
-                            tokens: mine.tokens.clone(),
                             meters: mine.meters.clone(),
                         };
                         model.serve(rx);
@@ -288,7 +284,7 @@ impl Generator {
 
     /// Tokens generated since load (all requests).
     pub fn tokens_generated(&self) -> u64 {
-        self.shared.tokens.load(Ordering::Relaxed)
+        self.shared.meters.tokens_generated()
     }
 
     /// The model's series, for a server's registry.

@@ -1,8 +1,6 @@
 //! The model thread: it owns the decoder, takes queued jobs one at a time, and streams
 //! each answer back piece by piece until it ends or its receiver goes away.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, gguf_file};
@@ -38,8 +36,6 @@ pub(super) struct Model {
     pub(super) tokenizer: Tokenizer,
     /// Tokens the model attends to.
     pub(super) context: usize,
-    /// Tokens generated since load, shared with the handle.
-    pub(super) tokens: Arc<AtomicU64>,
     /// The series the thread keeps.
     pub(super) meters: GenMeters,
 }
@@ -108,7 +104,6 @@ impl Model {
                 break FinishReason::Stop;
             }
             generated += 1;
-            self.tokens.fetch_add(1, Ordering::Relaxed);
             self.meters.token();
             let (piece, stopped) = out.step(next)?;
             if !piece.is_empty() && events.blocking_send(Ok(Event::Text(piece))).is_err() {
