@@ -7,7 +7,9 @@ mod gemm;
 pub mod generator;
 pub mod llama;
 pub mod meters;
+mod nibbles;
 mod ops;
+mod widen;
 
 pub use embedder::{EmbedError, Embedder};
 pub use generator::Generator;

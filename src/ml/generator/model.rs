@@ -154,9 +154,9 @@ fn sampler(sampling: &Sampling) -> Sampler {
 }
 
 /// Reads a GGUF's weights, converting matrices to `weights` where asked.
-pub(crate) fn load_weights(
+pub(crate) fn load_weights<R: std::io::Read + std::io::Seek>(
     content: gguf_file::Content,
-    file: &mut std::fs::File,
+    file: &mut R,
     weights: WeightType,
     context: usize,
 ) -> candle_core::Result<Llama> {
