@@ -2,6 +2,7 @@
 //! rayon pool, and its snapshot under `<data_dir>/tenants/<id>/hnsw/`, reloaded at start
 //! when its fingerprint matches the vectors in sled.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -68,20 +69,46 @@ pub(super) fn snapshot_dir(data_dir: &Path, tenant: &TenantId) -> PathBuf {
     data_dir.join("tenants").join(tenant.as_str()).join("hnsw")
 }
 
-/// The graph in `dir` and the chunk id of each of its nodes, when it is there,
-/// readable, and was written for the vectors `fingerprint` identifies.
+/// A graph read back from its snapshot.
+pub(super) struct Snapshot {
+    pub(super) graph: Graph,
+    /// The chunk id of each node, in node order.
+    pub(super) order: Vec<u64>,
+    /// The vectors of the nodes that were tombstones when it was saved: their chunks
+    /// are gone from sled, but searches still walk through them until the next rebuild.
+    pub(super) deleted: HashMap<u64, Vec<f32>>,
+}
+
+/// The graph in `dir`, with the chunk id of each node and the vectors of its
+/// tombstones, when it is there, readable, and was written for the live vectors
+/// `fingerprint` identifies.
 pub(super) fn load_snapshot(
     dir: &Path,
     tenant: &TenantId,
     fingerprint: &str,
-) -> Option<(Graph, Vec<u64>)> {
+    dim: usize,
+) -> Option<Snapshot> {
     let meta = std::fs::read_to_string(dir.join("meta.json")).ok()?;
     let meta: serde_json::Value = serde_json::from_str(&meta).ok()?;
     if meta["fingerprint"].as_str() != Some(fingerprint) {
         tracing::info!(tenant = %tenant, "HNSW snapshot is stale; rebuilding");
         return None;
     }
-    match Hnsw::read(&dir.join("graph.bin")) {
+    let read = || -> Result<Snapshot, String> {
+        let (graph, order) = Hnsw::read(&dir.join("graph.bin")).map_err(|e| e.to_string())?;
+        // Snapshots saved without tombstones have no such file.
+        let deleted = match std::fs::read(dir.join(DELETED_FILE)) {
+            Ok(bytes) => read_deleted(&bytes, dim)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(Snapshot {
+            graph,
+            order,
+            deleted,
+        })
+    };
+    match read() {
         Ok(found) => Some(found),
         Err(e) => {
             tracing::warn!(tenant = %tenant, error = %e, "HNSW snapshot unreadable; rebuilding");
@@ -90,13 +117,63 @@ pub(super) fn load_snapshot(
     }
 }
 
-/// Writes `graph` (with `ids`, the chunk id of each node) and its vectors' fingerprint
-/// to `dir`, replacing what was there only once the whole snapshot is written.
+/// The file beside the graph with its tombstones' vectors.
+const DELETED_FILE: &str = "deleted.bin";
+
+/// Tombstones' vectors as [`write_deleted`] lays them out: the width and the count
+/// (u32 each), then each chunk id (u64) with its floats, all little-endian. Every size
+/// is checked against the file's own.
+fn read_deleted(bytes: &[u8], dim: usize) -> Result<HashMap<u64, Vec<f32>>, String> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (Some(width), Some(count)) = (word(0), word(4)) else {
+        return Err("tombstones file too short".into());
+    };
+    if width as usize != dim {
+        return Err(format!("tombstones are {width} wide, the store {dim}"));
+    }
+    let record = 8 + 4 * dim;
+    if (bytes.len() - 8) != record * count as usize {
+        return Err("tombstones file has the wrong size".into());
+    }
+    let mut deleted = HashMap::with_capacity(count as usize);
+    for rec in bytes[8..].chunks_exact(record) {
+        let (id, floats) = rec.split_at(8);
+        let id = u64::from_le_bytes(id.try_into().map_err(|_| "short id")?);
+        let v: Vec<f32> = floats
+            .chunks_exact(4)
+            .map(|f| f32::from_le_bytes([f[0], f[1], f[2], f[3]]))
+            .collect();
+        if deleted.insert(id, v).is_some() {
+            return Err("a tombstone is listed twice".into());
+        }
+    }
+    Ok(deleted)
+}
+
+/// Lays out tombstones' vectors for [`read_deleted`].
+fn write_deleted(path: &Path, dim: usize, deleted: &[(u64, Vec<f32>)]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(8 + deleted.len() * (8 + 4 * dim));
+    out.extend_from_slice(&(dim as u32).to_le_bytes());
+    out.extend_from_slice(&(deleted.len() as u32).to_le_bytes());
+    for (id, v) in deleted {
+        out.extend_from_slice(&id.to_le_bytes());
+        v.iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    }
+    std::fs::write(path, out)
+}
+
+/// Writes `graph` (with `ids`, the chunk id of each node), the vectors of its
+/// tombstones (`deleted`, each `dim` wide) and its live vectors' fingerprint to `dir`,
+/// replacing what was there only once the whole snapshot is written.
 pub(super) fn write_snapshot(
     dir: &Path,
     graph: &Graph,
     ids: &[u64],
     fingerprint: &str,
+    (dim, deleted): (usize, &[(u64, Vec<f32>)]),
 ) -> Result<(), VectorError> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -104,6 +181,10 @@ pub(super) fn write_snapshot(
     graph
         .write(&tmp.join("graph.bin"), ids)
         .map_err(|e| VectorError::Storage(e.to_string()))?;
+    if !deleted.is_empty() {
+        write_deleted(&tmp.join(DELETED_FILE), dim, deleted)
+            .map_err(|e| VectorError::Storage(e.to_string()))?;
+    }
     let meta = serde_json::json!({ "fingerprint": fingerprint });
     std::fs::write(tmp.join("meta.json"), meta.to_string())
         .map_err(|e| VectorError::Storage(e.to_string()))?;

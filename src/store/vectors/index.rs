@@ -81,22 +81,48 @@ impl TenantIndex {
     }
 
     /// The same vectors with slot `i` holding chunk `order[i]`, so that a graph saved
-    /// in that order fits them; `None` unless `order` names each vector once.
-    pub(super) fn reordered(&self, order: &[u64]) -> Option<TenantIndex> {
-        if order.len() != self.ids.len() {
+    /// in that order fits them; the chunks in `deleted` (gone from sled, tombstones in
+    /// the saved graph) come back as tombstones with their saved vectors. `None` unless
+    /// `order` names each vector and each of `deleted` once.
+    pub(super) fn reordered(
+        &self,
+        order: &[u64],
+        deleted: &HashMap<u64, Vec<f32>>,
+    ) -> Option<TenantIndex> {
+        if order.len() != self.ids.len() + deleted.len() {
             return None;
         }
         let mut fresh = self.fresh();
         fresh.data.reserve(order.len());
+        fresh.deleted = self.deleted.clone();
+        let gone: Arc<str> = Arc::from("");
         for id in order {
-            let &slot = self.slot.get(id)?;
             if fresh.slot.contains_key(id) {
                 return None;
             }
-            fresh.push_from(self, slot);
+            match (self.slot.get(id), deleted.get(id)) {
+                (Some(&slot), None) => fresh.push_from(self, slot),
+                (None, Some(v)) if v.len() == self.data.dim() => {
+                    fresh.push_vector(*id, gone.clone(), v);
+                    fresh.deleted.insert(*id);
+                }
+                _ => return None,
+            }
         }
-        fresh.deleted = self.deleted.clone();
         Some(fresh)
+    }
+
+    /// The chunk id and vector (as kept in memory) of each tombstone, for a snapshot.
+    pub(super) fn tombstones(&self) -> Vec<(u64, Vec<f32>)> {
+        let mut out = Vec::with_capacity(self.deleted.len());
+        for (slot, id) in self.ids.iter().enumerate() {
+            if self.deleted.contains(id) {
+                let mut v = vec![0.0; self.data.dim()];
+                self.data.decode(slot, &mut v);
+                out.push((*id, v));
+            }
+        }
+        out
     }
 
     /// A new graph of the live vectors.
@@ -159,11 +185,12 @@ impl TenantIndex {
         self.data.push(v);
     }
 
-    /// Marks vectors deleted; they are filtered at search until the next rebuild.
+    /// Marks vectors deleted; they are filtered at search until the next rebuild. The
+    /// saved graph no longer fits the live vectors: it is written again at shutdown.
     pub(super) fn tombstone(&mut self, ids: &[u64]) {
         for id in ids {
-            if self.slot.contains_key(id) {
-                self.deleted.insert(*id);
+            if self.slot.contains_key(id) && self.deleted.insert(*id) {
+                self.dirty = true;
             }
         }
     }

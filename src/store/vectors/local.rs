@@ -113,10 +113,11 @@ impl LocalVectorStore {
             // Without a matching snapshot, index() starts a build; exact scans answer
             // until it is done.
             let dir = self.snapshot_dir(tenant);
-            if let Some((graph, order)) = graph::load_snapshot(&dir, tenant, &ix.fingerprint()) {
-                match ix.reordered(&order) {
-                    Some(mut ordered) if graph.len() == ordered.ids.len() => {
-                        ordered.graph = Some(graph);
+            let fingerprint = ix.fingerprint();
+            if let Some(snap) = graph::load_snapshot(&dir, tenant, &fingerprint, self.dim) {
+                match ix.reordered(&snap.order, &snap.deleted) {
+                    Some(mut ordered) if snap.graph.len() == ordered.ids.len() => {
+                        ordered.graph = Some(snap.graph);
                         return Ok(ordered);
                     }
                     _ => tracing::warn!(tenant = %tenant, "HNSW snapshot does not fit; rebuilding"),
@@ -131,7 +132,14 @@ impl LocalVectorStore {
             return Ok(());
         };
         let id = TenantId::parse(tenant).map_err(|e| VectorError::Storage(e.0))?;
-        graph::write_snapshot(&self.snapshot_dir(&id), graph, &ix.ids, &ix.fingerprint())
+        let deleted = ix.tombstones();
+        graph::write_snapshot(
+            &self.snapshot_dir(&id),
+            graph,
+            &ix.ids,
+            &ix.fingerprint(),
+            (self.dim, &deleted),
+        )
     }
 
     /// The `k` best of `hits` (closest first, scored on quantized vectors) by their
@@ -290,8 +298,8 @@ impl VectorStore for LocalVectorStore {
             .collect();
         for (tenant, ix) in tenants {
             let mut ix = write_lock(&ix)?;
-            // A graph with tombstones is not written: it is rebuilt at the next start.
-            if ix.dirty && ix.graph.is_some() && ix.deleted.is_empty() {
+            // Tombstones are saved with their vectors: the graph reloads as it was.
+            if ix.dirty && ix.graph.is_some() {
                 self.write_snapshot(&tenant, &ix)?;
                 ix.dirty = false;
             }
