@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
 use super::nibbles::{Kind, Nibbles};
-use super::ops::{add, exp, reduce, sized, softmax};
+use super::ops::{add, exp, exp_shifted, reduce, sized, softmax};
 use super::widen::{WIDTH, widen, widen16};
 
 /// Rows from which a product runs on dequantized f32 weights.
@@ -133,7 +133,6 @@ impl Matrix {
     /// The rows of `parts` one after the other, as `dtype`; without one, as the parts'
     /// common type (f32 when they differ, which holds every type exactly).
     fn fuse(parts: &[QTensor], dtype: Option<GgmlDType>) -> Result<Self> {
-        let mut data = Vec::new();
         let (mut rows, mut cols) = (0, None);
         for part in parts {
             let (r, c) = part.shape().dims2()?;
@@ -144,13 +143,20 @@ impl Matrix {
             }
             cols = Some(c);
             rows += r;
-            data.extend(
-                part.dequantize(&Device::Cpu)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?,
-            );
         }
         let cols = cols.ok_or_else(|| error("no matrix to fuse"))?;
+        // The parts' values in f32, stacked; only made when they are requantized.
+        let dense = || -> Result<Vec<f32>> {
+            let mut data = Vec::with_capacity(rows * cols);
+            for part in parts {
+                data.extend(
+                    part.dequantize(&Device::Cpu)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?,
+                );
+            }
+            Ok(data)
+        };
         let dtype = dtype.unwrap_or_else(|| {
             let first = parts[0].dtype();
             if parts.iter().all(|p| p.dtype() == first) {
@@ -180,12 +186,12 @@ impl Matrix {
                         bytes.extend_from_slice(&part.data()?);
                     }
                 } else {
-                    let t = Tensor::from_vec(data, (rows, cols), &Device::Cpu)?;
+                    let t = Tensor::from_vec(dense()?, (rows, cols), &Device::Cpu)?;
                     bytes.extend_from_slice(&QTensor::quantize(&t, dtype)?.data()?);
                 }
                 Blocks::Nibbles(Nibbles::from_ggml(kind, rows, cols, &bytes).map_err(error)?)
             }
-            _ => Blocks::quantize(dtype, &data)?,
+            _ => Blocks::quantize(dtype, &dense()?)?,
         };
         Ok(Self { rows, cols, blocks })
     }
@@ -603,21 +609,21 @@ fn attend_one(s: &Shape, q: &[f32], cache: &KvCache, total: usize, out: &mut [f3
             let (group, span) = (task / spans.len(), spans[task % spans.len()].clone());
             let first = group * shared; // its first query head
             let len = span.len();
-            let mut scores = vec![0.0; shared * len];
             let q = &q[first * hd..(first + shared) * hd];
-            cache.score(first / rep, q, scale, span.clone(), &mut scores);
             let mut partial = Partial {
                 max: [f32::NEG_INFINITY; SHARED],
                 sum: [0.0; SHARED],
                 out: vec![0.0; shared * hd],
             };
-            for (h, row) in scores.chunks_exact_mut(len).enumerate() {
-                let max = reduce(row, f32::NEG_INFINITY, |x| x, f32::max);
-                row.iter_mut().for_each(|v| *v = exp(*v - max));
-                partial.max[h] = max;
-                partial.sum[h] = reduce(row, 0.0, |x| x, |a, b| a + b);
-            }
-            cache.mix(first / rep, &scores, span, &mut partial.out);
+            TILE.with_borrow_mut(|scores| {
+                scores.clear();
+                scores.resize(shared * len, 0.0);
+                cache.score(first / rep, q, scale, span.clone(), scores);
+                for (h, row) in scores.chunks_exact_mut(len).enumerate() {
+                    (partial.max[h], partial.sum[h]) = exp_shifted(row);
+                }
+                cache.mix(first / rep, scores, span, &mut partial.out);
+            });
             if let Ok(mut slot) = partials[task].lock() {
                 *slot = Some(partial);
             }
@@ -650,7 +656,7 @@ fn attend_one(s: &Shape, q: &[f32], cache: &KvCache, total: usize, out: &mut [f3
 }
 
 thread_local! {
-    /// A tile of dequantized weights, per rayon thread.
+    /// A tile of dequantized weights, or a decoding step's scores, per pool thread.
     static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

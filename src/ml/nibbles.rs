@@ -31,6 +31,9 @@ pub(super) enum Kind {
     Q4_1,
 }
 
+/// Q4_0's offset, in units of its block's scale `d`: its weights are `d·(q - 8)`.
+const Q4_0_OFFSET: f32 = -8.0;
+
 impl Kind {
     /// Bytes of one of ggml's blocks of this type.
     fn ggml_bytes(self) -> usize {
@@ -113,7 +116,7 @@ impl Nibbles {
     fn block(&self, b: usize) -> (f32, f32) {
         let d = self.scales[b].to_f32();
         let o = match self.kind {
-            Kind::Q4_0 => -8.0 * d,
+            Kind::Q4_0 => Q4_0_OFFSET * d,
             Kind::Q4_1 => self.offsets[b].to_f32(),
         };
         (d, o)
@@ -149,21 +152,24 @@ impl Nibbles {
             let out = Shared(out.as_mut_ptr());
             let groups = n.div_ceil(GROUP);
             candle_core::utils::barrier_pool().execute_chunked(groups, |range| {
-                let mut dots = [0.0f32; GROUP];
-                let mut scratch = vec![0.0f32; GROUP * self.per_row()];
-                for g in range {
-                    let first = g * GROUP;
-                    let count = GROUP.min(n - first);
-                    for r in 0..m {
-                        self.dots(first, count, input, r, &mut scratch, &mut dots);
-                        for (c, &v) in dots[..count].iter().enumerate() {
-                            // SAFETY: `r < m` and `first + c < n`, so the index lies in
-                            // `out` (its length was checked above); the pool hands each
-                            // group to one worker, and no two groups share an output.
-                            unsafe { out.write(r * n + first + c, v) };
+                SCRATCH.with_borrow_mut(|scratch| {
+                    scratch.resize(GROUP * self.per_row(), 0.0);
+                    let mut dots = [0.0f32; GROUP];
+                    for g in range {
+                        let first = g * GROUP;
+                        let count = GROUP.min(n - first);
+                        for r in 0..m {
+                            self.dots(first, count, input, r, scratch, &mut dots);
+                            for (c, &v) in dots[..count].iter().enumerate() {
+                                // SAFETY: `r < m` and `first + c < n`, so the index lies
+                                // in `out` (its length was checked above); the pool hands
+                                // each group to one worker, and no two groups share an
+                                // output.
+                                unsafe { out.write(r * n + first + c, v) };
+                            }
                         }
                     }
-                }
+                })
             });
         });
         Ok(())
@@ -228,7 +234,10 @@ impl Shared {
 }
 
 thread_local! {
+    /// The input of a product, rounded, on the thread that calls it.
     static INPUT: std::cell::RefCell<Input> = std::cell::RefCell::default();
+    /// Per-block values of a group of rows, on each worker of the pool.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Input rows rounded to 8 bits per block of 32.
@@ -299,7 +308,7 @@ impl Rows<'_> {
     fn offset(&self, i: usize, b: usize) -> f32 {
         let nb = self.cols / BLOCK;
         if self.offsets.is_empty() {
-            -8.0 * self.scales[i * nb + b].to_f32()
+            Q4_0_OFFSET * self.scales[i * nb + b].to_f32()
         } else {
             self.offsets[i * nb + b].to_f32()
         }
@@ -332,7 +341,7 @@ fn portable_dots(w: &Rows<'_>, x: &Row<'_>, dots: &mut [f32; GROUP]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, GROUP, PAIR, Row, Rows};
+    use super::{BLOCK, GROUP, PAIR, Q4_0_OFFSET, Row, Rows};
 
     /// Horizontal sum of eight lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -374,7 +383,7 @@ mod avx2 {
             total += offsets[b].to_f32() * x.sums[b];
         }
         if w.offsets.is_empty() {
-            -8.0 * total
+            Q4_0_OFFSET * total
         } else {
             total
         }

@@ -43,10 +43,17 @@ pub(super) fn sum(row: &[f32]) -> f32 {
 }
 
 pub(super) fn softmax(row: &mut [f32]) {
+    let (_, total) = exp_shifted(row);
+    let inv = 1.0 / total;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `row[i] = e^(row[i] - max)`, the softmax before its division; returns the row's
+/// `max` and the sum of the new values, so that partial rows can be merged.
+pub(super) fn exp_shifted(row: &mut [f32]) -> (f32, f32) {
     let max = reduce(row, f32::NEG_INFINITY, |x| x, f32::max);
     row.iter_mut().for_each(|v| *v = exp(*v - max));
-    let inv = 1.0 / sum(row);
-    row.iter_mut().for_each(|v| *v *= inv);
+    (max, sum(row))
 }
 
 /// e^x to about 2e-7 relative error, branch-free so that loops over it vectorise.
