@@ -6,7 +6,7 @@
 2. Soak: `wrk` with 256 connections for N seconds, alternating an authenticated hybrid
    search and `GET /api/v1/tenant`, while a second tenant uploads a document every
    half second. Prints wrk's req/s, latency percentiles and errors, and the server's
-   RSS at the start and the end.
+   RSS at the start, every `--sample` seconds, at the end and `--settle` seconds later.
 3. Hostile queue: a third tenant uploads PDFs whose page tree loops (they spin until
    the CPU limit), then a fourth tenant uploads a normal document; prints how long the
    normal document took to become ready.
@@ -133,6 +133,8 @@ def main():
     ap.add_argument("--connections", type=int, default=256)
     ap.add_argument("--hostile", type=int, default=2, help="looping PDFs queued before the normal one")
     ap.add_argument("--skip-soak", action="store_true", help="only the hostile-queue figure")
+    ap.add_argument("--sample", type=int, default=30, help="seconds between RSS samples under load")
+    ap.add_argument("--settle", type=int, default=30, help="idle seconds before the last RSS reading")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
 
@@ -175,18 +177,32 @@ def main():
         with open(script, "w") as f:
             f.write(WRK_SCRIPT)
         rss_start = rss_mb(server.pid)
-        t = threading.Thread(target=uploads)
-        t.start()
+        samples = []
+
+        def sample():
+            began = time.monotonic()
+            while not stop.wait(args.sample):
+                samples.append((time.monotonic() - began, rss_mb(server.pid)))
+
+        threads = [threading.Thread(target=uploads), threading.Thread(target=sample)]
+        for t in threads:
+            t.start()
         wrk = subprocess.run(
             ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", script, base],
             env=dict(os.environ, RAGBOX_KEY=key), capture_output=True, text=True)
         stop.set()
-        t.join()
+        for t in threads:
+            t.join()
         rss_end = rss_mb(server.pid)
         print(wrk.stdout)
         ready = sum(1 for d in uploaded if wait_ready(base, uploader_key, d)["status"] == "ready")
         print(f"uploads during the soak: {len(uploaded)}, ready afterwards: {ready}")
         print(f"server RSS: {rss_start:.0f} MB at start, {rss_end:.0f} MB at the end")
+        if samples:
+            print("RSS every %ds (s: MB): %s" % (args.sample, ", ".join(f"{t:.0f}: {m:.0f}" for t, m in samples)))
+            print(f"RSS under load: {min(m for _, m in samples):.0f}-{max(m for _, m in samples):.0f} MB")
+        time.sleep(args.settle)
+        print(f"server RSS {args.settle} s after the load: {rss_mb(server.pid):.0f} MB")
 
         hostile_queue(base, args.hostile)
     finally:
