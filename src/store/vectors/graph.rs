@@ -10,6 +10,7 @@ use rayon::prelude::*;
 use super::VectorError;
 use super::flat::FlatVectors;
 use super::hnsw::{Hnsw, Params};
+use super::keys::{decode, encode};
 use crate::config::IndexConfig;
 use crate::domain::TenantId;
 
@@ -141,10 +142,8 @@ fn read_deleted(bytes: &[u8], dim: usize) -> Result<HashMap<u64, Vec<f32>>, Stri
     for rec in bytes[8..].chunks_exact(record) {
         let (id, floats) = rec.split_at(8);
         let id = u64::from_le_bytes(id.try_into().map_err(|_| "short id")?);
-        let v: Vec<f32> = floats
-            .chunks_exact(4)
-            .map(|f| f32::from_le_bytes([f[0], f[1], f[2], f[3]]))
-            .collect();
+        let mut v = Vec::with_capacity(dim);
+        decode(floats, &mut v);
         if deleted.insert(id, v).is_some() {
             return Err("a tombstone is listed twice".into());
         }
@@ -152,28 +151,28 @@ fn read_deleted(bytes: &[u8], dim: usize) -> Result<HashMap<u64, Vec<f32>>, Stri
     Ok(deleted)
 }
 
-/// Lays out tombstones' vectors for [`read_deleted`].
-fn write_deleted(path: &Path, dim: usize, deleted: &[(u64, Vec<f32>)]) -> std::io::Result<()> {
+/// Lays out tombstones' vectors (all of one width) for [`read_deleted`].
+fn write_deleted(path: &Path, deleted: &[(u64, Vec<f32>)]) -> std::io::Result<()> {
+    let dim = deleted.first().map_or(0, |(_, v)| v.len());
     let mut out = Vec::with_capacity(8 + deleted.len() * (8 + 4 * dim));
     out.extend_from_slice(&(dim as u32).to_le_bytes());
     out.extend_from_slice(&(deleted.len() as u32).to_le_bytes());
     for (id, v) in deleted {
         out.extend_from_slice(&id.to_le_bytes());
-        v.iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        out.extend_from_slice(&encode(v));
     }
     std::fs::write(path, out)
 }
 
 /// Writes `graph` (with `ids`, the chunk id of each node), the vectors of its
-/// tombstones (`deleted`, each `dim` wide) and its live vectors' fingerprint to `dir`,
+/// tombstones (`deleted`) and its live vectors' fingerprint to `dir`,
 /// replacing what was there only once the whole snapshot is written.
 pub(super) fn write_snapshot(
     dir: &Path,
     graph: &Graph,
     ids: &[u64],
     fingerprint: &str,
-    (dim, deleted): (usize, &[(u64, Vec<f32>)]),
+    deleted: &[(u64, Vec<f32>)],
 ) -> Result<(), VectorError> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -182,7 +181,7 @@ pub(super) fn write_snapshot(
         .write(&tmp.join("graph.bin"), ids)
         .map_err(|e| VectorError::Storage(e.to_string()))?;
     if !deleted.is_empty() {
-        write_deleted(&tmp.join(DELETED_FILE), dim, deleted)
+        write_deleted(&tmp.join(DELETED_FILE), deleted)
             .map_err(|e| VectorError::Storage(e.to_string()))?;
     }
     let meta = serde_json::json!({ "fingerprint": fingerprint });

@@ -138,7 +138,7 @@ impl LocalVectorStore {
             graph,
             &ix.ids,
             &ix.fingerprint(),
-            (self.dim, &deleted),
+            &deleted,
         )
     }
 
