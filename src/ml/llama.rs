@@ -970,15 +970,16 @@ mod tests {
 
     /// 4-bit weights on ragbox's own kernel (which rounds a step's inputs to 8 bits) and
     /// on candle's, both against candle's reference llama on the same values in f32:
-    /// ragbox's logits stay within 5% of the largest, on average no further off than
-    /// candle's own kernel's (which rounds to 8 bits as well), and a token it ranks first
-    /// is at worst a near tie.
+    /// ragbox's logits stay within 5% of the largest (or, where candle's own kernel is
+    /// further off than that on this CPU, within candle's worst), on average no further
+    /// off than candle's own kernel's (which rounds to 8 bits as well), and a token it
+    /// ranks first is at worst a near tie.
     fn four_bits_as_close_as_candles(quantized: &[u8]) {
         let exact = reference_logits(&rewrite(quantized, widened));
         let (diff, gap, mean) = worst(&exact, &our_logits(quantized, WeightType::Original));
         let (candle_diff, candle_gap, candle_mean) = worst(&exact, &reference_logits(quantized));
         assert!(
-            diff < 0.05 && mean <= candle_mean && gap <= 0.02,
+            diff < candle_diff.max(0.05) && mean <= candle_mean && gap <= 0.02,
             "ragbox: differ by {diff} at worst, {mean} on average, pick short by {gap}; \
              candle's kernel: {candle_diff}, {candle_mean}, {candle_gap}"
         );
