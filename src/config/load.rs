@@ -120,6 +120,17 @@ mod tests {
     }
 
     #[test]
+    fn embedding_precision_is_read_and_a_wrong_one_named() {
+        let config = Config::from_toml("[embedding]\nprecision = \"int8\"\n").unwrap();
+        assert_eq!(
+            config.embedding.precision,
+            crate::config::EmbeddingPrecision::Int8
+        );
+        let err = Config::from_toml("[embedding]\nprecision = \"int4\"\n").unwrap_err();
+        assert!(err.to_string().contains("embedding.precision"), "{err}");
+    }
+
+    #[test]
     fn bad_value_is_named() {
         let err = Config::from_toml("[server]\nbind = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("server.bind"), "{err}");

@@ -28,7 +28,7 @@ mod validate;
 pub use auth::{AuthConfig, JwtAlgorithm, JwtConfig};
 pub use ingest::{ChunkingConfig, DocumentsConfig, ExtractionConfig};
 pub use load::{CliOverrides, ConfigError, default_config_paths};
-pub use models::{EmbeddingConfig, GenerationConfig, ModelsConfig, WeightType};
+pub use models::{EmbeddingConfig, EmbeddingPrecision, GenerationConfig, ModelsConfig, WeightType};
 pub use ops::{HealthConfig, JobsConfig, LogConfig, LogFormat, MetricsConfig};
 pub use providers::{LOCAL_PROVIDER, ProviderConfig, ProviderKind};
 pub use scale::{QdrantConfig, RedisConfig, WorkerConfig};

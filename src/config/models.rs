@@ -78,6 +78,20 @@ pub struct EmbeddingConfig {
     pub queue_capacity: usize,
     /// Tokens per text; longer texts are truncated (the model was trained with 256).
     pub max_tokens: usize,
+    /// Arithmetic of the dense layers: `f32`, or `int8` (AVX-512 VNNI where the CPU has
+    /// it).
+    pub precision: EmbeddingPrecision,
+}
+
+/// Arithmetic of the embedder's dense layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingPrecision {
+    /// Full precision: the reference.
+    #[default]
+    F32,
+    /// Weights and each layer's input rounded to 8 bits, products summed in integers.
+    Int8,
 }
 
 impl Default for EmbeddingConfig {
@@ -86,6 +100,7 @@ impl Default for EmbeddingConfig {
             batch_size: 32,
             queue_capacity: 256,
             max_tokens: 256,
+            precision: EmbeddingPrecision::F32,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The BERT encoder behind the embedder, written for the CPU.
 //!
 //! Weights are read with candle from the model's safetensors file; matrix products run on
-//! `gemm`, candle's own CPU kernel. What differs from a general tensor library is the
-//! data layout: the sequences of a batch are packed end to end with no padding, so the
-//! dense layers run once over every real token and attention runs per sequence; and the
-//! element-wise steps (bias, GELU, residual, layer norm, softmax) are fused loops that the
-//! compiler vectorises, spread over rayon's threads, on buffers reused across layers.
+//! `gemm`, candle's own CPU kernel, or, with `embedding.precision = "int8"`, on ragbox's
+//! int8 kernel (`int8.rs`), calibrated at load on a few sentences read in f32. What
+//! differs from a general tensor library is the data layout: the sequences of a batch
+//! are packed end to end with no padding, so the dense layers run once over every real
+//! token and attention runs per sequence; and the element-wise steps (bias, GELU,
+//! residual, layer norm, softmax) are fused loops that the compiler vectorises, spread
+//! over rayon's threads, on buffers reused across layers.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,6 +18,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::gemm::{View, matmul};
+use super::int8::{Int8Matrix, Int8Rows};
 use super::ops::{add, exp, reduce, sized, softmax, sum};
 
 /// The fields of a BERT `config.json` the encoder needs.
@@ -41,12 +44,30 @@ fn default_act() -> String {
     "gelu".into()
 }
 
-/// A dense layer, weights stored input-major (`in × out`, row-major).
+/// A dense layer.
 struct Dense {
-    w: Vec<f32>,
+    w: Matrix,
     b: Vec<f32>,
     n_in: usize,
     n_out: usize,
+}
+
+/// A dense layer's weights.
+enum Matrix {
+    /// Stored input-major (`in × out`, row-major).
+    F32(Vec<f32>),
+    /// Rounded to bytes, multiplied in integers.
+    Int8(Int8Matrix),
+}
+
+impl Dense {
+    /// Rounds f32 weights to int8, smoothed against the layer's input `ranges`.
+    fn quantize_int8(&mut self, ranges: &[f32]) -> LoadResult<()> {
+        if let Matrix::F32(w) = &self.w {
+            self.w = Matrix::Int8(Int8Matrix::quantize(w, self.n_in, self.n_out, ranges)?);
+        }
+        Ok(())
+    }
 }
 
 struct Norm {
@@ -72,6 +93,17 @@ pub struct Scratch {
     qkv: Vec<f32>,
     ctx: Vec<f32>,
     inner: Vec<f32>,
+    inputs: Inputs,
+}
+
+/// What the dense layers keep of their inputs.
+#[derive(Default)]
+struct Inputs {
+    /// The input of an int8 layer, rounded to bytes.
+    rounded: Int8Rows,
+    /// While calibrating: each f32 layer's largest input magnitude per channel, one
+    /// entry per call in the order of the forward pass.
+    ranges: Option<Vec<Vec<f32>>>,
 }
 
 /// A loaded encoder.
@@ -135,7 +167,7 @@ impl Weights {
         }
         let w = Tensor::cat(&ws, 1).map_err(err)?;
         Ok(Dense {
-            w: flat(&w)?,
+            w: Matrix::F32(flat(&w)?),
             b,
             n_in,
             n_out: n_out * names.len(),
@@ -227,6 +259,25 @@ impl Encoder {
         })
     }
 
+    /// Turns every dense layer into int8, each smoothed against the largest inputs its
+    /// channels see while the f32 model reads `sample` (a few sentences of token ids).
+    pub fn quantize_int8(&mut self, sample: &[Vec<u32>]) -> LoadResult<()> {
+        let mut scratch = Scratch::default();
+        scratch.inputs.ranges = Some(Vec::new());
+        self.forward(sample, &mut scratch)?;
+        let ranges = scratch.inputs.ranges.take().unwrap_or_default();
+        if ranges.len() != 4 * self.layers.len() {
+            return Err("calibration saw no f32 layers".into());
+        }
+        for (layer, ranges) in self.layers.iter_mut().zip(ranges.chunks_exact(4)) {
+            layer.qkv.quantize_int8(&ranges[0])?;
+            layer.attn_out.quantize_int8(&ranges[1])?;
+            layer.up.quantize_int8(&ranges[2])?;
+            layer.down.quantize_int8(&ranges[3])?;
+        }
+        Ok(())
+    }
+
     /// Most tokens one sequence may have.
     pub fn max_positions(&self) -> usize {
         self.cfg.max_position_embeddings
@@ -286,7 +337,13 @@ impl Encoder {
             .collect();
 
         // Embeddings: word + position + token type 0, then layer norm.
-        let Scratch { x, qkv, ctx, inner } = scratch;
+        let Scratch {
+            x,
+            qkv,
+            ctx,
+            inner,
+            inputs,
+        } = scratch;
         let x = sized(x, total * h);
         let qkv = sized(qkv, total * 3 * h);
         let ctx = sized(ctx, total * h);
@@ -307,22 +364,22 @@ impl Encoder {
         par_rows(x, h, |r| layer_norm(r, &self.embed_norm, self.eps));
 
         for layer in &self.layers {
-            dense(qkv, x, &layer.qkv, total, false)?;
+            dense(qkv, x, &layer.qkv, total, false, inputs)?;
             par_rows(qkv, 3 * h, |r| add(r, &layer.qkv.b));
             self.attention(qkv, &spans, ctx)?;
             // x = norm(x + ctx·W + b)
-            dense(x, ctx, &layer.attn_out, total, true)?;
+            dense(x, ctx, &layer.attn_out, total, true, inputs)?;
             par_rows(x, h, |r| {
                 add(r, &layer.attn_out.b);
                 layer_norm(r, &layer.attn_norm, self.eps);
             });
-            dense(inner, x, &layer.up, total, false)?;
+            dense(inner, x, &layer.up, total, false, inputs)?;
             par_rows(inner, layer.up.n_out, |r| {
                 for (v, b) in r.iter_mut().zip(&layer.up.b) {
                     *v = gelu(*v + b);
                 }
             });
-            dense(x, inner, &layer.down, total, true)?;
+            dense(x, inner, &layer.down, total, true, inputs)?;
             par_rows(x, h, |r| {
                 add(r, &layer.down.b);
                 layer_norm(r, &layer.out_norm, self.eps);
@@ -399,17 +456,32 @@ fn dense(
     layer: &Dense,
     rows: usize,
     accumulate: bool,
+    inputs: &mut Inputs,
 ) -> Result<(), String> {
-    matmul(
-        dst,
-        layer.n_out,
-        View::rows(src, layer.n_in),
-        View::rows(&layer.w, layer.n_out),
-        (rows, layer.n_out, layer.n_in),
-        1.0,
-        accumulate,
-        true,
-    )
+    match &layer.w {
+        Matrix::F32(w) => {
+            if let Some(ranges) = &mut inputs.ranges {
+                let mut range = vec![0.0f32; layer.n_in];
+                for row in src.chunks_exact(layer.n_in).take(rows) {
+                    for (r, v) in range.iter_mut().zip(row) {
+                        *r = r.max(v.abs());
+                    }
+                }
+                ranges.push(range);
+            }
+            matmul(
+                dst,
+                layer.n_out,
+                View::rows(src, layer.n_in),
+                View::rows(w, layer.n_out),
+                (rows, layer.n_out, layer.n_in),
+                1.0,
+                accumulate,
+                true,
+            )
+        }
+        Matrix::Int8(w) => w.product(dst, src, rows, accumulate, &mut inputs.rounded),
+    }
 }
 
 /// Runs `f` on each row of a row-major matrix, rows spread over rayon's threads.

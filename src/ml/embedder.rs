@@ -15,8 +15,9 @@ use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bert::{BertConfig, Encoder, Scratch};
+use super::int8;
 use super::meters::EmbedMeters;
-use crate::config::{EmbeddingConfig, ModelsConfig};
+use crate::config::{EmbeddingConfig, EmbeddingPrecision, ModelsConfig};
 
 /// Width of every embedding.
 pub const DIM: usize = 384;
@@ -45,6 +46,20 @@ struct Request {
     texts: Vec<String>,
     reply: oneshot::Sender<Result<Embedded, EmbedError>>,
 }
+
+/// Text the int8 layers are calibrated on at load: each layer's largest input per
+/// channel while the f32 model reads it decides how the layer is rounded. A model's
+/// large channels are its own, whatever it reads, so a few kinds of text suffice.
+const CALIBRATION: &[&str] = &[
+    "Refunds are accepted within 14 days of delivery when the item is unused.",
+    "To list files sorted by size, run ls -lS; add -r to put the smallest first.",
+    "The server reads its settings from ragbox.toml and the RAGBOX_ environment.",
+    "What time does the library open on Saturdays, and is parking free?",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
+    "ERROR 2026-03-01T12:00:03Z connection refused (port 5432); retrying in 5s",
+    "Il pleut depuis ce matin, mais nous irons quand même au marché.",
+    "fn main() { let total: u64 = (1..=10).sum(); println!(\"{total}\"); }",
+];
 
 /// Ingestion requests that may wait for the model at once (each up to a batch).
 const BULK_QUEUE: usize = 4;
@@ -110,10 +125,27 @@ impl Embedder {
             .map_err(|e| EmbedError::Load(format!("reading {}: {e}", config_path.display())))?;
         let bert_config: BertConfig = serde_json::from_str(&text)
             .map_err(|e| EmbedError::Load(format!("parsing {}: {e}", config_path.display())))?;
-        let encoder = Encoder::load(bert_config, &weights_path)
+        let mut encoder = Encoder::load(bert_config, &weights_path)
             .map_err(|e| EmbedError::Load(format!("loading {}: {e}", weights_path.display())))?;
         let max_tokens = config.max_tokens.min(encoder.max_positions());
         let tokenizer = Arc::new(load_tokenizer(dir)?);
+        if config.precision == EmbeddingPrecision::Int8 {
+            let sample = tokenizer
+                .encode_batch(CALIBRATION.to_vec(), true)
+                .map_err(|e| EmbedError::Load(e.to_string()))?
+                .iter()
+                .map(|e| truncate(e.get_ids(), max_tokens))
+                .collect::<Vec<_>>();
+            encoder
+                .quantize_int8(&sample)
+                .map_err(|e| EmbedError::Load(format!("int8 layers: {e}")))?;
+            if !int8::vnni() {
+                tracing::warn!(
+                    "embedding.precision = \"int8\": this CPU lacks AVX-512 VNNI, so the \
+                     int8 layers run a portable loop, slower than f32"
+                );
+            }
+        }
         let model = Model {
             encoder,
             scratch: Scratch::default(),

@@ -5,6 +5,7 @@ pub mod bert;
 pub mod embedder;
 mod gemm;
 pub mod generator;
+mod int8;
 pub mod llama;
 pub mod meters;
 mod nibbles;

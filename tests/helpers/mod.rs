@@ -20,7 +20,7 @@ pub mod upstream;
 pub mod vectors;
 
 pub use eventually::eventually;
-pub use models::{shared_embedder, tiny_queue_embedder};
+pub use models::{int8_embedder, shared_embedder, tiny_queue_embedder};
 pub use pdf::pdf_of;
 pub use server::{ADMIN_TOKEN, TestApp, error_code};
 pub use tenant::Tenant;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ragbox::config::{Config, ModelsConfig};
+use ragbox::config::{Config, EmbeddingPrecision, ModelsConfig};
 use ragbox::ml::{Embedder, Generator};
 
 /// The embedding model's folder in this checkout.
@@ -43,6 +43,17 @@ pub fn shared_generator() -> Generator {
 pub fn own_generator() -> Generator {
     Generator::load(&generation_file(), &Config::default().generation)
         .expect("generation model: run ./install.sh --models-only first")
+}
+
+/// An embedding model of the test's own whose dense layers run in int8.
+pub fn int8_embedder() -> Embedder {
+    let mut settings = Config::default().embedding;
+    settings.precision = EmbeddingPrecision::Int8;
+    let models = ModelsConfig {
+        embedding_dir: model_dir(),
+        ..Default::default()
+    };
+    Embedder::load(&models, &settings).unwrap()
 }
 
 /// An embedding model whose queue holds one request of one text: a burst fills it.

@@ -2,12 +2,11 @@
 
 use serde_json::Value;
 
-use crate::helpers::shared_embedder;
+use crate::helpers::{int8_embedder, shared_embedder};
 
-/// Reference vectors made by `scripts/make_embedding_fixture.py` with
-/// sentence-transformers; each of ours must have cosine >= 0.999 with its reference.
-#[tokio::test]
-async fn embeddings_match_sentence_transformers() {
+/// The texts of `tests/fixtures/embedding_parity.json` and sentence-transformers'
+/// vectors of them (made by `scripts/make_embedding_fixture.py`).
+fn parity_fixture() -> Vec<(String, Vec<f32>)> {
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -18,26 +17,35 @@ async fn embeddings_match_sentence_transformers() {
     .unwrap();
     let items = fixture["items"].as_array().unwrap();
     assert!(items.len() >= 20);
-    let texts: Vec<String> = items
+    items
         .iter()
-        .map(|i| i["text"].as_str().unwrap().to_owned())
-        .collect();
+        .map(|item| {
+            let vector = item["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            (item["text"].as_str().unwrap().to_owned(), vector)
+        })
+        .collect()
+}
+
+/// Each of our vectors must have cosine >= 0.999 with sentence-transformers' own.
+#[tokio::test]
+async fn embeddings_match_sentence_transformers() {
+    let fixture = parity_fixture();
+    let texts: Vec<String> = fixture.iter().map(|(t, _)| t.clone()).collect();
     let ours = shared_embedder()
         .embed_waiting(texts.clone())
         .await
         .unwrap();
-    for (item, v) in items.iter().zip(&ours) {
-        let reference: Vec<f32> = item["vector"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
+    for ((text, reference), v) in fixture.iter().zip(&ours) {
         assert_eq!(v.len(), 384);
         let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "L2-normalised: {norm}");
-        let cos = ragbox::ml::embedder::cosine(v, &reference);
-        assert!(cos >= 0.999, "cosine {cos} for {:?}", item["text"]);
+        let cos = ragbox::ml::embedder::cosine(v, reference);
+        assert!(cos >= 0.999, "cosine {cos} for {text:?}");
     }
     // One at a time gives the same vectors as in a batch (padding does not leak in).
     for (text, batched) in texts.iter().zip(&ours).take(5) {
@@ -48,6 +56,29 @@ async fn embeddings_match_sentence_transformers() {
         let cos = ragbox::ml::embedder::cosine(&single[0], batched);
         assert!(cos > 0.9999, "{cos} for {text:?}");
     }
+}
+
+/// The int8 path (`embedding.precision = "int8"`) keeps every vector within cosine
+/// 0.99 of sentence-transformers' f32 one, and really is another arithmetic: its
+/// vectors are not the f32 path's.
+#[tokio::test]
+async fn int8_embeddings_stay_within_cosine_0_99_of_f32() {
+    let fixture = parity_fixture();
+    let texts: Vec<String> = fixture.iter().map(|(t, _)| t.clone()).collect();
+    let int8 = int8_embedder().embed_waiting(texts.clone()).await.unwrap();
+    let f32s = shared_embedder().embed_waiting(texts).await.unwrap();
+    let mut least_to_f32 = 1.0f32;
+    for (((text, reference), v), f) in fixture.iter().zip(&int8).zip(&f32s) {
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "L2-normalised: {norm}");
+        let cos = ragbox::ml::embedder::cosine(v, reference);
+        assert!(cos >= 0.99, "int8 cosine {cos} for {text:?}");
+        least_to_f32 = least_to_f32.min(ragbox::ml::embedder::cosine(v, f));
+    }
+    assert!(
+        least_to_f32 < 0.9999,
+        "int8 vectors equal the f32 ones ({least_to_f32}): the int8 layers did not run"
+    );
 }
 
 /// Queries go ahead of ingestion batches: a query sent after four large batches are

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, EmbeddingPrecision};
 use crate::services::tenants::{self, NewTenant};
 use crate::startup;
 use crate::store::vectors::Precision;
@@ -39,6 +39,14 @@ pub enum BenchCommand {
         /// embedder can be timed on exactly the same texts.
         #[arg(long)]
         save_passages: Option<PathBuf>,
+        /// Precisions of the dense layers (`f32`, `int8`), each loaded once and timed
+        /// in turn; every one after the first is compared with the first (cosine of
+        /// the vectors, recall@10 of the queries over the passages).
+        #[arg(long, value_delimiter = ',', value_parser = parse_embedding_precision)]
+        precision: Vec<EmbeddingPrecision>,
+        /// Throughput rounds, the precisions alternating within each.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
     /// HNSW build time, QPS and recall@k for several `ef`, on `.npy` files
     /// (base and queries float32 [n, d]; truth int32/int64 [nq, >=k]).
@@ -133,9 +141,23 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<ExitCode> 
             passages,
             queries,
             save_passages,
+            precision,
+            rounds,
         } => {
             let sizes = (tokens, passages, queries);
-            embed::run(&config, &file, sizes, save_passages.as_deref()).await?
+            let precisions = if precision.is_empty() {
+                vec![config.embedding.precision]
+            } else {
+                precision
+            };
+            let run = embed::EmbedRun {
+                file: &file,
+                sizes,
+                save_passages: save_passages.as_deref(),
+                precisions: &precisions,
+                rounds: rounds as usize,
+            };
+            embed::run(&config, run).await?
         }
         BenchCommand::Ann {
             base,
@@ -202,6 +224,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
+}
+
+fn parse_embedding_precision(s: &str) -> Result<EmbeddingPrecision, String> {
+    match s {
+        "f32" => Ok(EmbeddingPrecision::F32),
+        "int8" => Ok(EmbeddingPrecision::Int8),
+        other => Err(format!("{other}: expected f32 or int8")),
+    }
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {

@@ -1,0 +1,510 @@
+//! Dense layers in 8-bit integers, for the embedder's optional int8 path.
+//!
+//! Weights are rounded once, at load, to signed bytes with one scale per output column
+//! (`w ≈ s_w · q`, `|q| ≤ 127`). Each product rounds its input rows to unsigned bytes
+//! spanning the row's own range (`x ≈ m + e · u`, `u` in `0..=255`), the operand order
+//! of AVX-512 VNNI's `vpdpbusd` (four unsigned-by-signed byte products added into each
+//! 32-bit lane). An output is then `s_w · (e · Σ u·q + m · Σ q)`; `Σ q` per column is
+//! known at load.
+//!
+//! A few input channels of a transformer carry values ten times the others', so one
+//! scale per row would leave the rest of the row a handful of levels. Given each
+//! channel's largest input seen on sample text, the layer moves half of that spread
+//! into the weights (SmoothQuant): channel `k`'s inputs are divided by
+//! `f_k = √(max|x_k| / max|w_k|)` as they are rounded and its weights multiplied by it,
+//! which leaves the product as it was and both sides' ranges even.
+//!
+//! The weights are stored in panels of 16 columns. Within a panel, each run of four
+//! inputs is 64 bytes: the four weights of column 0, then of column 1, and so on, which
+//! is exactly one `vpdpbusd` operand. The kernel keeps a tile of 6 rows × 4 panels (64
+//! columns) of sums in 24 registers, broadcasting four input bytes of a row at a time.
+//! Rows are split over rayon's threads. CPUs without AVX-512 VNNI run a portable loop
+//! that computes the very same integer sums.
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+/// Columns of a panel: one 512-bit vector of 32-bit sums.
+const LANES: usize = 16;
+/// Inputs summed into each 32-bit lane by one `vpdpbusd`.
+const QUAD: usize = 4;
+/// Bytes of one run of four inputs across a panel.
+const RUN: usize = LANES * QUAD;
+/// Rows of the kernel's tile of sums.
+const TILE_ROWS: usize = 6;
+/// Panels of the kernel's tile of sums.
+const TILE_PANELS: usize = 4;
+/// Columns of the kernel's tile.
+const TILE_COLS: usize = LANES * TILE_PANELS;
+/// Largest magnitude of a rounded weight.
+const LIMIT: f32 = 127.0;
+/// Steps between a row's smallest and largest rounded input.
+const STEPS: f32 = 255.0;
+
+/// Whether this CPU runs the AVX-512 VNNI kernel.
+pub fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A dense layer's weights in signed bytes, `n_in × n_out`.
+pub(super) struct Int8Matrix {
+    n_in: usize,
+    /// Per input channel: `1 / f_k`, applied to the input as it is rounded.
+    smoothing: Vec<f32>,
+    n_out: usize,
+    /// `n_in` rounded up to whole runs of four.
+    depth: usize,
+    /// Panels of [`LANES`] columns, rounded up to whole tiles of [`TILE_PANELS`];
+    /// padding is zero.
+    packed: Vec<i8>,
+    /// Per column (padded as `packed`): the weights' scale.
+    scales: Vec<f32>,
+    /// Per column (padded as `packed`): `Σ q`, which each input row's minimum multiplies.
+    sums: Vec<f32>,
+}
+
+impl Int8Matrix {
+    /// Rounds weights stored input-major (`w[i · n_out + j]`), smoothed against
+    /// `ranges`, the largest magnitude seen on each input channel (empty: no smoothing).
+    pub(super) fn quantize(
+        w: &[f32],
+        n_in: usize,
+        n_out: usize,
+        ranges: &[f32],
+    ) -> Result<Self, String> {
+        if n_in == 0 || n_out == 0 || w.len() != n_in * n_out {
+            return Err(format!(
+                "{} weights do not make a {n_in} × {n_out} matrix",
+                w.len()
+            ));
+        }
+        if !ranges.is_empty() && ranges.len() != n_in {
+            return Err(format!("{} input ranges for {n_in} inputs", ranges.len()));
+        }
+        let factors: Vec<f32> = (0..n_in)
+            .map(|i| {
+                let x = ranges.get(i).copied().unwrap_or(0.0);
+                let row = &w[i * n_out..(i + 1) * n_out];
+                let wmax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let f = (x / wmax).sqrt();
+                if f.is_finite() && f > 0.0 { f } else { 1.0 }
+            })
+            .collect();
+        let w: Vec<f32> = w
+            .chunks_exact(n_out)
+            .zip(&factors)
+            .flat_map(|(row, f)| row.iter().map(move |v| v * f))
+            .collect();
+        let depth = n_in.next_multiple_of(QUAD);
+        let panels = n_out.div_ceil(TILE_COLS) * TILE_PANELS;
+        let cols = panels * LANES;
+        let mut scales = vec![0.0f32; cols];
+        for (j, scale) in scales.iter_mut().enumerate().take(n_out) {
+            let amax = (0..n_in).fold(0.0f32, |a, i| a.max(w[i * n_out + j].abs()));
+            *scale = amax / LIMIT;
+        }
+        let mut packed = vec![0i8; panels * (depth / QUAD) * RUN];
+        let mut sums = vec![0.0f32; cols];
+        for j in 0..n_out {
+            let inverse = if scales[j] > 0.0 {
+                1.0 / scales[j]
+            } else {
+                0.0
+            };
+            let (panel, lane) = (j / LANES, j % LANES);
+            for i in 0..n_in {
+                let q = (w[i * n_out + j] * inverse).round().clamp(-LIMIT, LIMIT) as i8;
+                let at = (panel * (depth / QUAD) + i / QUAD) * RUN + lane * QUAD + i % QUAD;
+                packed[at] = q;
+                sums[j] += f32::from(q);
+            }
+        }
+        Ok(Self {
+            n_in,
+            smoothing: factors.iter().map(|f| 1.0 / f).collect(),
+            n_out,
+            depth,
+            packed,
+            scales,
+            sums,
+        })
+    }
+
+    /// `dst[rows × n_out] = (dst if accumulate) + src[rows × n_in] · W`; `src` is
+    /// rounded into `x`, which is kept from one product to the next.
+    pub(super) fn product(
+        &self,
+        dst: &mut [f32],
+        src: &[f32],
+        rows: usize,
+        accumulate: bool,
+        x: &mut Int8Rows,
+    ) -> Result<(), String> {
+        if src.len() < rows * self.n_in || dst.len() < rows * self.n_out {
+            return Err(format!(
+                "int8 product does not fit: {rows} rows of {} into {} outputs, weights {} × {}",
+                src.len(),
+                dst.len(),
+                self.n_in,
+                self.n_out
+            ));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        x.quantize(&src[..rows * self.n_in], rows, self.n_in, &self.smoothing);
+        let x = &*x;
+        let dst = &mut dst[..rows * self.n_out];
+        let fast = vnni();
+        // Enough tasks for every thread, each a whole number of tiles.
+        let tasks = rayon::current_num_threads() * 4;
+        let per_task = rows
+            .div_ceil(tasks)
+            .next_multiple_of(TILE_ROWS)
+            .clamp(TILE_ROWS, 8 * TILE_ROWS);
+        dst.par_chunks_mut(per_task * self.n_out)
+            .enumerate()
+            .for_each(|(t, out)| {
+                let first = t * per_task;
+                let rows = out.len() / self.n_out;
+                for group in 0..self.scales.len() / TILE_COLS {
+                    for start in (0..rows).step_by(TILE_ROWS) {
+                        let tile = Tile {
+                            x: &x.values[(first + start) * self.depth..][..TILE_ROWS * self.depth],
+                            steps: &x.steps[first + start..][..TILE_ROWS],
+                            mins: &x.mins[first + start..][..TILE_ROWS],
+                            group,
+                            rows: (rows - start).min(TILE_ROWS),
+                        };
+                        let out = &mut out[start * self.n_out..];
+                        #[cfg(target_arch = "x86_64")]
+                        if fast {
+                            // SAFETY: `vnni()` found AVX-512 F, BW and VNNI on this CPU;
+                            // the kernel checks every length it relies on.
+                            unsafe { avx512::tile(self, &tile, out, accumulate) };
+                            continue;
+                        }
+                        let _ = fast;
+                        portable_tile(self, &tile, out, accumulate);
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+/// Input rows rounded to bytes: reused from one product to the next.
+#[derive(Default)]
+pub(super) struct Int8Rows {
+    /// `depth` bytes per row, rows padded to whole tiles.
+    values: Vec<u8>,
+    /// Per row (padded as `values`): the step `e` between levels.
+    steps: Vec<f32>,
+    /// Per row (padded as `values`): the minimum `m`, level 0.
+    mins: Vec<f32>,
+}
+
+impl Int8Rows {
+    /// Rounds `rows` rows of `n_in` values (row-major), each channel multiplied by its
+    /// `smoothing`, to 256 levels spanning the row.
+    fn quantize(&mut self, x: &[f32], rows: usize, n_in: usize, smoothing: &[f32]) {
+        assert!(
+            x.len() == rows * n_in && smoothing.len() == n_in,
+            "input of the wrong size"
+        );
+        let depth = n_in.next_multiple_of(QUAD);
+        let padded = rows.next_multiple_of(TILE_ROWS);
+        self.values.clear();
+        self.values.resize(padded * depth, 0);
+        self.steps.clear();
+        self.steps.resize(padded, 0.0);
+        self.mins.clear();
+        self.mins.resize(padded, 0.0);
+        self.values
+            .par_chunks_mut(depth)
+            .zip(self.steps.par_iter_mut().zip(self.mins.par_iter_mut()))
+            .zip(x.par_chunks(n_in.max(1)))
+            .for_each(|((q, (step, min)), x)| {
+                let (lo, hi) = x
+                    .iter()
+                    .zip(smoothing)
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (v, f)| {
+                        (lo.min(v * f), hi.max(v * f))
+                    });
+                *min = lo;
+                *step = (hi - lo) / STEPS;
+                let inverse = if hi > lo { STEPS / (hi - lo) } else { 0.0 };
+                for ((q, v), f) in q.iter_mut().zip(x).zip(smoothing) {
+                    *q = ((v * f - lo) * inverse).round().clamp(0.0, STEPS) as u8;
+                }
+            });
+    }
+}
+
+/// One tile's operands: [`TILE_ROWS`] input rows (the last ones may be padding) and the
+/// group of [`TILE_PANELS`] panels it covers.
+struct Tile<'a> {
+    x: &'a [u8],
+    steps: &'a [f32],
+    mins: &'a [f32],
+    group: usize,
+    /// Rows to write, at most [`TILE_ROWS`].
+    rows: usize,
+}
+
+/// The kernel's sums, one weight at a time.
+fn portable_tile(m: &Int8Matrix, tile: &Tile<'_>, out: &mut [f32], accumulate: bool) {
+    let runs = m.depth / QUAD;
+    for r in 0..tile.rows {
+        let x = &tile.x[r * m.depth..(r + 1) * m.depth];
+        for col in tile.group * TILE_COLS..((tile.group + 1) * TILE_COLS).min(m.n_out) {
+            let panel = &m.packed[col / LANES * runs * RUN..][..runs * RUN];
+            let lane = col % LANES;
+            let mut sum = 0i32;
+            for (run, xs) in panel.chunks_exact(RUN).zip(x.chunks_exact(QUAD)) {
+                for (w, v) in run[lane * QUAD..][..QUAD].iter().zip(xs) {
+                    sum += i32::from(*w) * i32::from(*v);
+                }
+            }
+            let value =
+                (sum as f32).mul_add(tile.steps[r], tile.mins[r] * m.sums[col]) * m.scales[col];
+            let slot = &mut out[r * m.n_out + col];
+            *slot = if accumulate { *slot + value } else { value };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Int8Matrix, LANES, QUAD, RUN, TILE_COLS, TILE_PANELS, TILE_ROWS, Tile};
+
+    /// The tile's sums, written (or added) to `out`, whose row stride is `m.n_out`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile(m: &Int8Matrix, tile: &Tile<'_>, out: &mut [f32], accumulate: bool) {
+        let runs = m.depth / QUAD;
+        let first_col = tile.group * TILE_COLS;
+        assert!(
+            tile.x.len() >= TILE_ROWS * m.depth
+                && tile.steps.len() >= TILE_ROWS
+                && tile.mins.len() >= TILE_ROWS
+                && tile.rows <= TILE_ROWS
+                && m.packed.len() >= (first_col / LANES + TILE_PANELS) * runs * RUN
+                && m.scales.len() >= first_col + TILE_COLS
+                && m.sums.len() >= first_col + TILE_COLS
+                && first_col < m.n_out
+                && out.len() >= (tile.rows - 1) * m.n_out + (m.n_out - first_col).min(TILE_COLS),
+            "inconsistent operands"
+        );
+        let mut sums = [[_mm512_setzero_si512(); TILE_PANELS]; TILE_ROWS];
+        // SAFETY: the group's first panel is inside `packed`, checked above.
+        let panels = unsafe { m.packed.as_ptr().add(first_col / LANES * runs * RUN) };
+        let x = tile.x.as_ptr();
+        for run in 0..runs {
+            // SAFETY: panel `p` of the group holds `runs · RUN` bytes from
+            // `panels + p · runs · RUN`, and row `r`'s input `depth` bytes from
+            // `x + r · depth`; both were checked above.
+            unsafe {
+                let mut w = [_mm512_setzero_si512(); TILE_PANELS];
+                for (p, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(panels.add((p * runs + run) * RUN).cast());
+                }
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    let four = x
+                        .add(r * m.depth + run * QUAD)
+                        .cast::<i32>()
+                        .read_unaligned();
+                    let v = _mm512_set1_epi32(four);
+                    for (s, w) in sums.iter_mut().zip(&w) {
+                        *s = _mm512_dpbusd_epi32(*s, v, *w);
+                    }
+                }
+            }
+        }
+        for (r, sums) in sums.iter().enumerate().take(tile.rows) {
+            let step = _mm512_set1_ps(tile.steps[r]);
+            let min = _mm512_set1_ps(tile.mins[r]);
+            for (p, s) in sums.iter().enumerate() {
+                let col = first_col + p * LANES;
+                if col >= m.n_out {
+                    break;
+                }
+                let mask: __mmask16 = if m.n_out - col >= LANES {
+                    u16::MAX
+                } else {
+                    (1u16 << (m.n_out - col)) - 1
+                };
+                // SAFETY: columns `col..col + 16` are inside the padded scales and
+                // sums; the output is touched only under `mask`, whose lanes are
+                // below `n_out` in row `r < tile.rows`, checked above.
+                unsafe {
+                    let sums = _mm512_mul_ps(min, _mm512_loadu_ps(m.sums.as_ptr().add(col)));
+                    let scale = _mm512_loadu_ps(m.scales.as_ptr().add(col));
+                    let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), step, sums);
+                    let mut v = _mm512_mul_ps(v, scale);
+                    let at = out.as_mut_ptr().add(r * m.n_out + col);
+                    if accumulate {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, at));
+                    }
+                    _mm512_mask_storeu_ps(at, mask, v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((((i * 7919 + seed * 104_729) % 2003) as f32) - 1001.0) / 500.0)
+            .collect()
+    }
+
+    fn reference(x: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usize) -> Vec<f32> {
+        let mut out = vec![0.0; rows * n_out];
+        for r in 0..rows {
+            for j in 0..n_out {
+                out[r * n_out + j] = (0..n_in).map(|i| x[r * n_in + i] * w[i * n_out + j]).sum();
+            }
+        }
+        out
+    }
+
+    /// Worst error of `m`'s product over the f32 one, relative to `Σ|x|·max|w|` per row.
+    fn worst_error(m: &Int8Matrix, x: &[f32], w: &[f32], shape: (usize, usize, usize)) -> f32 {
+        let (rows, n_in, n_out) = shape;
+        let want = reference(x, w, rows, n_in, n_out);
+        let mut got = vec![0.0; rows * n_out];
+        m.product(&mut got, x, rows, false, &mut Int8Rows::default())
+            .unwrap();
+        let wmax = w.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let mut worst = 0.0f32;
+        for r in 0..rows {
+            let size: f32 = x[r * n_in..(r + 1) * n_in]
+                .iter()
+                .map(|v| v.abs())
+                .sum::<f32>()
+                * wmax;
+            for j in 0..n_out {
+                worst = worst.max((got[r * n_out + j] - want[r * n_out + j]).abs() / size);
+            }
+        }
+        worst
+    }
+
+    /// Odd shapes: a partial run of four inputs, a partial panel and tile of columns,
+    /// a partial tile of rows, more rows than one task; added onto the output or not.
+    #[test]
+    fn product_matches_f32_within_the_rounding() {
+        for (rows, n_in, n_out) in [(1, 5, 3), (7, 37, 70), (61, 130, 129)] {
+            let w = values(n_in * n_out, 1);
+            let x = values(rows * n_in, 2);
+            let m = Int8Matrix::quantize(&w, n_in, n_out, &[]).unwrap();
+            let worst = worst_error(&m, &x, &w, (rows, n_in, n_out));
+            assert!(worst < 0.01, "{rows}×{n_in}×{n_out}: {worst}");
+            let mut once = vec![0.0; rows * n_out];
+            let mut rounded = Int8Rows::default();
+            m.product(&mut once, &x, rows, false, &mut rounded).unwrap();
+            let mut added = vec![1.0; rows * n_out];
+            m.product(&mut added, &x, rows, true, &mut rounded).unwrap();
+            for (a, g) in added.iter().zip(&once) {
+                assert!(
+                    (a - 1.0 - g).abs() <= 1e-4 * (1.0 + g.abs()),
+                    "accumulated {a} vs {g}"
+                );
+            }
+        }
+    }
+
+    /// An input channel forty times the others' costs the rest of the row its levels;
+    /// smoothing against the channels' ranges wins them back (the error's root mean
+    /// square falls by about half here).
+    #[test]
+    fn smoothing_takes_an_outlier_channel_off_the_rounding() {
+        let (rows, n_in, n_out) = (12, 64, 48);
+        let w = values(n_in * n_out, 5);
+        let mut x = values(rows * n_in, 6);
+        for row in x.chunks_exact_mut(n_in) {
+            row[3] *= 40.0;
+        }
+        let mut ranges = vec![0.0f32; n_in];
+        for row in x.chunks_exact(n_in) {
+            for (r, v) in ranges.iter_mut().zip(row) {
+                *r = r.max(v.abs());
+            }
+        }
+        let plain = Int8Matrix::quantize(&w, n_in, n_out, &[]).unwrap();
+        let smoothed = Int8Matrix::quantize(&w, n_in, n_out, &ranges).unwrap();
+        let want = reference(&x, &w, rows, n_in, n_out);
+        let rms_error = |m: &Int8Matrix| {
+            let mut got = vec![0.0; rows * n_out];
+            m.product(&mut got, &x, rows, false, &mut Int8Rows::default())
+                .unwrap();
+            let squares: f32 = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum();
+            (squares / got.len() as f32).sqrt()
+        };
+        let (before, after) = (rms_error(&plain), rms_error(&smoothed));
+        assert!(after < before / 1.5, "smoothed {after}, plain {before}");
+        assert!(Int8Matrix::quantize(&w, n_in, n_out, &ranges[1..]).is_err());
+    }
+
+    /// Whichever kernel runs gives exactly the portable loop's sums.
+    #[test]
+    fn the_kernel_in_use_agrees_with_the_portable_loop() {
+        let (rows, n_in, n_out) = (13, 70, 150);
+        let m = Int8Matrix::quantize(&values(n_in * n_out, 3), n_in, n_out, &[]).unwrap();
+        let x = values(rows * n_in, 4);
+        let mut rounded = Int8Rows::default();
+        let mut fast = vec![0.5; rows * n_out];
+        m.product(&mut fast, &x, rows, true, &mut rounded).unwrap();
+        let mut slow = vec![0.5; rows * n_out];
+        for group in 0..m.scales.len() / TILE_COLS {
+            for start in (0..rows).step_by(TILE_ROWS) {
+                let tile = Tile {
+                    x: &rounded.values[start * m.depth..][..TILE_ROWS * m.depth],
+                    steps: &rounded.steps[start..][..TILE_ROWS],
+                    mins: &rounded.mins[start..][..TILE_ROWS],
+                    group,
+                    rows: (rows - start).min(TILE_ROWS),
+                };
+                portable_tile(&m, &tile, &mut slow[start * n_out..], true);
+            }
+        }
+        assert_eq!(fast, slow, "vnni: {}", vnni());
+    }
+
+    #[test]
+    fn mismatched_shapes_are_refused() {
+        assert!(Int8Matrix::quantize(&[0.0; 5], 2, 3, &[]).is_err());
+        let m = Int8Matrix::quantize(&[0.5; 6], 2, 3, &[]).unwrap();
+        let mut rounded = Int8Rows::default();
+        assert!(
+            m.product(&mut [0.0; 6], &[1.0; 3], 2, false, &mut rounded)
+                .is_err()
+        );
+        assert!(
+            m.product(&mut [0.0; 5], &[1.0; 4], 2, false, &mut rounded)
+                .is_err()
+        );
+        let mut out = [0.0; 6];
+        m.product(&mut out, &[1.0; 4], 2, false, &mut rounded)
+            .unwrap();
+        assert!(out.iter().all(|v| (v - 1.0).abs() < 0.01), "{out:?}");
+    }
+}
