@@ -135,6 +135,8 @@ def main():
     ap.add_argument("--skip-soak", action="store_true", help="only the hostile-queue figure")
     ap.add_argument("--sample", type=int, default=30, help="seconds between RSS samples under load")
     ap.add_argument("--settle", type=int, default=30, help="idle seconds before the last RSS reading")
+    ap.add_argument("--precision", default="f32", choices=["f32", "int8"],
+                    help="the embedder's embedding.precision")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
 
@@ -142,7 +144,8 @@ def main():
     config = os.path.join(work, "config.toml")
     with open(config, "w") as f:
         f.write(f'[server]\nbind = "127.0.0.1:18089"\n[storage]\ndata_dir = "{work}/data"\n'
-                f'[auth]\nadmin_token = "{ADMIN}"\n[log]\nlevel = "warn"\n')
+                f'[auth]\nadmin_token = "{ADMIN}"\n[log]\nlevel = "warn"\n'
+                f'[embedding]\nprecision = "{args.precision}"\n')
     server = subprocess.Popen([args.binary, "--config", config, "serve"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = "http://127.0.0.1:18089"
