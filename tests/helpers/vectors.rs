@@ -89,6 +89,17 @@ pub fn store_documents(
     }
 }
 
+/// The ids of the 10 hits `store` answers for each query, best first.
+pub fn top_ids(store: &dyn VectorStore, tenant: &TenantId, queries: &[Vec<f32>]) -> Vec<Vec<u64>> {
+    queries
+        .iter()
+        .map(|q| {
+            let hits = store.search(tenant, q, 10, None).unwrap();
+            hits.iter().map(|h| h.id).collect()
+        })
+        .collect()
+}
+
 /// The share of the exact 10 nearest neighbours of each query that `store` finds.
 pub fn recall_at_10(
     store: &dyn VectorStore,
@@ -98,14 +109,9 @@ pub fn recall_at_10(
 ) -> f64 {
     let found: usize = queries
         .iter()
-        .map(|q| {
+        .zip(top_ids(store, tenant, queries))
+        .map(|(q, got)| {
             let truth = exact_top(data, q, 10);
-            let got: Vec<u64> = store
-                .search(tenant, q, 10, None)
-                .unwrap()
-                .iter()
-                .map(|h| h.id)
-                .collect();
             truth.iter().filter(|id| got.contains(id)).count()
         })
         .sum();

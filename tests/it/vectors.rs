@@ -10,7 +10,7 @@ use ragbox::store::vectors::{
 };
 
 use crate::helpers::vectors::{
-    DIM, config, dataset, exact_top, items, numbered, recall_at_10, store_documents,
+    DIM, config, dataset, exact_top, items, numbered, recall_at_10, store_documents, top_ids,
 };
 
 #[test]
@@ -72,17 +72,7 @@ fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
         // the other tests share rayon's threads): wait for it here.
         store.settle();
         store.persist().unwrap();
-        queries
-            .iter()
-            .map(|q| {
-                store
-                    .search(&tenant, q, 10, None)
-                    .unwrap()
-                    .iter()
-                    .map(|h| h.id)
-                    .collect()
-            })
-            .collect()
+        top_ids(&store, &tenant, &queries)
     };
     let snapshot = dir
         .path()
@@ -93,17 +83,7 @@ fn snapshots_are_reloaded_and_stale_ones_rebuilt() {
     {
         // Reopened: the snapshot matches sled and is loaded as is.
         let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
-        let after: Vec<Vec<u64>> = queries
-            .iter()
-            .map(|q| {
-                store
-                    .search(&tenant, q, 10, None)
-                    .unwrap()
-                    .iter()
-                    .map(|h| h.id)
-                    .collect()
-            })
-            .collect();
+        let after = top_ids(&store, &tenant, &queries);
         assert_eq!(before, after, "the reloaded graph answers as the saved one");
         store.persist().unwrap();
     }
@@ -132,15 +112,6 @@ fn a_graph_with_tombstones_is_saved_with_them_and_reloads_as_it_was() {
         hnsw_ef_search: 10,
         ..config(1000)
     };
-    let answers = |store: &LocalVectorStore| -> Vec<Vec<u64>> {
-        queries
-            .iter()
-            .map(|q| {
-                let hits = store.search(&tenant, q, 10, None).unwrap();
-                hits.iter().map(|h| h.id).collect()
-            })
-            .collect()
-    };
     let before = {
         let store = LocalVectorStore::open(dir.path(), DIM, config.clone()).unwrap();
         store_documents(&store, &tenant, &data, 100, "doc-");
@@ -152,7 +123,7 @@ fn a_graph_with_tombstones_is_saved_with_them_and_reloads_as_it_was() {
                 .unwrap();
         }
         store.settle();
-        let before = answers(&store);
+        let before = top_ids(&store, &tenant, &queries);
         store.persist().unwrap();
         before
     };
@@ -170,7 +141,7 @@ fn a_graph_with_tombstones_is_saved_with_them_and_reloads_as_it_was() {
         let store = LocalVectorStore::open(dir.path(), DIM, config.clone()).unwrap();
         assert_eq!(store.count(&tenant).unwrap(), 2_700);
         assert_eq!(
-            answers(&store),
+            top_ids(&store, &tenant, &queries),
             before,
             "the reloaded graph answers as the saved one"
         );
@@ -182,7 +153,7 @@ fn a_graph_with_tombstones_is_saved_with_them_and_reloads_as_it_was() {
     let store = LocalVectorStore::open(dir.path(), DIM, config).unwrap();
     assert_eq!(store.count(&tenant).unwrap(), 2_700);
     store.settle();
-    for hits in answers(&store) {
+    for hits in top_ids(&store, &tenant, &queries) {
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|&id| id > 300), "{hits:?}");
     }

@@ -4,7 +4,9 @@
 use ragbox::domain::TenantId;
 use ragbox::store::vectors::{IndexMaintenance, LocalVectorStore, VectorStore};
 
-use crate::helpers::vectors::{DIM, config, dataset, numbered, recall_at_10, store_documents};
+use crate::helpers::vectors::{
+    DIM, config, dataset, numbered, recall_at_10, store_documents, top_ids,
+};
 use crate::one_at_a_time;
 
 #[test]
@@ -52,21 +54,11 @@ fn hnsw_recall_at_10_is_at_least_0_95_on_20k_vectors() {
 
     // Saved at shutdown and read back: the same graph, the same recall.
     store.persist().unwrap();
-    let answers = |store: &LocalVectorStore| -> Vec<Vec<u64>> {
-        queries
-            .iter()
-            .take(50)
-            .map(|q| {
-                let hits = store.search(&tenant, q, 10, None).unwrap();
-                hits.iter().map(|h| h.id).collect()
-            })
-            .collect()
-    };
-    let before = answers(&store);
+    let before = top_ids(&store, &tenant, &queries[..50]);
     drop(store);
     let store = LocalVectorStore::open(dir.path(), DIM, config(1000)).unwrap();
     assert_eq!(
-        answers(&store),
+        top_ids(&store, &tenant, &queries[..50]),
         before,
         "the reloaded graph answers as the saved one"
     );
