@@ -91,19 +91,21 @@ pub fn matmul(
     Ok(())
 }
 
+/// `a[m×k] · b[k×n]`, both row-major, one sum at a time: the reference of the tests.
+#[cfg(test)]
+pub(super) fn naive(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            out[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn naive(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-        let mut out = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                out[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-            }
-        }
-        out
-    }
 
     #[test]
     fn matches_the_naive_product_plain_transposed_and_accumulated() {

@@ -368,6 +368,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gemm::naive;
     use super::*;
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -376,20 +377,10 @@ mod tests {
             .collect()
     }
 
-    fn reference(x: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usize) -> Vec<f32> {
-        let mut out = vec![0.0; rows * n_out];
-        for r in 0..rows {
-            for j in 0..n_out {
-                out[r * n_out + j] = (0..n_in).map(|i| x[r * n_in + i] * w[i * n_out + j]).sum();
-            }
-        }
-        out
-    }
-
     /// Worst error of `m`'s product over the f32 one, relative to `Σ|x|·max|w|` per row.
     fn worst_error(m: &Int8Matrix, x: &[f32], w: &[f32], shape: (usize, usize, usize)) -> f32 {
         let (rows, n_in, n_out) = shape;
-        let want = reference(x, w, rows, n_in, n_out);
+        let want = naive(x, w, rows, n_out, n_in);
         let mut got = vec![0.0; rows * n_out];
         m.product(&mut got, x, rows, false, &mut Int8Rows::default())
             .unwrap();
@@ -451,7 +442,7 @@ mod tests {
         }
         let plain = Int8Matrix::quantize(&w, n_in, n_out, &[]).unwrap();
         let smoothed = Int8Matrix::quantize(&w, n_in, n_out, &ranges).unwrap();
-        let want = reference(&x, &w, rows, n_in, n_out);
+        let want = naive(&x, &w, rows, n_out, n_in);
         let rms_error = |m: &Int8Matrix| {
             let mut got = vec![0.0; rows * n_out];
             m.product(&mut got, &x, rows, false, &mut Int8Rows::default())
