@@ -350,6 +350,15 @@ fn truncate(ids: &[u32], max: usize) -> Vec<u32> {
     out
 }
 
+/// Which kernel runs int8 layers on this CPU.
+pub fn int8_kernel() -> &'static str {
+    if int8::vnni() {
+        "AVX-512 VNNI"
+    } else {
+        "portable loop"
+    }
+}
+
 /// Cosine similarity of two vectors.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();

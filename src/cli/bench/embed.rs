@@ -70,6 +70,9 @@ pub(super) async fn run(config: &Config, run: EmbedRun<'_>) -> anyhow::Result<()
             .embed_waiting(texts.iter().take(32).cloned().collect())
             .await?;
     }
+    if run.precisions.contains(&EmbeddingPrecision::Int8) {
+        println!("int8 layers run on: {}", crate::ml::embedder::int8_kernel());
+    }
     for round in 1..=run.rounds {
         for m in &mut measured {
             let started = Instant::now();
@@ -86,10 +89,11 @@ pub(super) async fn run(config: &Config, run: EmbedRun<'_>) -> anyhow::Result<()
             );
         }
     }
+    // Queries spread over the whole file, not only the passages' first pages.
     let words: Vec<&str> = text.split_whitespace().collect();
     let query_texts: Vec<String> = (0..queries)
         .map(|i| {
-            let start = (i * 37) % words.len().max(1);
+            let start = i * words.len() / queries.max(1);
             let query: Vec<&str> = words.iter().cycle().skip(start).take(8).copied().collect();
             query.join(" ")
         })
@@ -113,23 +117,21 @@ pub(super) async fn run(config: &Config, run: EmbedRun<'_>) -> anyhow::Result<()
     }
     let reference = &measured[0];
     for m in &measured[1..] {
-        let cosines: Vec<f32> = m
-            .passages
-            .iter()
-            .zip(&reference.passages)
-            .chain(m.queries.iter().zip(&reference.queries))
-            .map(|(a, b)| cosine(a, b))
-            .collect();
-        let least = cosines.iter().copied().fold(f32::INFINITY, f32::min);
-        let mean = cosines.iter().sum::<f32>() / cosines.len().max(1) as f32;
+        let spread = |ours: &[Vec<f32>], theirs: &[Vec<f32>]| {
+            let cosines: Vec<f32> = ours.iter().zip(theirs).map(|(a, b)| cosine(a, b)).collect();
+            let least = cosines.iter().copied().fold(f32::INFINITY, f32::min);
+            let mean = cosines.iter().sum::<f32>() / cosines.len().max(1) as f32;
+            format!("least {least:.4}, mean {mean:.5}")
+        };
         let recall = recall_at(10, reference, m);
         println!(
-            "{:?} against {:?}: cosine of {} vectors: least {least:.4}, mean {mean:.5}; recall@10 of {} queries over the {} passages: {recall:.3}",
+            "{:?} against {:?}: cosine of the {} passages: {}; of the {} queries: {}; recall@10 of the queries over the passages: {recall:.3}",
             m.precision,
             reference.precision,
-            cosines.len(),
+            m.passages.len(),
+            spread(&m.passages, &reference.passages),
             m.queries.len(),
-            m.passages.len()
+            spread(&m.queries, &reference.queries),
         );
     }
     Ok(())
