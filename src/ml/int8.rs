@@ -99,17 +99,14 @@ impl Int8Matrix {
                 if f.is_finite() && f > 0.0 { f } else { 1.0 }
             })
             .collect();
-        let w: Vec<f32> = w
-            .chunks_exact(n_out)
-            .zip(&factors)
-            .flat_map(|(row, f)| row.iter().map(move |v| v * f))
-            .collect();
+        // Weight `i, j` as rounded: smoothed by its input channel's factor.
+        let smoothed = |i: usize, j: usize| w[i * n_out + j] * factors[i];
         let depth = n_in.next_multiple_of(QUAD);
         let panels = n_out.div_ceil(TILE_COLS) * TILE_PANELS;
         let cols = panels * LANES;
         let mut scales = vec![0.0f32; cols];
         for (j, scale) in scales.iter_mut().enumerate().take(n_out) {
-            let amax = (0..n_in).fold(0.0f32, |a, i| a.max(w[i * n_out + j].abs()));
+            let amax = (0..n_in).fold(0.0f32, |a, i| a.max(smoothed(i, j).abs()));
             *scale = amax / LIMIT;
         }
         let mut packed = vec![0i8; panels * (depth / QUAD) * RUN];
@@ -122,7 +119,7 @@ impl Int8Matrix {
             };
             let (panel, lane) = (j / LANES, j % LANES);
             for i in 0..n_in {
-                let q = (w[i * n_out + j] * inverse).round().clamp(-LIMIT, LIMIT) as i8;
+                let q = (smoothed(i, j) * inverse).round().clamp(-LIMIT, LIMIT) as i8;
                 let at = (panel * (depth / QUAD) + i / QUAD) * RUN + lane * QUAD + i % QUAD;
                 packed[at] = q;
                 sums[j] += f32::from(q);
