@@ -14,6 +14,8 @@
 //! - prompts (many rows) multiply through the f32 gemm kernel against tiles of weights
 //!   dequantized into a cache-sized buffer, tile by tile across rayon's threads, and
 //!   attend per (head, block of rows), each block reading only the positions it may see;
+//!   on CPUs with AVX-512 VNNI, Q4_0 and Q4_1 weights are kept in
+//!   [`super::panels`] instead, whose integer kernel serves prompts and steps alike;
 //! - the token embeddings stay in the weight type; a step dequantizes only its own row,
 //!   and a model with tied embeddings keeps one copy for both ends.
 
@@ -33,6 +35,7 @@ use rayon::prelude::*;
 use super::gemm::{View, matmul};
 use super::nibbles::{Kind, Nibbles};
 use super::ops::{add, exp, exp_shifted, reduce, sized, softmax};
+use super::panels::{self, Panels};
 use super::widen::{WIDTH, widen, widen16};
 
 /// Rows from which a product runs on dequantized f32 weights.
@@ -57,6 +60,8 @@ macro_rules! weight_types {
             $($kind(Vec<$block>),)*
             /// Q4_0 or Q4_1 in ragbox's own layout, with its own kernels.
             Nibbles(Nibbles),
+            /// Q4_0 or Q4_1 in panels, for CPUs with AVX-512 VNNI.
+            Panels(Panels),
         }
 
         impl Blocks {
@@ -71,7 +76,7 @@ macro_rules! weight_types {
             fn block_size(&self) -> usize {
                 match self {
                     $(Self::$kind(_) => <$block>::BLCK_SIZE,)*
-                    Self::Nibbles(_) => 32,
+                    Self::Nibbles(_) | Self::Panels(_) => 32,
                 }
             }
 
@@ -80,6 +85,7 @@ macro_rules! weight_types {
                 match self {
                     $(Self::$kind(b) => k_quants::matmul(dims, x, b, out),)*
                     Self::Nibbles(b) => b.product(x, dims.0, out).map_err(error),
+                    Self::Panels(b) => b.product(x, dims.0, out).map_err(error),
                 }
             }
 
@@ -88,6 +94,7 @@ macro_rules! weight_types {
                 match self {
                     $(Self::$kind(b) => <$block>::to_float(&b[range], out),)*
                     Self::Nibbles(b) => b.dequantize(range, out),
+                    Self::Panels(b) => b.dequantize(range, out),
                 }
             }
         }
@@ -176,8 +183,9 @@ impl Matrix {
             GgmlDType::Q4_1 => Some(Kind::Q4_1),
             _ => None,
         };
+        let panels = panels::available() && Panels::fits(cols);
         let blocks = match kind {
-            Some(kind) if Nibbles::fits(cols) => {
+            Some(kind) if panels || Nibbles::fits(cols) => {
                 // ggml's blocks: the parts' own when they are of this type already (no
                 // rounding twice), else candle's quantizer's.
                 let mut bytes = Vec::new();
@@ -189,15 +197,20 @@ impl Matrix {
                     let t = Tensor::from_vec(dense()?, (rows, cols), &Device::Cpu)?;
                     bytes.extend_from_slice(&QTensor::quantize(&t, dtype)?.data()?);
                 }
-                Blocks::Nibbles(Nibbles::from_ggml(kind, rows, cols, &bytes).map_err(error)?)
+                if panels {
+                    Blocks::Panels(Panels::from_ggml(kind, rows, cols, &bytes).map_err(error)?)
+                } else {
+                    Blocks::Nibbles(Nibbles::from_ggml(kind, rows, cols, &bytes).map_err(error)?)
+                }
             }
             _ => Blocks::quantize(dtype, &dense()?)?,
         };
         Ok(Self { rows, cols, blocks })
     }
 
-    /// `out[m × rows] = x[m × cols] · selfᵀ`: candle's quantized kernel for a few rows,
-    /// the f32 gemm over dequantized tiles of weights from [`DENSE_ROWS`] rows on.
+    /// `out[m × rows] = x[m × cols] · selfᵀ`: the quantized kernel for a few rows, the
+    /// f32 gemm over dequantized tiles of weights from [`DENSE_ROWS`] rows on, but for
+    /// panels, whose integer kernel serves any number of rows.
     fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         let (n, k) = (self.rows, self.cols);
         if x.len() != m * k || out.len() != m * n {
@@ -207,7 +220,7 @@ impl Matrix {
                 out.len()
             )));
         }
-        if m < DENSE_ROWS {
+        if m < DENSE_ROWS || matches!(self.blocks, Blocks::Panels(_)) {
             return self.blocks.product((m, k, n), x, out);
         }
         // Tiles of weight rows, each dequantized into a buffer that stays in cache and
@@ -968,18 +981,20 @@ mod tests {
         );
     }
 
-    /// 4-bit weights on ragbox's own kernel (which rounds a step's inputs to 8 bits) and
-    /// on candle's, both against candle's reference llama on the same values in f32:
-    /// ragbox's logits stay within 5% of the largest (or, where candle's own kernel is
-    /// further off than that on this CPU, within candle's worst), on average no further
-    /// off than candle's own kernel's (which rounds to 8 bits as well), and a token it
-    /// ranks first is at worst a near tie.
+    /// 4-bit weights on ragbox's own kernels and on candle's, both against candle's
+    /// reference llama on the same values in f32: ragbox's logits stay within 5% of the
+    /// largest (or, where candle's own kernel is further off than that on this CPU,
+    /// within candle's worst), on average within a quarter above candle's own kernel's,
+    /// and a token it ranks first is at worst a near tie. Both round every input row to
+    /// 8 bits per block of 32 (ragbox's panels a prompt's rows too), so which of the two
+    /// lands closer varies with the weight type and the CPU; a wrong scale or offset
+    /// would be off by far more.
     fn four_bits_as_close_as_candles(quantized: &[u8]) {
         let exact = reference_logits(&rewrite(quantized, widened));
         let (diff, gap, mean) = worst(&exact, &our_logits(quantized, WeightType::Original));
         let (candle_diff, candle_gap, candle_mean) = worst(&exact, &reference_logits(quantized));
         assert!(
-            diff < candle_diff.max(0.05) && mean <= candle_mean && gap <= 0.02,
+            diff < candle_diff.max(0.05) && mean <= 1.25 * candle_mean && gap <= 0.02,
             "ragbox: differ by {diff} at worst, {mean} on average, pick short by {gap}; \
              candle's kernel: {candle_diff}, {candle_mean}, {candle_gap}"
         );

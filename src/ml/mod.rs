@@ -10,6 +10,7 @@ pub mod llama;
 pub mod meters;
 mod nibbles;
 mod ops;
+mod panels;
 mod widen;
 
 pub use embedder::{EmbedError, Embedder};

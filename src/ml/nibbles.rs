@@ -17,7 +17,7 @@
 use half::f16;
 
 /// Weights per block.
-const BLOCK: usize = 32;
+pub(super) const BLOCK: usize = 32;
 /// Bytes of a pair of blocks.
 const PAIR: usize = BLOCK;
 /// Output rows computed together.
@@ -32,11 +32,11 @@ pub(super) enum Kind {
 }
 
 /// Q4_0's offset, in units of its block's scale `d`: its weights are `d·(q - 8)`.
-const Q4_0_OFFSET: f32 = -8.0;
+pub(super) const Q4_0_OFFSET: f32 = -8.0;
 
 impl Kind {
     /// Bytes of one of ggml's blocks of this type.
-    fn ggml_bytes(self) -> usize {
+    pub(super) fn ggml_bytes(self) -> usize {
         match self {
             Kind::Q4_0 => 2 + BLOCK / 2,
             Kind::Q4_1 => 4 + BLOCK / 2,
@@ -242,13 +242,15 @@ thread_local! {
 
 /// Input rows rounded to 8 bits per block of 32.
 #[derive(Default)]
-struct Input {
-    cols: usize,
-    values: Vec<i8>,
+pub(super) struct Input {
+    pub(super) cols: usize,
+    pub(super) values: Vec<i8>,
     /// Per block: the scale `e`.
-    scales: Vec<f32>,
+    pub(super) scales: Vec<f32>,
     /// Per block: `e · Σ values`.
-    sums: Vec<f32>,
+    pub(super) sums: Vec<f32>,
+    /// Per block: `Σ values`.
+    pub(super) totals: Vec<i32>,
 }
 
 /// One input row of an [`Input`].
@@ -259,17 +261,20 @@ struct Row<'a> {
 }
 
 impl Input {
-    fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+    /// Rounds the `m × k` rows `x`.
+    pub(super) fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
         self.cols = k;
         let nb = m * k / BLOCK;
         self.values.resize(m * k, 0);
         self.scales.resize(nb, 0.0);
         self.sums.resize(nb, 0.0);
-        for (((x, q), e), s) in x
+        self.totals.resize(nb, 0);
+        for ((((x, q), e), s), t) in x
             .chunks_exact(BLOCK)
             .zip(self.values.chunks_exact_mut(BLOCK))
             .zip(&mut self.scales)
             .zip(&mut self.sums)
+            .zip(&mut self.totals)
         {
             let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
             let scale = amax / 127.0;
@@ -281,6 +286,7 @@ impl Input {
             }
             *e = scale;
             *s = scale * sum as f32;
+            *t = sum;
         }
     }
 

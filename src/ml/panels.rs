@@ -1,0 +1,538 @@
+//! Q4_0 and Q4_1 weights in panels of 16 rows, for CPUs with AVX-512 VNNI: every
+//! product, a prompt's as well as a decoding step's, is summed in 32-bit integers, and
+//! no weight is ever widened to f32.
+//!
+//! The inputs are rounded as for [`super::nibbles`] (8 bits per block of 32, scale `e`),
+//! and a block still adds `d·e·Σ qⱼ·xⱼ + o·e·Σ xⱼ`, `q` in `0..16`. What changes is the
+//! order of the weights. Sixteen weight rows form a panel, and a panel's block of 32
+//! inputs is four runs of 64 bytes, each covering 8 inputs: byte `4c + i` of run `t`
+//! holds weight `8t + i` of the panel's row `c` in its low nibble and weight `8t + 4 + i`
+//! in its high one. One load and two masks thus give two operands of `vpdpbusd`, the
+//! weights the unsigned side, with lane `c` summing four products for row `c`; the
+//! four input bytes to match are broadcast from the input row. Eight such sums make a
+//! block's integer dot products for 16 rows at once, which are then scaled by the
+//! block's `d` (one vector of the panel's 16 scales) and the input's `e`. Q4_0's offset
+//! `-8·d` enters in integers, as `-8·Σ xⱼ` where the sum starts.
+//!
+//! The kernel keeps a tile of 4 input rows × 2 panels in registers. Tasks of up to 64
+//! input rows × 2 panels are spread over candle's spinning pool. The last panel of a
+//! matrix whose rows are not a multiple of 16 is padded with zero weights and scales.
+#![allow(unsafe_code)]
+
+use half::f16;
+
+use super::nibbles::{BLOCK, Input, Kind, Q4_0_OFFSET};
+
+/// Weight rows of a panel: one 512-bit vector of 32-bit sums.
+const LANES: usize = 16;
+/// Inputs covered by one run (four in the low nibbles, four in the high ones).
+const RUN: usize = 8;
+/// Bytes of a run across a panel.
+const RUN_BYTES: usize = LANES * RUN / 2;
+/// Bytes of one block of a panel.
+const BLOCK_BYTES: usize = BLOCK / RUN * RUN_BYTES;
+/// Input rows of the kernel's tile.
+const TILE_ROWS: usize = 4;
+/// Panels of the kernel's tile.
+const TILE_PANELS: usize = 2;
+/// Input rows of one task of the pool.
+const TASK_ROWS: usize = 64;
+
+/// Whether this CPU runs the panels' kernel; where it does not, [`super::nibbles`]'s
+/// row layout serves better.
+pub(super) fn available() -> bool {
+    super::int8::vnni()
+}
+
+/// A `[rows, cols]` matrix of 4-bit weights in panels.
+pub(super) struct Panels {
+    kind: Kind,
+    rows: usize,
+    cols: usize,
+    /// Per panel, per block: the 16 rows' `d`.
+    scales: Vec<f16>,
+    /// Q4_1's offsets, as `scales`; empty for Q4_0.
+    offsets: Vec<f16>,
+    /// Per panel, per block: [`BLOCK_BYTES`] bytes.
+    packed: Vec<u8>,
+}
+
+impl Panels {
+    /// Whether rows of `cols` weights are whole blocks, as this layout needs.
+    pub(super) fn fits(cols: usize) -> bool {
+        cols > 0 && cols.is_multiple_of(BLOCK)
+    }
+
+    /// Reads ggml's blocks of `kind` (`d` as f16, Q4_1's `m` as f16, 16 bytes of
+    /// weights: `j` in the low nibble of byte `j`, `j + 16` in its high one).
+    pub(super) fn from_ggml(
+        kind: Kind,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, String> {
+        if !Self::fits(cols) {
+            return Err(format!("rows of {cols} are not whole blocks"));
+        }
+        let nb = cols / BLOCK;
+        let size = kind.ggml_bytes();
+        if bytes.len() != rows * nb * size {
+            return Err(format!(
+                "{} bytes for {rows}×{cols} {kind:?} weights",
+                bytes.len()
+            ));
+        }
+        let padded = rows.next_multiple_of(LANES);
+        let mut m = Self {
+            kind,
+            rows,
+            cols,
+            scales: vec![f16::ZERO; padded * nb],
+            offsets: if kind == Kind::Q4_1 {
+                vec![f16::ZERO; padded * nb]
+            } else {
+                Vec::new()
+            },
+            packed: vec![0; padded * cols / 2],
+        };
+        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
+        for (i, block) in bytes.chunks_exact(size).enumerate() {
+            let (row, j) = (i / nb, i % nb);
+            let s = m.scale_index(row, j);
+            m.scales[s] = half(block);
+            if kind == Kind::Q4_1 {
+                m.offsets[s] = half(&block[2..]);
+            }
+            // Weights `w` and `w + 16` of the block sit in runs `w / 8` and `w / 8 + 2`.
+            let (first, _) = m.nibble(row, j, 0);
+            let packed = &mut m.packed[first..first + (BLOCK / RUN - 1) * RUN_BYTES + RUN / 2];
+            let qs = &block[size - BLOCK / 2..];
+            for (w, &q) in qs.iter().enumerate() {
+                let (run, i) = (w / RUN, w % RUN);
+                let shift = 4 * (i / 4);
+                packed[run * RUN_BYTES + i % 4] |= (q & 0xF) << shift;
+                packed[(run + 2) * RUN_BYTES + i % 4] |= (q >> 4) << shift;
+            }
+        }
+        Ok(m)
+    }
+
+    fn per_row(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    fn panels(&self) -> usize {
+        self.rows.div_ceil(LANES)
+    }
+
+    /// Where `d` (and Q4_1's `o`) of block `j` of `row` is.
+    fn scale_index(&self, row: usize, j: usize) -> usize {
+        ((row / LANES) * self.per_row() + j) * LANES + row % LANES
+    }
+
+    /// The byte and shift of weight `w` of block `j` of `row`.
+    fn nibble(&self, row: usize, j: usize, w: usize) -> (usize, usize) {
+        let block = (row / LANES) * self.per_row() + j;
+        let (run, i) = (w / RUN, w % RUN);
+        let byte = block * BLOCK_BYTES + run * RUN_BYTES + (row % LANES) * (RUN / 2) + i % 4;
+        (byte, 4 * (i / 4))
+    }
+
+    /// `(d, o)` of block `j` of `row`.
+    fn block(&self, row: usize, j: usize) -> (f32, f32) {
+        let s = self.scale_index(row, j);
+        let d = self.scales[s].to_f32();
+        let o = match self.kind {
+            Kind::Q4_0 => Q4_0_OFFSET * d,
+            Kind::Q4_1 => self.offsets[s].to_f32(),
+        };
+        (d, o)
+    }
+
+    /// Blocks `range` (counted over all rows, as ggml's are) as f32, into `out`.
+    pub(super) fn dequantize(&self, range: std::ops::Range<usize>, out: &mut [f32]) {
+        let nb = self.per_row();
+        for (b, out) in range.zip(out.chunks_exact_mut(BLOCK)) {
+            let (row, j) = (b / nb, b % nb);
+            let (d, o) = self.block(row, j);
+            for (w, v) in out.iter_mut().enumerate() {
+                let (byte, shift) = self.nibble(row, j, w);
+                *v = o + d * f32::from((self.packed[byte] >> shift) & 0xF);
+            }
+        }
+    }
+
+    /// `out[m × rows] = x[m × cols] · selfᵀ`, the input rounded to 8 bits per block.
+    pub(super) fn product(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<(), String> {
+        let (n, k) = (self.rows, self.cols);
+        if x.len() != m * k || out.len() != m * n {
+            return Err(format!(
+                "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
+                x.len(),
+                out.len()
+            ));
+        }
+        INPUT.with_borrow_mut(|input| {
+            input.quantize(x, m, k);
+            let input = &*input;
+            let out = Output {
+                ptr: out.as_mut_ptr(),
+                len: out.len(),
+            };
+            let pairs = self.panels().div_ceil(TILE_PANELS);
+            let tasks = m.div_ceil(TASK_ROWS) * pairs;
+            candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
+                for task in range {
+                    let (chunk, pair) = (task / pairs, task % pairs);
+                    let first_panel = pair * TILE_PANELS;
+                    let panels = TILE_PANELS.min(self.panels() - first_panel);
+                    let end = m.min((chunk + 1) * TASK_ROWS);
+                    for first_row in (chunk * TASK_ROWS..end).step_by(TILE_ROWS) {
+                        let tile = Tile {
+                            first_panel,
+                            panels,
+                            first_row,
+                            rows: TILE_ROWS.min(end - first_row),
+                        };
+                        self.tile(input, &tile, &out);
+                    }
+                }
+            });
+        });
+        Ok(())
+    }
+
+    /// One tile of the product, on the VNNI kernel where the CPU has it.
+    fn tile(&self, x: &Input, tile: &Tile, out: &Output) {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked at run time); the
+            // kernel checks the operands' sizes before any load or store.
+            unsafe {
+                match (tile.rows, tile.panels) {
+                    (4, 2) => avx512::tile::<4, 2>(self, x, tile, out),
+                    (3, 2) => avx512::tile::<3, 2>(self, x, tile, out),
+                    (2, 2) => avx512::tile::<2, 2>(self, x, tile, out),
+                    (1, 2) => avx512::tile::<1, 2>(self, x, tile, out),
+                    (4, 1) => avx512::tile::<4, 1>(self, x, tile, out),
+                    (3, 1) => avx512::tile::<3, 1>(self, x, tile, out),
+                    (2, 1) => avx512::tile::<2, 1>(self, x, tile, out),
+                    (1, 1) => avx512::tile::<1, 1>(self, x, tile, out),
+                    _ => unreachable!("tiles are at most {TILE_ROWS} × {TILE_PANELS}"),
+                }
+            }
+            return;
+        }
+        portable_tile(self, x, tile, out);
+    }
+}
+
+thread_local! {
+    /// The input of a product, rounded, on the thread that calls it.
+    static INPUT: std::cell::RefCell<Input> = std::cell::RefCell::default();
+}
+
+/// Input rows `first_row..first_row + rows` times panels
+/// `first_panel..first_panel + panels`.
+struct Tile {
+    first_panel: usize,
+    panels: usize,
+    first_row: usize,
+    rows: usize,
+}
+
+/// The `m × n` output, shared by the pool's workers, each writing its own tiles.
+struct Output {
+    ptr: *mut f32,
+    len: usize,
+}
+// SAFETY: the workers write disjoint tiles (see `Panels::product`), and the caller
+// holds the output mutably until the pool returns.
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// # Safety
+    /// `i` is below `len`, and no other thread touches element `i` meanwhile.
+    unsafe fn write(&self, i: usize, v: f32) {
+        debug_assert!(i < self.len);
+        // SAFETY: as the caller promises.
+        unsafe { *self.ptr.add(i) = v };
+    }
+}
+
+/// The same sums as the VNNI kernel, one weight at a time, in the same order of float
+/// operations, so that both give the same bits.
+fn portable_tile(w: &Panels, x: &Input, tile: &Tile, out: &Output) {
+    let (n, k, nb) = (w.rows, w.cols, w.per_row());
+    let first = tile.first_panel * LANES;
+    let last = n.min((tile.first_panel + tile.panels) * LANES);
+    assert!(
+        (tile.first_row + tile.rows) * k <= x.values.len()
+            && (tile.first_row + tile.rows) * n <= out.len,
+        "inconsistent operands"
+    );
+    for r in tile.first_row..tile.first_row + tile.rows {
+        for row in first..last {
+            let mut total = 0.0f32;
+            for j in 0..nb {
+                let block = r * nb + j;
+                let mut dot = match w.kind {
+                    Kind::Q4_0 => Q4_0_OFFSET as i32 * x.totals[block],
+                    Kind::Q4_1 => 0,
+                };
+                for (t, &v) in x.values[block * BLOCK..(block + 1) * BLOCK]
+                    .iter()
+                    .enumerate()
+                {
+                    let (byte, shift) = w.nibble(row, j, t);
+                    dot += i32::from((w.packed[byte] >> shift) & 0xF) * i32::from(v);
+                }
+                let s = w.scale_index(row, j);
+                let scaled = dot as f32 * x.scales[block];
+                total = scaled.mul_add(w.scales[s].to_f32(), total);
+                if w.kind == Kind::Q4_1 {
+                    total = w.offsets[s].to_f32().mul_add(x.sums[block], total);
+                }
+            }
+            // SAFETY: `r < first_row + rows` and `row < n`, inside the output (checked
+            // above); the pool gives each tile to one worker.
+            unsafe { out.write(r * n + row, total) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, BLOCK_BYTES, Input, Kind, LANES, Output, Panels, Q4_0_OFFSET, RUN};
+    use super::{RUN_BYTES, Tile};
+
+    /// `R` input rows times `P` panels, written to `out`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile<const R: usize, const P: usize>(
+        w: &Panels,
+        x: &Input,
+        tile: &Tile,
+        out: &Output,
+    ) {
+        let (n, k, nb) = (w.rows, w.cols, w.per_row());
+        let q4_1 = w.kind == Kind::Q4_1;
+        assert!(
+            tile.rows == R
+                && tile.panels == P
+                && (tile.first_panel + P) * nb * BLOCK_BYTES <= w.packed.len()
+                && (tile.first_panel + P) * nb * LANES <= w.scales.len()
+                && (!q4_1 || w.offsets.len() == w.scales.len())
+                && (tile.first_row + R) * k <= x.values.len()
+                && (tile.first_row + R) * nb <= x.scales.len()
+                && (tile.first_row + R) * nb <= x.sums.len()
+                && (tile.first_row + R) * nb <= x.totals.len()
+                && tile.first_panel * LANES < n
+                && (tile.first_row + R) * n <= out.len,
+            "inconsistent operands"
+        );
+        let low = _mm512_set1_epi8(0xF);
+        let mut totals = [[_mm512_setzero_ps(); P]; R];
+        let first_block = tile.first_panel * nb;
+        let xs = x.values.as_ptr();
+        for j in 0..nb {
+            let mut dots = [[_mm512_setzero_si512(); P]; R];
+            if !q4_1 {
+                for (r, dots) in dots.iter_mut().enumerate() {
+                    let t = x.totals[(tile.first_row + r) * nb + j];
+                    *dots = [_mm512_set1_epi32(Q4_0_OFFSET as i32 * t); P];
+                }
+            }
+            for run in 0..BLOCK / RUN {
+                let mut lo = [_mm512_setzero_si512(); P];
+                let mut hi = [_mm512_setzero_si512(); P];
+                for p in 0..P {
+                    // SAFETY: block `j` of panel `first_panel + p` lies inside
+                    // `packed`, checked above.
+                    let v = unsafe {
+                        let at = (first_block + p * nb + j) * BLOCK_BYTES + run * RUN_BYTES;
+                        _mm512_loadu_si512(w.packed.as_ptr().add(at).cast())
+                    };
+                    lo[p] = _mm512_and_si512(v, low);
+                    hi[p] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                }
+                for (r, dots) in dots.iter_mut().enumerate() {
+                    // SAFETY: the eight input bytes of this run of row
+                    // `first_row + r` lie inside `values`, checked above.
+                    let (a, b) = unsafe {
+                        let at = xs.add((tile.first_row + r) * k + j * BLOCK + run * RUN);
+                        (
+                            at.cast::<i32>().read_unaligned(),
+                            at.add(RUN / 2).cast::<i32>().read_unaligned(),
+                        )
+                    };
+                    let (a, b) = (_mm512_set1_epi32(a), _mm512_set1_epi32(b));
+                    for p in 0..P {
+                        dots[p] = _mm512_dpbusd_epi32(dots[p], lo[p], a);
+                        dots[p] = _mm512_dpbusd_epi32(dots[p], hi[p], b);
+                    }
+                }
+            }
+            let mut d = [_mm512_setzero_ps(); P];
+            let mut o = [_mm512_setzero_ps(); P];
+            for p in 0..P {
+                let at = (first_block + p * nb + j) * LANES;
+                // SAFETY: the panel's 16 scales (and offsets) of block `j` lie inside
+                // `scales` (and `offsets`), checked above.
+                unsafe {
+                    d[p] = _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.as_ptr().add(at).cast()));
+                    if q4_1 {
+                        o[p] =
+                            _mm512_cvtph_ps(_mm256_loadu_si256(w.offsets.as_ptr().add(at).cast()));
+                    }
+                }
+            }
+            for (r, (totals, dots)) in totals.iter_mut().zip(&dots).enumerate() {
+                let block = (tile.first_row + r) * nb + j;
+                let e = _mm512_set1_ps(x.scales[block]);
+                let sum = _mm512_set1_ps(x.sums[block]);
+                for p in 0..P {
+                    let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dots[p]), e);
+                    totals[p] = _mm512_fmadd_ps(scaled, d[p], totals[p]);
+                    if q4_1 {
+                        totals[p] = _mm512_fmadd_ps(o[p], sum, totals[p]);
+                    }
+                }
+            }
+        }
+        for (r, totals) in totals.iter().enumerate() {
+            for (p, v) in totals.iter().enumerate() {
+                let col = (tile.first_panel + p) * LANES;
+                if col >= n {
+                    break;
+                }
+                let mask: __mmask16 = if n - col >= LANES {
+                    u16::MAX
+                } else {
+                    (1u16 << (n - col)) - 1
+                };
+                // SAFETY: only lanes below `n` of row `first_row + r` are stored, inside
+                // the output (checked above); the pool gives each tile to one worker.
+                unsafe {
+                    let at = out.ptr.add((tile.first_row + r) * n + col);
+                    _mm512_mask_storeu_ps(at, mask, *v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn ggml(dtype: GgmlDType, rows: usize, cols: usize, seed: usize) -> (Vec<f32>, QTensor) {
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((((i * 7919 + seed * 104_729) % 2003) as f32) - 1001.0) / 700.0)
+            .collect();
+        let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, dtype).unwrap();
+        let back = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+        (back.to_vec1().unwrap(), q)
+    }
+
+    const KINDS: [(GgmlDType, Kind); 2] =
+        [(GgmlDType::Q4_0, Kind::Q4_0), (GgmlDType::Q4_1, Kind::Q4_1)];
+
+    /// The panels hold exactly ggml's values, and the product (VNNI where the CPU has
+    /// it, else the portable loop) matches the f32 product of those values within the
+    /// input's 8-bit rounding: both types, a partial last panel and pair of panels,
+    /// partial row tiles, and more rows than one task.
+    #[test]
+    fn product_matches_the_dequantized_weights() {
+        for (dtype, kind) in KINDS {
+            let (n, k) = (37, 32 * 7);
+            let (weights, q) = ggml(dtype, n, k, 3);
+            let panels = Panels::from_ggml(kind, n, k, &q.data().unwrap()).unwrap();
+            let mut back = vec![0.0; n * k];
+            panels.dequantize(0..n * k / BLOCK, &mut back);
+            assert_eq!(back, weights, "{kind:?} values");
+            let mut window = vec![0.0; 3 * BLOCK];
+            panels.dequantize(20..23, &mut window);
+            assert_eq!(window, weights[20 * BLOCK..23 * BLOCK], "{kind:?} window");
+
+            for m in [1, 3, 6, TASK_ROWS + 7] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| (((i * 31) % 97) as f32 - 48.0) / 17.0)
+                    .collect();
+                let mut got = vec![f32::NAN; m * n];
+                panels.product(&x, m, &mut got).unwrap();
+                for r in 0..m {
+                    for c in 0..n {
+                        let want: f32 = (0..k).map(|i| x[r * k + i] * weights[c * k + i]).sum();
+                        let scale: f32 = (0..k)
+                            .map(|i| (x[r * k + i] * weights[c * k + i]).abs())
+                            .sum();
+                        let got = got[r * n + c];
+                        assert!(
+                            (got - want).abs() <= 0.01 * scale,
+                            "{kind:?} {m} rows [{r},{c}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+            let mut wrong = vec![0.0; n + 1];
+            assert!(panels.product(&vec![0.0; k], 1, &mut wrong).is_err());
+        }
+    }
+
+    /// The VNNI kernel gives the very bits of the portable loop, for every tile shape.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_vnni_kernel_agrees_with_the_portable_loop() {
+        if !available() {
+            eprintln!("skipped: this CPU lacks AVX-512 VNNI");
+            return;
+        }
+        for (dtype, kind) in KINDS {
+            // Three panels, the last one partial: pairs of one and of two panels.
+            let (n, k, m) = (40, 32 * 5, 7);
+            let (_, q) = ggml(dtype, n, k, 5);
+            let panels = Panels::from_ggml(kind, n, k, &q.data().unwrap()).unwrap();
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 13) % 29) as f32 - 14.0).collect();
+            let mut input = Input::default();
+            input.quantize(&x, m, k);
+            for (first_panel, panels_in_tile) in [(0, 2), (2, 1)] {
+                for (first_row, rows) in [(0, 4), (4, 3), (1, 2), (6, 1)] {
+                    let tile = Tile {
+                        first_panel,
+                        panels: panels_in_tile,
+                        first_row,
+                        rows,
+                    };
+                    let (mut fast, mut slow) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                    let output = |v: &mut Vec<f32>| Output {
+                        ptr: v.as_mut_ptr(),
+                        len: v.len(),
+                    };
+                    panels.tile(&input, &tile, &output(&mut fast));
+                    portable_tile(&panels, &input, &tile, &output(&mut slow));
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&fast),
+                        bits(&slow),
+                        "{kind:?} {first_panel} {first_row}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_blocks_are_refused() {
+        assert!(Panels::from_ggml(Kind::Q4_0, 2, 32, &[0; 18 * 3]).is_err());
+        assert!(Panels::from_ggml(Kind::Q4_1, 1, 48, &[0; 20]).is_err());
+    }
+}
