@@ -15,6 +15,7 @@
 #![allow(unsafe_code)]
 
 use half::f16;
+use rayon::prelude::*;
 
 /// Weights per block.
 pub(super) const BLOCK: usize = 32;
@@ -261,7 +262,7 @@ struct Row<'a> {
 }
 
 impl Input {
-    /// Rounds the `m × k` rows `x`.
+    /// Rounds the `m × k` rows `x`, a prompt's across rayon's threads.
     pub(super) fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
         self.cols = k;
         let nb = m * k / BLOCK;
@@ -269,25 +270,27 @@ impl Input {
         self.scales.resize(nb, 0.0);
         self.sums.resize(nb, 0.0);
         self.totals.resize(nb, 0);
-        for ((((x, q), e), s), t) in x
-            .chunks_exact(BLOCK)
-            .zip(self.values.chunks_exact_mut(BLOCK))
-            .zip(&mut self.scales)
-            .zip(&mut self.sums)
-            .zip(&mut self.totals)
-        {
-            let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, v) in q.iter_mut().zip(x) {
-                *q = (v * inverse).round() as i8;
-                sum += i32::from(*q);
-            }
-            *e = scale;
-            *s = scale * sum as f32;
-            *t = sum;
+        let round = |((((x, q), e), s), t): BlockOut<'_>| {
+            let (scale, sum) = round_block(x, q);
+            (*e, *s, *t) = (scale, scale * sum as f32, sum);
+        };
+        if nb < 2 * PARALLEL_BLOCKS {
+            // A decoding step's row: handing it to another thread costs more.
+            x.chunks_exact(BLOCK)
+                .zip(self.values.chunks_exact_mut(BLOCK))
+                .zip(&mut self.scales)
+                .zip(&mut self.sums)
+                .zip(&mut self.totals)
+                .for_each(round);
+            return;
         }
+        x.par_chunks_exact(BLOCK)
+            .zip(self.values.par_chunks_exact_mut(BLOCK))
+            .zip(self.scales.par_iter_mut())
+            .zip(self.sums.par_iter_mut())
+            .zip(self.totals.par_iter_mut())
+            .with_min_len(PARALLEL_BLOCKS)
+            .for_each(round);
     }
 
     fn row(&self, r: usize) -> Row<'_> {
@@ -298,6 +301,33 @@ impl Input {
             sums: &self.sums[r * nb..(r + 1) * nb],
         }
     }
+}
+
+/// One block of input and where its rounding goes: values, scale, scaled sum, sum.
+type BlockOut<'a> = (
+    (((&'a [f32], &'a mut [i8]), &'a mut f32), &'a mut f32),
+    &'a mut i32,
+);
+
+/// Blocks of input rounded per rayon task (a few rows of a prompt); inputs of fewer
+/// than twice as many are rounded on the calling thread.
+const PARALLEL_BLOCKS: usize = 128;
+
+/// Rounds one block `x` into `q` (ties to even); returns its scale and `Σ q`. Written
+/// so that it compiles to vector code: the largest magnitude is found on the bits,
+/// which order as the values do for non-negative floats.
+#[inline(always)]
+fn round_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0u32, |a, v| a.max(v.to_bits() & 0x7fff_ffff));
+    let scale = f32::from_bits(amax) / 127.0;
+    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let mut sum = 0i32;
+    for (q, v) in q.iter_mut().zip(x) {
+        let r = (v * inverse).round_ties_even() as i32;
+        *q = r as i8;
+        sum += r;
+    }
+    (scale, sum)
 }
 
 /// `count` consecutive weight rows of a [`Nibbles`].
