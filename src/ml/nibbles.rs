@@ -274,8 +274,9 @@ impl Input {
             let (scale, sum) = round_block(x, q);
             (*e, *s, *t) = (scale, scale * sum as f32, sum);
         };
-        if nb < 2 * PARALLEL_BLOCKS {
-            // A decoding step's row: handing it to another thread costs more.
+        if m == 1 || nb < 2 * PARALLEL_BLOCKS {
+            // A decoding step's row, or a few short ones: handing them to other threads
+            // costs more than rounding them here.
             x.chunks_exact(BLOCK)
                 .zip(self.values.chunks_exact_mut(BLOCK))
                 .zip(&mut self.scales)
@@ -309,21 +310,28 @@ type BlockOut<'a> = (
     &'a mut i32,
 );
 
-/// Blocks of input rounded per rayon task (a few rows of a prompt); inputs of fewer
-/// than twice as many are rounded on the calling thread.
+/// The fewest blocks of input rounded by one rayon task; a single row, or an input of
+/// fewer than twice as many blocks, is rounded on the calling thread.
 const PARALLEL_BLOCKS: usize = 128;
 
 /// Rounds one block `x` into `q` (ties to even); returns its scale and `Σ q`. Written
 /// so that it compiles to vector code: the largest magnitude is found on the bits,
-/// which order as the values do for non-negative floats.
+/// which order as the values do for non-negative floats (a NaN, whose bits sort above
+/// every number, makes the block's scale NaN, so it shows in the product instead of
+/// vanishing). A block too small for its scale to be a normal float rounds to zeros:
+/// its inverse would overflow.
 #[inline(always)]
 fn round_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0u32, |a, v| a.max(v.to_bits() & 0x7fff_ffff));
     let scale = f32::from_bits(amax) / 127.0;
-    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let inverse = if scale >= f32::MIN_POSITIVE {
+        1.0 / scale
+    } else {
+        0.0
+    };
     let mut sum = 0i32;
     for (q, v) in q.iter_mut().zip(x) {
-        let r = (v * inverse).round_ties_even() as i32;
+        let r = (v * inverse).round_ties_even().clamp(-127.0, 127.0) as i32;
         *q = r as i8;
         sum += r;
     }
@@ -597,6 +605,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A prompt's rows, rounded across threads, give the bytes, scales and sums of each
+    /// row rounded alone; blocks of tiny values round to zeros or to 127, never to
+    /// overflowed bytes, and the sums are the bytes' sums.
+    #[test]
+    fn rounding_is_the_same_across_threads_and_safe_for_tiny_blocks() {
+        let (m, k) = (9, 64 * 15);
+        let mut x: Vec<f32> = (0..m * k)
+            .map(|i| (((i * 7) % 23) as f32 - 11.0) / 3.0)
+            .collect();
+        x[..BLOCK].fill(1e-40);
+        x[BLOCK..2 * BLOCK].fill(-2e-37);
+        // Its scale is just normal, its inverse near the largest float.
+        x[2 * BLOCK..3 * BLOCK].fill(4e-36);
+        let mut all = Input::default();
+        all.quantize(&x, m, k);
+        assert!(
+            m * k / BLOCK >= 2 * PARALLEL_BLOCKS,
+            "the parallel path runs"
+        );
+        let mut one = Input::default();
+        for r in 0..m {
+            one.quantize(&x[r * k..(r + 1) * k], 1, k);
+            let nb = k / BLOCK;
+            assert_eq!(one.values, all.values[r * k..(r + 1) * k], "row {r}");
+            assert_eq!(one.scales, all.scales[r * nb..(r + 1) * nb], "row {r}");
+            assert_eq!(one.totals, all.totals[r * nb..(r + 1) * nb], "row {r}");
+        }
+        for (b, q) in all.values.chunks_exact(BLOCK).enumerate() {
+            let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+            assert_eq!(all.totals[b], sum, "block {b}");
+            assert!(q.iter().all(|&v| v > i8::MIN), "block {b}");
+        }
+        assert!(all.values[..2 * BLOCK].iter().all(|&v| v == 0));
+        assert!(all.values[2 * BLOCK..3 * BLOCK].iter().all(|&v| v == 127));
     }
 
     #[test]

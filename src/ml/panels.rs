@@ -175,10 +175,7 @@ impl Panels {
         INPUT.with_borrow_mut(|input| {
             input.quantize(x, m, k);
             let input = &*input;
-            let out = Output {
-                ptr: out.as_mut_ptr(),
-                len: out.len(),
-            };
+            let out = Output::new(out);
             let pairs = self.panels().div_ceil(TILE_PANELS);
             let tasks = m.div_ceil(TASK_ROWS) * pairs;
             candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
@@ -203,7 +200,7 @@ impl Panels {
     }
 
     /// One tile of the product, on the VNNI kernel where the CPU has it.
-    fn tile(&self, x: &Input, tile: &Tile, out: &Output) {
+    fn tile(&self, x: &Input, tile: &Tile, out: &Output<'_>) {
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked at run time); the
@@ -242,15 +239,24 @@ struct Tile {
 }
 
 /// The `m × n` output, shared by the pool's workers, each writing its own tiles.
-struct Output {
+struct Output<'a> {
     ptr: *mut f32,
     len: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
 }
-// SAFETY: the workers write disjoint tiles (see `Panels::product`), and the caller
-// holds the output mutably until the pool returns.
-unsafe impl Sync for Output {}
+// SAFETY: `Output` borrows its slice mutably for its whole life, and the workers
+// write disjoint tiles (see `Panels::product`) through `write` and masked stores.
+unsafe impl Sync for Output<'_> {}
 
-impl Output {
+impl<'a> Output<'a> {
+    fn new(out: &'a mut [f32]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _out: std::marker::PhantomData,
+        }
+    }
+
     /// # Safety
     /// `i` is below `len`, and no other thread touches element `i` meanwhile.
     unsafe fn write(&self, i: usize, v: f32) {
@@ -262,7 +268,7 @@ impl Output {
 
 /// The same sums as the VNNI kernel, one weight at a time, in the same order of float
 /// operations, so that both give the same bits.
-fn portable_tile(w: &Panels, x: &Input, tile: &Tile, out: &Output) {
+fn portable_tile(w: &Panels, x: &Input, tile: &Tile, out: &Output<'_>) {
     let (n, k, nb) = (w.rows, w.cols, w.per_row());
     let first = tile.first_panel * LANES;
     let last = n.min((tile.first_panel + tile.panels) * LANES);
@@ -317,7 +323,7 @@ mod avx512 {
         w: &Panels,
         x: &Input,
         tile: &Tile,
-        out: &Output,
+        out: &Output<'_>,
     ) {
         let (n, k, nb) = (w.rows, w.cols, w.per_row());
         let q4_1 = w.kind == Kind::Q4_1;
@@ -496,15 +502,17 @@ mod tests {
             eprintln!("skipped: this CPU lacks AVX-512 VNNI");
             return;
         }
-        for (dtype, kind) in KINDS {
-            // Three panels, the last one partial: pairs of one and of two panels.
-            let (n, k, m) = (40, 32 * 5, 7);
+        // Three panels, the last one partial, in a pair of one; two, the second one
+        // partial, in a pair.
+        let shapes: [(usize, &[(usize, usize)]); 2] = [(40, &[(0, 2), (2, 1)]), (20, &[(0, 2)])];
+        for ((dtype, kind), (n, pairs)) in KINDS.into_iter().flat_map(|t| shapes.map(|s| (t, s))) {
+            let (k, m) = (32 * 5, 7);
             let (_, q) = ggml(dtype, n, k, 5);
             let panels = Panels::from_ggml(kind, n, k, &q.data().unwrap()).unwrap();
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 13) % 29) as f32 - 14.0).collect();
             let mut input = Input::default();
             input.quantize(&x, m, k);
-            for (first_panel, panels_in_tile) in [(0, 2), (2, 1)] {
+            for &(first_panel, panels_in_tile) in pairs {
                 for (first_row, rows) in [(0, 4), (4, 3), (1, 2), (6, 1)] {
                     let tile = Tile {
                         first_panel,
@@ -513,12 +521,8 @@ mod tests {
                         rows,
                     };
                     let (mut fast, mut slow) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-                    let output = |v: &mut Vec<f32>| Output {
-                        ptr: v.as_mut_ptr(),
-                        len: v.len(),
-                    };
-                    panels.tile(&input, &tile, &output(&mut fast));
-                    portable_tile(&panels, &input, &tile, &output(&mut slow));
+                    panels.tile(&input, &tile, &Output::new(&mut fast));
+                    portable_tile(&panels, &input, &tile, &Output::new(&mut slow));
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&fast),
@@ -534,5 +538,7 @@ mod tests {
     fn malformed_blocks_are_refused() {
         assert!(Panels::from_ggml(Kind::Q4_0, 2, 32, &[0; 18 * 3]).is_err());
         assert!(Panels::from_ggml(Kind::Q4_1, 1, 48, &[0; 20]).is_err());
+        assert!(Panels::from_ggml(Kind::Q4_1, 1, 64, &[0; 20 * 3]).is_err());
+        assert!(Panels::from_ggml(Kind::Q4_1, 1, 64, &[0; 20 * 2]).is_ok());
     }
 }
