@@ -505,13 +505,20 @@ mod avx2 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
     use super::*;
 
-    fn ggml(dtype: GgmlDType, rows: usize, cols: usize, seed: usize) -> (Vec<f32>, QTensor) {
+    /// `rows × cols` values rounded by candle's quantizer to `dtype`: the values as
+    /// ggml's blocks hold them, and the blocks.
+    pub(in crate::ml) fn ggml(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        seed: usize,
+    ) -> (Vec<f32>, QTensor) {
         let values: Vec<f32> = (0..rows * cols)
             .map(|i| ((((i * 7919 + seed * 104_729) % 2003) as f32) - 1001.0) / 700.0)
             .collect();
@@ -519,6 +526,40 @@ mod tests {
         let q = QTensor::quantize(&t, dtype).unwrap();
         let back = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
         (back.to_vec1().unwrap(), q)
+    }
+
+    /// `product` of each number of input rows in `ms` against the f32 product with
+    /// `weights` (`n × k`): every output is written and within 1% of `Σ|x·w|`, the
+    /// input's 8-bit rounding; an output of the wrong size is refused.
+    pub(in crate::ml) fn check_product(
+        label: &str,
+        weights: &[f32],
+        (n, k): (usize, usize),
+        ms: &[usize],
+        product: impl Fn(&[f32], usize, &mut [f32]) -> Result<(), String>,
+    ) {
+        for &m in ms {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| (((i * 31) % 97) as f32 - 48.0) / 17.0)
+                .collect();
+            let mut got = vec![f32::NAN; m * n];
+            product(&x, m, &mut got).unwrap();
+            for r in 0..m {
+                for c in 0..n {
+                    let want: f32 = (0..k).map(|i| x[r * k + i] * weights[c * k + i]).sum();
+                    let scale: f32 = (0..k)
+                        .map(|i| (x[r * k + i] * weights[c * k + i]).abs())
+                        .sum();
+                    let got = got[r * n + c];
+                    assert!(
+                        (got - want).abs() <= 0.01 * scale,
+                        "{label} {m} rows [{r},{c}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        let mut wrong = vec![0.0; n + 1];
+        assert!(product(&vec![0.0; k], 1, &mut wrong).is_err(), "{label}");
     }
 
     /// The layout holds exactly ggml's values, and the product (AVX2 where the CPU has
@@ -537,28 +578,13 @@ mod tests {
             nibbles.dequantize(20..23, &mut tail);
             assert_eq!(tail, weights[20 * BLOCK..23 * BLOCK], "{kind:?} window");
 
-            for m in [1, 3] {
-                let x: Vec<f32> = (0..m * k)
-                    .map(|i| (((i * 31) % 97) as f32 - 48.0) / 17.0)
-                    .collect();
-                let mut got = vec![0.0; m * n];
-                nibbles.product(&x, m, &mut got).unwrap();
-                for r in 0..m {
-                    for c in 0..n {
-                        let want: f32 = (0..k).map(|i| x[r * k + i] * weights[c * k + i]).sum();
-                        let scale: f32 = (0..k)
-                            .map(|i| (x[r * k + i] * weights[c * k + i]).abs())
-                            .sum();
-                        let got = got[r * n + c];
-                        assert!(
-                            (got - want).abs() <= 0.01 * scale,
-                            "{kind:?} {m} rows [{r},{c}]: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-            let mut wrong = vec![0.0; n + 1];
-            assert!(nibbles.product(&vec![0.0; k], 1, &mut wrong).is_err());
+            check_product(
+                &format!("{kind:?}"),
+                &weights,
+                (n, k),
+                &[1, 3],
+                |x, m, out| nibbles.product(x, m, out),
+            );
         }
     }
 

@@ -434,20 +434,10 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
+    use candle_core::quantized::GgmlDType;
 
+    use super::super::nibbles::tests::{check_product, ggml};
     use super::*;
-
-    fn ggml(dtype: GgmlDType, rows: usize, cols: usize, seed: usize) -> (Vec<f32>, QTensor) {
-        let values: Vec<f32> = (0..rows * cols)
-            .map(|i| ((((i * 7919 + seed * 104_729) % 2003) as f32) - 1001.0) / 700.0)
-            .collect();
-        let t = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&t, dtype).unwrap();
-        let back = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
-        (back.to_vec1().unwrap(), q)
-    }
 
     const KINDS: [(GgmlDType, Kind); 2] =
         [(GgmlDType::Q4_0, Kind::Q4_0), (GgmlDType::Q4_1, Kind::Q4_1)];
@@ -469,28 +459,10 @@ mod tests {
             panels.dequantize(20..23, &mut window);
             assert_eq!(window, weights[20 * BLOCK..23 * BLOCK], "{kind:?} window");
 
-            for m in [1, 3, 6, TASK_ROWS + 7] {
-                let x: Vec<f32> = (0..m * k)
-                    .map(|i| (((i * 31) % 97) as f32 - 48.0) / 17.0)
-                    .collect();
-                let mut got = vec![f32::NAN; m * n];
-                panels.product(&x, m, &mut got).unwrap();
-                for r in 0..m {
-                    for c in 0..n {
-                        let want: f32 = (0..k).map(|i| x[r * k + i] * weights[c * k + i]).sum();
-                        let scale: f32 = (0..k)
-                            .map(|i| (x[r * k + i] * weights[c * k + i]).abs())
-                            .sum();
-                        let got = got[r * n + c];
-                        assert!(
-                            (got - want).abs() <= 0.01 * scale,
-                            "{kind:?} {m} rows [{r},{c}]: {got} vs {want}"
-                        );
-                    }
-                }
-            }
-            let mut wrong = vec![0.0; n + 1];
-            assert!(panels.product(&vec![0.0; k], 1, &mut wrong).is_err());
+            let ms = [1, 3, 6, TASK_ROWS + 7];
+            check_product(&format!("{kind:?}"), &weights, (n, k), &ms, |x, m, out| {
+                panels.product(x, m, out)
+            });
         }
     }
 
