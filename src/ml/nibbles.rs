@@ -37,12 +37,54 @@ pub(super) const Q4_0_OFFSET: f32 = -8.0;
 
 impl Kind {
     /// Bytes of one of ggml's blocks of this type.
-    pub(super) fn ggml_bytes(self) -> usize {
+    fn ggml_bytes(self) -> usize {
         match self {
             Kind::Q4_0 => 2 + BLOCK / 2,
             Kind::Q4_1 => 4 + BLOCK / 2,
         }
     }
+
+    /// ggml's blocks of this type (`d` as f16, Q4_1's `m` as f16, 16 bytes of weights)
+    /// of a `rows × cols` matrix, row after row; refused unless `bytes` holds exactly
+    /// the matrix's blocks.
+    pub(super) fn blocks(
+        self,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<impl Iterator<Item = GgmlBlock<'_>>, String> {
+        let per_row = cols / BLOCK;
+        let size = self.ggml_bytes();
+        if !cols.is_multiple_of(BLOCK) || bytes.len() != rows * per_row * size {
+            return Err(format!(
+                "{} bytes for {rows}×{cols} {self:?} weights",
+                bytes.len()
+            ));
+        }
+        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
+        Ok(bytes
+            .chunks_exact(size)
+            .enumerate()
+            .map(move |(i, block)| GgmlBlock {
+                row: i / per_row,
+                j: i % per_row,
+                d: half(block),
+                m: (self == Kind::Q4_1).then(|| half(&block[2..])),
+                qs: &block[size - BLOCK / 2..],
+            }))
+    }
+}
+
+/// One of ggml's 4-bit blocks.
+pub(super) struct GgmlBlock<'a> {
+    pub(super) row: usize,
+    /// Which block of the row.
+    pub(super) j: usize,
+    pub(super) d: f16,
+    /// Q4_1's offset; Q4_0 has none.
+    pub(super) m: Option<f16>,
+    /// Weight `t` in the low nibble of byte `t`, weight `t + 16` in its high one.
+    pub(super) qs: &'a [u8],
 }
 
 /// A `[rows, cols]` matrix of 4-bit weights.
@@ -64,8 +106,7 @@ impl Nibbles {
         cols > 0 && cols.is_multiple_of(2 * BLOCK)
     }
 
-    /// Reads ggml's blocks of `kind` (`d` as f16, Q4_1's `m` as f16, 16 bytes of
-    /// weights: `j` in the low nibble of byte `j`, `j + 16` in its high one).
+    /// Reads ggml's blocks of `kind` (see [`Kind::blocks`]).
     pub(super) fn from_ggml(
         kind: Kind,
         rows: usize,
@@ -75,33 +116,21 @@ impl Nibbles {
         if !Self::fits(cols) {
             return Err(format!("rows of {cols} are not whole pairs of blocks"));
         }
-        let per_row = cols / BLOCK;
-        let size = kind.ggml_bytes();
-        if bytes.len() != rows * per_row * size {
-            return Err(format!(
-                "{} bytes for {rows}×{cols} {kind:?} weights",
-                bytes.len()
-            ));
-        }
-        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
+        let blocks = kind.blocks(rows, cols, bytes)?;
         let mut m = Self {
             kind,
             rows,
             cols,
-            scales: Vec::with_capacity(rows * per_row),
+            scales: Vec::with_capacity(rows * cols / BLOCK),
             offsets: Vec::new(),
             packed: vec![0; rows * cols / 2],
         };
-        for (i, block) in bytes.chunks_exact(size).enumerate() {
-            m.scales.push(half(block));
-            if kind == Kind::Q4_1 {
-                m.offsets.push(half(&block[2..]));
-            }
-            let (row, j) = (i / per_row, i % per_row);
-            let pair = &mut m.packed[row * cols / 2 + j / 2 * PAIR..][..PAIR];
-            let shift = 4 * (j % 2);
-            let qs = &block[size - BLOCK / 2..];
-            for (t, &q) in qs.iter().enumerate() {
+        for block in blocks {
+            m.scales.push(block.d);
+            m.offsets.extend(block.m);
+            let pair = &mut m.packed[block.row * cols / 2 + block.j / 2 * PAIR..][..PAIR];
+            let shift = 4 * (block.j % 2);
+            for (t, &q) in block.qs.iter().enumerate() {
                 pair[t] |= (q & 0xF) << shift;
                 pair[t + BLOCK / 2] |= (q >> 4) << shift;
             }

@@ -63,8 +63,7 @@ impl Panels {
         cols > 0 && cols.is_multiple_of(BLOCK)
     }
 
-    /// Reads ggml's blocks of `kind` (`d` as f16, Q4_1's `m` as f16, 16 bytes of
-    /// weights: `j` in the low nibble of byte `j`, `j + 16` in its high one).
+    /// Reads ggml's blocks of `kind` (see [`Kind::blocks`]).
     pub(super) fn from_ggml(
         kind: Kind,
         rows: usize,
@@ -74,14 +73,8 @@ impl Panels {
         if !Self::fits(cols) {
             return Err(format!("rows of {cols} are not whole blocks"));
         }
+        let blocks = kind.blocks(rows, cols, bytes)?;
         let nb = cols / BLOCK;
-        let size = kind.ggml_bytes();
-        if bytes.len() != rows * nb * size {
-            return Err(format!(
-                "{} bytes for {rows}×{cols} {kind:?} weights",
-                bytes.len()
-            ));
-        }
         let padded = rows.next_multiple_of(LANES);
         let mut m = Self {
             kind,
@@ -95,19 +88,16 @@ impl Panels {
             },
             packed: vec![0; padded * cols / 2],
         };
-        let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
-        for (i, block) in bytes.chunks_exact(size).enumerate() {
-            let (row, j) = (i / nb, i % nb);
-            let s = m.scale_index(row, j);
-            m.scales[s] = half(block);
-            if kind == Kind::Q4_1 {
-                m.offsets[s] = half(&block[2..]);
+        for block in blocks {
+            let s = m.scale_index(block.row, block.j);
+            m.scales[s] = block.d;
+            if let Some(o) = block.m {
+                m.offsets[s] = o;
             }
             // Weights `w` and `w + 16` of the block sit in runs `w / 8` and `w / 8 + 2`.
-            let (first, _) = m.nibble(row, j, 0);
+            let (first, _) = m.nibble(block.row, block.j, 0);
             let packed = &mut m.packed[first..first + (BLOCK / RUN - 1) * RUN_BYTES + RUN / 2];
-            let qs = &block[size - BLOCK / 2..];
-            for (w, &q) in qs.iter().enumerate() {
+            for (w, &q) in block.qs.iter().enumerate() {
                 let (run, i) = (w / RUN, w % RUN);
                 let shift = 4 * (i / 4);
                 packed[run * RUN_BYTES + i % 4] |= (q & 0xF) << shift;
