@@ -240,9 +240,9 @@ impl Nibbles {
     }
 }
 
-/// Whether this CPU runs the AVX2 kernel.
+/// Whether this CPU runs the AVX2 kernels (this module's and [`super::panels`]'s).
 #[cfg(target_arch = "x86_64")]
-fn simd() -> bool {
+pub(super) fn simd() -> bool {
     std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && std::is_x86_feature_detected!("f16c")

@@ -1,5 +1,5 @@
-//! Q4_0 and Q4_1 weights in panels of 16 rows, for CPUs with AVX-512 VNNI: every
-//! product, a prompt's as well as a decoding step's, is summed in 32-bit integers, and
+//! Q4_0 and Q4_1 weights in panels of 16 rows, for CPUs with AVX-512 VNNI or AVX2:
+//! every product, a prompt's as well as a decoding step's, is summed in integers, and
 //! no weight is ever widened to f32.
 //!
 //! The inputs are rounded as for [`super::nibbles`] (8 bits per block of 32, scale `e`),
@@ -17,6 +17,12 @@
 //! The kernel keeps a tile of 4 input rows × 2 panels in registers. Tasks of up to 64
 //! input rows × 2 panels are spread over candle's spinning pool. The last panel of a
 //! matrix whose rows are not a multiple of 16 is padded with zero weights and scales.
+//!
+//! Without VNNI, AVX2 reads each run as two halves of 32 bytes, rows 0–7 and 8–15 of
+//! the panel, and goes over a tile half a panel at a time: `vpmaddubsw` sums two
+//! products into 16 bits, a block's eight such vectors add up in 16 bits, and one
+//! `vpmaddwd` widens the block's sums to 32 bits before they are scaled. All kernels,
+//! and a portable loop for other CPUs, give the same bits.
 #![allow(unsafe_code)]
 
 use half::f16;
@@ -38,10 +44,37 @@ const TILE_PANELS: usize = 2;
 /// Input rows of one task of the pool.
 const TASK_ROWS: usize = 64;
 
-/// Whether this CPU runs the panels' kernel; where it does not, [`super::nibbles`]'s
-/// row layout serves better.
+/// Whether this CPU runs one of the panels' SIMD kernels; where it does not,
+/// [`super::nibbles`]'s row layout serves better.
 pub(super) fn available() -> bool {
-    super::int8::vnni()
+    Kernel::detect() != Kernel::Portable
+}
+
+/// The kernels that multiply a tile of panels, all giving the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// AVX-512 with VNNI: 16 rows a vector, four products a lane an instruction.
+    Vnni,
+    /// AVX2: 8 rows a vector, pairs of products summed in 16 bits.
+    Avx2,
+    /// One weight at a time.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::int8::vnni() {
+                return Kernel::Vnni;
+            }
+            if super::nibbles::simd() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
 }
 
 /// A `[rows, cols]` matrix of 4-bit weights in panels.
@@ -162,6 +195,7 @@ impl Panels {
                 out.len()
             ));
         }
+        let kernel = Kernel::detect();
         INPUT.with_borrow_mut(|input| {
             input.quantize(x, m, k);
             let input = &*input;
@@ -181,7 +215,7 @@ impl Panels {
                             first_row,
                             rows: TILE_ROWS.min(end - first_row),
                         };
-                        self.tile(input, &tile, &out);
+                        self.tile(kernel, input, &tile, &out);
                     }
                 }
             });
@@ -189,28 +223,45 @@ impl Panels {
         Ok(())
     }
 
-    /// One tile of the product, on the VNNI kernel where the CPU has it.
-    fn tile(&self, x: &Input, tile: &Tile, out: &Output<'_>) {
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked at run time); the
-            // kernel checks the operands' sizes before any load or store.
-            unsafe {
-                match (tile.rows, tile.panels) {
-                    (4, 2) => avx512::tile::<4, 2>(self, x, tile, out),
-                    (3, 2) => avx512::tile::<3, 2>(self, x, tile, out),
-                    (2, 2) => avx512::tile::<2, 2>(self, x, tile, out),
-                    (1, 2) => avx512::tile::<1, 2>(self, x, tile, out),
-                    (4, 1) => avx512::tile::<4, 1>(self, x, tile, out),
-                    (3, 1) => avx512::tile::<3, 1>(self, x, tile, out),
-                    (2, 1) => avx512::tile::<2, 1>(self, x, tile, out),
-                    (1, 1) => avx512::tile::<1, 1>(self, x, tile, out),
-                    _ => unreachable!("tiles are at most {TILE_ROWS} × {TILE_PANELS}"),
+    /// One tile of the product, on `kernel` (which this CPU must run).
+    fn tile(&self, kernel: Kernel, x: &Input, tile: &Tile, out: &Output<'_>) {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => {
+                assert!(super::int8::vnni(), "this CPU lacks AVX-512 VNNI");
+                // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above); the kernel
+                // checks the operands' sizes before any load or store.
+                unsafe {
+                    match (tile.rows, tile.panels) {
+                        (4, 2) => avx512::tile::<4, 2>(self, x, tile, out),
+                        (3, 2) => avx512::tile::<3, 2>(self, x, tile, out),
+                        (2, 2) => avx512::tile::<2, 2>(self, x, tile, out),
+                        (1, 2) => avx512::tile::<1, 2>(self, x, tile, out),
+                        (4, 1) => avx512::tile::<4, 1>(self, x, tile, out),
+                        (3, 1) => avx512::tile::<3, 1>(self, x, tile, out),
+                        (2, 1) => avx512::tile::<2, 1>(self, x, tile, out),
+                        (1, 1) => avx512::tile::<1, 1>(self, x, tile, out),
+                        _ => unreachable!("tiles are at most {TILE_ROWS} × {TILE_PANELS}"),
+                    }
                 }
             }
-            return;
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                assert!(super::nibbles::simd(), "this CPU lacks AVX2, FMA or F16C");
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked above); the kernel
+                // checks the operands' sizes before any load or store.
+                unsafe {
+                    match tile.rows {
+                        4 => avx2::tile::<4>(self, x, tile, out),
+                        3 => avx2::tile::<3>(self, x, tile, out),
+                        2 => avx2::tile::<2>(self, x, tile, out),
+                        1 => avx2::tile::<1>(self, x, tile, out),
+                        _ => unreachable!("tiles have at most {TILE_ROWS} rows"),
+                    }
+                }
+            }
+            _ => portable_tile(self, x, tile, out),
         }
-        portable_tile(self, x, tile, out);
     }
 }
 
@@ -422,6 +473,128 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::{BLOCK, BLOCK_BYTES, Input, Kind, LANES, Output, Panels, Q4_0_OFFSET, RUN};
+    use super::{RUN_BYTES, Tile};
+
+    /// Weight rows of one 256-bit vector of 32-bit sums: half a panel, whose bytes are
+    /// the first or second 32 of each run.
+    const HALF: usize = LANES / 2;
+
+    /// `R` input rows times the tile's panels, written to `out`, half a panel at a
+    /// time. `vpmaddubsw` sums two products of a 4-bit weight and an input byte into
+    /// 16 bits (at most 2·15·127 in magnitude), and a block's eight such vectors are
+    /// added in 16 bits before `vpmaddwd` widens them: 8·3,810 cannot overflow.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile<const R: usize>(
+        w: &Panels,
+        x: &Input,
+        tile: &Tile,
+        out: &Output<'_>,
+    ) {
+        let (n, k, nb) = (w.rows, w.cols, w.per_row());
+        let q4_1 = w.kind == Kind::Q4_1;
+        assert!(
+            tile.rows == R
+                && (tile.first_panel + tile.panels) * nb * BLOCK_BYTES <= w.packed.len()
+                && (tile.first_panel + tile.panels) * nb * LANES <= w.scales.len()
+                && (!q4_1 || w.offsets.len() == w.scales.len())
+                && (tile.first_row + R) * k <= x.values.len()
+                && (tile.first_row + R) * nb <= x.scales.len()
+                && (tile.first_row + R) * nb <= x.sums.len()
+                && (tile.first_row + R) * nb <= x.totals.len()
+                && (tile.first_row + R) * n <= out.len,
+            "inconsistent operands"
+        );
+        let low = _mm256_set1_epi8(0xF);
+        let ones = _mm256_set1_epi16(1);
+        let xs = x.values.as_ptr();
+        for part in 0..2 * tile.panels {
+            let panel = tile.first_panel + part / 2;
+            let col = panel * LANES + (part % 2) * HALF;
+            if col >= n {
+                break;
+            }
+            let mut totals = [_mm256_setzero_ps(); R];
+            for j in 0..nb {
+                let block = panel * nb + j;
+                let mut pairs = [_mm256_setzero_si256(); R];
+                for run in 0..BLOCK / RUN {
+                    // SAFETY: block `j` of the panel lies inside `packed`, checked above.
+                    let v = unsafe {
+                        let at = block * BLOCK_BYTES + run * RUN_BYTES + (part % 2) * RUN_BYTES / 2;
+                        _mm256_loadu_si256(w.packed.as_ptr().add(at).cast())
+                    };
+                    let lo = _mm256_and_si256(v, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                    for (r, pairs) in pairs.iter_mut().enumerate() {
+                        // SAFETY: the eight input bytes of this run of row
+                        // `first_row + r` lie inside `values`, checked above.
+                        let (a, b) = unsafe {
+                            let at = xs.add((tile.first_row + r) * k + j * BLOCK + run * RUN);
+                            (
+                                at.cast::<i32>().read_unaligned(),
+                                at.add(RUN / 2).cast::<i32>().read_unaligned(),
+                            )
+                        };
+                        let a = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a));
+                        let b = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(b));
+                        *pairs = _mm256_add_epi16(*pairs, _mm256_add_epi16(a, b));
+                    }
+                }
+                let at = block * LANES + (part % 2) * HALF;
+                // SAFETY: the half panel's 8 scales (and offsets) of block `j` lie inside
+                // `scales` (and `offsets`), checked above.
+                let (d, o) = unsafe {
+                    let load =
+                        |v: &[f16]| _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(at).cast()));
+                    (
+                        load(&w.scales),
+                        if q4_1 {
+                            load(&w.offsets)
+                        } else {
+                            _mm256_setzero_ps()
+                        },
+                    )
+                };
+                for (r, (totals, pairs)) in totals.iter_mut().zip(&pairs).enumerate() {
+                    let i = (tile.first_row + r) * nb + j;
+                    let mut dot = _mm256_madd_epi16(*pairs, ones);
+                    if !q4_1 {
+                        let offset = _mm256_set1_epi32(Q4_0_OFFSET as i32 * x.totals[i]);
+                        dot = _mm256_add_epi32(dot, offset);
+                    }
+                    let scaled =
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.scales[i]));
+                    *totals = _mm256_fmadd_ps(scaled, d, *totals);
+                    if q4_1 {
+                        *totals = _mm256_fmadd_ps(o, _mm256_set1_ps(x.sums[i]), *totals);
+                    }
+                }
+            }
+            let lanes = HALF.min(n - col);
+            for (r, totals) in totals.iter().enumerate() {
+                let mut row = [0.0f32; HALF];
+                // SAFETY: `row` holds 8 floats.
+                unsafe { _mm256_storeu_ps(row.as_mut_ptr(), *totals) };
+                for (c, &v) in row[..lanes].iter().enumerate() {
+                    // SAFETY: `col + c < n`, in row `first_row + r` of the output
+                    // (checked above); the pool gives each tile to one worker.
+                    unsafe { out.write((tile.first_row + r) * n + col + c, v) };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::quantized::GgmlDType;
@@ -456,12 +629,20 @@ mod tests {
         }
     }
 
-    /// The VNNI kernel gives the very bits of the portable loop, for every tile shape.
+    /// Each SIMD kernel this CPU runs (VNNI, AVX2) gives the very bits of the portable
+    /// loop, for every tile shape.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_vnni_kernel_agrees_with_the_portable_loop() {
-        if !available() {
-            eprintln!("skipped: this CPU lacks AVX-512 VNNI");
+    fn the_simd_kernels_agree_with_the_portable_loop() {
+        let kernels: Vec<Kernel> = [
+            (Kernel::Vnni, super::super::int8::vnni()),
+            (Kernel::Avx2, super::super::nibbles::simd()),
+        ]
+        .into_iter()
+        .filter_map(|(kernel, runs)| runs.then_some(kernel))
+        .collect();
+        if kernels.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX-512 VNNI nor AVX2");
             return;
         }
         // Three panels, the last one partial, in a pair of one; two, the second one
@@ -474,7 +655,10 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 13) % 29) as f32 - 14.0).collect();
             let mut input = Input::default();
             input.quantize(&x, m, k);
-            for &(first_panel, panels_in_tile) in pairs {
+            for (kernel, &(first_panel, panels_in_tile)) in kernels
+                .iter()
+                .flat_map(|&kernel| pairs.iter().map(move |p| (kernel, p)))
+            {
                 for (first_row, rows) in [(0, 4), (4, 3), (1, 2), (6, 1)] {
                     let tile = Tile {
                         first_panel,
@@ -483,14 +667,62 @@ mod tests {
                         rows,
                     };
                     let (mut fast, mut slow) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-                    panels.tile(&input, &tile, &Output::new(&mut fast));
+                    panels.tile(kernel, &input, &tile, &Output::new(&mut fast));
                     portable_tile(&panels, &input, &tile, &Output::new(&mut slow));
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&fast),
                         bits(&slow),
-                        "{kind:?} {first_panel} {first_row}"
+                        "{kernel:?} {kind:?} {first_panel} {first_row}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Blocks at the edge of the AVX2 kernel's 16-bit sums — every weight 15, every
+    /// input byte ±127 — come out whole, for both types and several row counts.
+    #[test]
+    fn the_largest_block_sums_do_not_overflow() {
+        let (n, k) = (24, 2 * BLOCK);
+        for (dtype, kind) in KINDS {
+            // All but the first weight of a block round to 15: for Q4_1 the first is
+            // the minimum and the rest the maximum; Q4_0's scale is the first's `1/-8`,
+            // so `-7/8` is `d·(15 - 8)`.
+            let (first, rest) = match kind {
+                Kind::Q4_0 => (1.0, -0.875),
+                Kind::Q4_1 => (0.0, 1.0),
+            };
+            let weights: Vec<f32> = (0..n * k)
+                .map(|i| if i % BLOCK == 0 { first } else { rest })
+                .collect();
+            let t =
+                candle_core::Tensor::from_vec(weights.clone(), (n, k), &candle_core::Device::Cpu)
+                    .unwrap();
+            let q = candle_core::quantized::QTensor::quantize(&t, dtype).unwrap();
+            let panels = Panels::from_ggml(kind, n, k, &q.data().unwrap()).unwrap();
+            let fifteens = (0..n * k)
+                .filter(|&i| {
+                    let (byte, shift) = panels.nibble(i / k, i % k / BLOCK, i % BLOCK);
+                    (panels.packed[byte] >> shift) & 0xF == 15
+                })
+                .count();
+            assert_eq!(fifteens, n * k / BLOCK * (BLOCK - 1), "{kind:?}");
+            let mut back = vec![0.0; n * k];
+            panels.dequantize(0..n * k / BLOCK, &mut back);
+            for sign in [1.0f32, -1.0] {
+                for m in [1, 5] {
+                    let x = vec![sign; m * k];
+                    let mut out = vec![f32::NAN; m * n];
+                    panels.product(&x, m, &mut out).unwrap();
+                    for (i, &got) in out.iter().enumerate() {
+                        let c = i % n;
+                        let want: f32 = back[c * k..(c + 1) * k].iter().sum::<f32>() * sign;
+                        assert!(
+                            (got - want).abs() <= 0.01 * want.abs(),
+                            "{kind:?} {sign} {m} [{i}]: {got} vs {want}"
+                        );
+                    }
                 }
             }
         }
