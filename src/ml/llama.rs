@@ -1,7 +1,7 @@
 //! A llama-architecture decoder over GGUF weights.
 //!
 //! candle reads the GGUF and lends its kernels (the quantized dot products of the
-//! types other than Q4_0 and Q4_1, which run on [`super::nibbles`], its spinning thread
+//! types other than Q4_0 and Q4_1, which run on [`super::panels`], its spinning thread
 //! pool, and the f32 gemm behind [`super::gemm`]); the forward pass itself works on
 //! plain slices in buffers kept between calls, so a decoding step runs no tensor
 //! machinery and allocates almost nothing:
@@ -11,11 +11,12 @@
 //!   place, keys transposed in blocks of positions ([`KvCache`]); a decoding step
 //!   attends in pool tasks of one key/value head and its query heads, which share each
 //!   widened key and value, a long context's positions cut in two tasks;
-//! - prompts (many rows) multiply through the f32 gemm kernel against tiles of weights
-//!   dequantized into a cache-sized buffer, tile by tile across rayon's threads, and
-//!   attend per (head, block of rows), each block reading only the positions it may see;
-//!   on CPUs with AVX-512 VNNI, Q4_0 and Q4_1 weights are kept in
-//!   [`super::panels`] instead, whose integer kernel serves prompts and steps alike;
+//! - Q4_0 and Q4_1 weights are kept in [`super::panels`], whose integer kernels (AVX-512
+//!   VNNI or AVX2) serve prompts and steps alike; prompts (many rows) of other types,
+//!   or on CPUs without those kernels, multiply through the f32 gemm kernel against
+//!   tiles of weights dequantized into a cache-sized buffer, tile by tile across
+//!   rayon's threads; prompts attend per (head, block of rows), each block reading only
+//!   the positions it may see;
 //! - the token embeddings stay in the weight type; a step dequantizes only its own row,
 //!   and a model with tied embeddings keeps one copy for both ends.
 
@@ -33,7 +34,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::nibbles::{Kind, Nibbles};
+use super::nibbles::Kind;
 use super::ops::{add, exp, exp_shifted, reduce, sized, softmax};
 use super::panels::{self, Panels};
 use super::widen::{WIDTH, widen, widen16};
@@ -58,9 +59,7 @@ macro_rules! weight_types {
         /// A matrix's values in one of candle's weight types, row after row.
         enum Blocks {
             $($kind(Vec<$block>),)*
-            /// Q4_0 or Q4_1 in ragbox's own layout, with its own kernels.
-            Nibbles(Nibbles),
-            /// Q4_0 or Q4_1 in panels, for CPUs with AVX-512 VNNI.
+            /// Q4_0 or Q4_1 in panels, with ragbox's own kernels.
             Panels(Panels),
         }
 
@@ -76,7 +75,7 @@ macro_rules! weight_types {
             fn block_size(&self) -> usize {
                 match self {
                     $(Self::$kind(_) => <$block>::BLCK_SIZE,)*
-                    Self::Nibbles(_) | Self::Panels(_) => 32,
+                    Self::Panels(_) => 32,
                 }
             }
 
@@ -84,7 +83,6 @@ macro_rules! weight_types {
             fn product(&self, dims: (usize, usize, usize), x: &[f32], out: &mut [f32]) -> Result<()> {
                 match self {
                     $(Self::$kind(b) => k_quants::matmul(dims, x, b, out),)*
-                    Self::Nibbles(b) => b.product(x, dims.0, out).map_err(error),
                     Self::Panels(b) => b.product(x, dims.0, out).map_err(error),
                 }
             }
@@ -93,7 +91,6 @@ macro_rules! weight_types {
             fn dequantize(&self, range: std::ops::Range<usize>, out: &mut [f32]) {
                 match self {
                     $(Self::$kind(b) => <$block>::to_float(&b[range], out),)*
-                    Self::Nibbles(b) => b.dequantize(range, out),
                     Self::Panels(b) => b.dequantize(range, out),
                 }
             }
@@ -183,9 +180,8 @@ impl Matrix {
             GgmlDType::Q4_1 => Some(Kind::Q4_1),
             _ => None,
         };
-        let panels = panels::available() && Panels::fits(cols);
         let blocks = match kind {
-            Some(kind) if panels || Nibbles::fits(cols) => {
+            Some(kind) if Panels::fits(cols) => {
                 // ggml's blocks: the parts' own when they are of this type already (no
                 // rounding twice), else candle's quantizer's.
                 let mut bytes = Vec::new();
@@ -197,11 +193,7 @@ impl Matrix {
                     let t = Tensor::from_vec(dense()?, (rows, cols), &Device::Cpu)?;
                     bytes.extend_from_slice(&QTensor::quantize(&t, dtype)?.data()?);
                 }
-                if panels {
-                    Blocks::Panels(Panels::from_ggml(kind, rows, cols, &bytes).map_err(error)?)
-                } else {
-                    Blocks::Nibbles(Nibbles::from_ggml(kind, rows, cols, &bytes).map_err(error)?)
-                }
+                Blocks::Panels(Panels::from_ggml(kind, rows, cols, &bytes).map_err(error)?)
             }
             _ => Blocks::quantize(dtype, &dense()?)?,
         };
@@ -210,7 +202,7 @@ impl Matrix {
 
     /// `out[m × rows] = x[m × cols] · selfᵀ`: the quantized kernel for a few rows, the
     /// f32 gemm over dequantized tiles of weights from [`DENSE_ROWS`] rows on, but for
-    /// panels, whose integer kernel serves any number of rows.
+    /// panels on a CPU with their SIMD kernels, which serve any number of rows.
     fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         let (n, k) = (self.rows, self.cols);
         if x.len() != m * k || out.len() != m * n {
@@ -220,7 +212,7 @@ impl Matrix {
                 out.len()
             )));
         }
-        if m < DENSE_ROWS || matches!(self.blocks, Blocks::Panels(_)) {
+        if m < DENSE_ROWS || (matches!(self.blocks, Blocks::Panels(_)) && panels::available()) {
             return self.blocks.product((m, k, n), x, out);
         }
         // Tiles of weight rows, each dequantized into a buffer that stays in cache and

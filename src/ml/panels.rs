@@ -44,8 +44,8 @@ const TILE_PANELS: usize = 2;
 /// Input rows of one task of the pool.
 const TASK_ROWS: usize = 64;
 
-/// Whether this CPU runs one of the panels' SIMD kernels; where it does not,
-/// [`super::nibbles`]'s row layout serves better.
+/// Whether this CPU runs one of the panels' SIMD kernels; where it does not, a prompt
+/// is better multiplied by the f32 gemm over dequantized weights.
 pub(super) fn available() -> bool {
     Kernel::detect() != Kernel::Portable
 }
@@ -223,6 +223,25 @@ impl Panels {
         Ok(())
     }
 
+    /// Panics unless `tile` lies inside the weights, the input `x` and `out`, as the
+    /// kernels' loads and stores need.
+    fn check(&self, x: &Input, tile: &Tile, out: &Output<'_>) {
+        let (n, k, nb) = (self.rows, self.cols, self.per_row());
+        let (panels, rows) = (tile.first_panel + tile.panels, tile.first_row + tile.rows);
+        assert!(
+            panels * nb * BLOCK_BYTES <= self.packed.len()
+                && panels * nb * LANES <= self.scales.len()
+                && (self.kind == Kind::Q4_0 || self.offsets.len() == self.scales.len())
+                && rows * k <= x.values.len()
+                && rows * nb <= x.scales.len()
+                && rows * nb <= x.sums.len()
+                && rows * nb <= x.totals.len()
+                && tile.first_panel * LANES < n
+                && rows * n <= out.len,
+            "inconsistent operands"
+        );
+    }
+
     /// One tile of the product, on `kernel` (which this CPU must run).
     fn tile(&self, kernel: Kernel, x: &Input, tile: &Tile, out: &Output<'_>) {
         match kernel {
@@ -310,14 +329,10 @@ impl<'a> Output<'a> {
 /// The same sums as the VNNI kernel, one weight at a time, in the same order of float
 /// operations, so that both give the same bits.
 fn portable_tile(w: &Panels, x: &Input, tile: &Tile, out: &Output<'_>) {
-    let (n, k, nb) = (w.rows, w.cols, w.per_row());
+    let (n, nb) = (w.rows, w.per_row());
     let first = tile.first_panel * LANES;
     let last = n.min((tile.first_panel + tile.panels) * LANES);
-    assert!(
-        (tile.first_row + tile.rows) * k <= x.values.len()
-            && (tile.first_row + tile.rows) * n <= out.len,
-        "inconsistent operands"
-    );
+    w.check(x, tile, out);
     for r in tile.first_row..tile.first_row + tile.rows {
         for row in first..last {
             let mut total = 0.0f32;
@@ -368,20 +383,8 @@ mod avx512 {
     ) {
         let (n, k, nb) = (w.rows, w.cols, w.per_row());
         let q4_1 = w.kind == Kind::Q4_1;
-        assert!(
-            tile.rows == R
-                && tile.panels == P
-                && (tile.first_panel + P) * nb * BLOCK_BYTES <= w.packed.len()
-                && (tile.first_panel + P) * nb * LANES <= w.scales.len()
-                && (!q4_1 || w.offsets.len() == w.scales.len())
-                && (tile.first_row + R) * k <= x.values.len()
-                && (tile.first_row + R) * nb <= x.scales.len()
-                && (tile.first_row + R) * nb <= x.sums.len()
-                && (tile.first_row + R) * nb <= x.totals.len()
-                && tile.first_panel * LANES < n
-                && (tile.first_row + R) * n <= out.len,
-            "inconsistent operands"
-        );
+        assert!(tile.rows == R && tile.panels == P, "a tile of {R} × {P}");
+        w.check(x, tile, out);
         let low = _mm512_set1_epi8(0xF);
         let mut totals = [[_mm512_setzero_ps(); P]; R];
         let first_block = tile.first_panel * nb;
@@ -502,18 +505,8 @@ mod avx2 {
     ) {
         let (n, k, nb) = (w.rows, w.cols, w.per_row());
         let q4_1 = w.kind == Kind::Q4_1;
-        assert!(
-            tile.rows == R
-                && (tile.first_panel + tile.panels) * nb * BLOCK_BYTES <= w.packed.len()
-                && (tile.first_panel + tile.panels) * nb * LANES <= w.scales.len()
-                && (!q4_1 || w.offsets.len() == w.scales.len())
-                && (tile.first_row + R) * k <= x.values.len()
-                && (tile.first_row + R) * nb <= x.scales.len()
-                && (tile.first_row + R) * nb <= x.sums.len()
-                && (tile.first_row + R) * nb <= x.totals.len()
-                && (tile.first_row + R) * n <= out.len,
-            "inconsistent operands"
-        );
+        assert_eq!(tile.rows, R, "a tile of {R} rows");
+        w.check(x, tile, out);
         let low = _mm256_set1_epi8(0xF);
         let ones = _mm256_set1_epi16(1);
         let xs = x.values.as_ptr();
