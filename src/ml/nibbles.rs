@@ -144,8 +144,14 @@ const PARALLEL_BLOCKS: usize = 128;
 /// which order as the values do for non-negative floats (a NaN, whose bits sort above
 /// every number, makes the block's scale NaN, so it shows in the product instead of
 /// vanishing). A block too small for its scale to be a normal float rounds to zeros:
-/// its inverse would overflow.
+/// its inverse would overflow. The rounding itself is an addition of 1.5·2²³, which
+/// leaves the nearest integer (ties to even) in the low bits of the sum: Rust's
+/// saturating `as i32` would be compiled one lane at a time.
 #[inline(always)]
+#[expect(
+    clippy::manual_clamp,
+    reason = "`clamp` keeps a NaN, whose bits would overflow the sum; `max` drops it"
+)]
 fn round_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0u32, |a, v| a.max(v.to_bits() & 0x7fff_ffff));
     let scale = f32::from_bits(amax) / 127.0;
@@ -156,11 +162,19 @@ fn round_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     };
     let mut sum = 0i32;
     for (q, v) in q.iter_mut().zip(x) {
-        let r = (v * inverse).round_ties_even().clamp(-127.0, 127.0) as i32;
+        let r = to_integer((v * inverse).max(-127.0).min(127.0));
         *q = r as i8;
         sum += r;
     }
     (scale, sum)
+}
+
+/// The integer nearest `v` (ties to even), for `|v| ≤ 2²²`.
+#[inline(always)]
+fn to_integer(v: f32) -> i32 {
+    /// 1.5·2²³: sums with any `|v| ≤ 2²²` share its exponent, so their last bit is 1.
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
 #[cfg(test)]
@@ -219,6 +233,31 @@ pub(super) mod tests {
         }
         let mut wrong = vec![0.0; n + 1];
         assert!(product(&vec![0.0; k], 1, &mut wrong).is_err(), "{label}");
+    }
+
+    /// The rounding by addition gives the integer nearest each value, ties to even,
+    /// across the range a block uses.
+    #[test]
+    fn rounding_by_addition_is_round_ties_even() {
+        let steps = (-128 * 64..=128 * 64).map(|i| i as f32 / 64.0);
+        let odd = (0..10_000).map(|i| ((i * 7919 % 25_601) as f32 - 12_800.0) / 99.7);
+        for v in steps
+            .chain(odd)
+            .chain([0.5, -0.5, 1.5, -2.5, 126.5, -126.5, -0.0])
+        {
+            assert_eq!(to_integer(v), v.round_ties_even() as i32, "{v}");
+        }
+    }
+    /// A block with a NaN gets a NaN scale (so the product shows it) and bytes in range.
+    #[test]
+    fn a_nan_in_a_block_makes_its_scale_nan() {
+        let mut x = vec![0.5f32; 2 * BLOCK];
+        x[3] = f32::NAN;
+        let mut input = Input::default();
+        input.quantize(&x, 1, 2 * BLOCK);
+        assert!(input.scales[0].is_nan() && input.sums[0].is_nan());
+        assert!(input.values.iter().all(|&v| v > i8::MIN));
+        assert_eq!(input.values[BLOCK..], [127; BLOCK]);
     }
 
     /// A prompt's rows, rounded across threads, give the bytes, scales and sums of each
