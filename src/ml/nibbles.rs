@@ -76,14 +76,6 @@ pub(super) struct GgmlBlock<'a> {
     pub(super) qs: &'a [u8],
 }
 
-/// Whether this CPU runs the AVX2 kernel of [`super::panels`].
-#[cfg(target_arch = "x86_64")]
-pub(super) fn simd() -> bool {
-    std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
-        && std::is_x86_feature_detected!("f16c")
-}
-
 /// Input rows rounded to 8 bits per block of 32.
 #[derive(Default)]
 pub(super) struct Input {

@@ -50,6 +50,14 @@ pub(super) fn available() -> bool {
     Kernel::detect() != Kernel::Portable
 }
 
+/// Whether this CPU runs the AVX2 kernel.
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+}
+
 /// The kernels that multiply a tile of panels, all giving the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernel {
@@ -69,7 +77,7 @@ impl Kernel {
             if super::int8::vnni() {
                 return Kernel::Vnni;
             }
-            if super::nibbles::simd() {
+            if avx2() {
                 return Kernel::Avx2;
             }
         }
@@ -266,7 +274,7 @@ impl Panels {
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
-                assert!(super::nibbles::simd(), "this CPU lacks AVX2, FMA or F16C");
+                assert!(avx2(), "this CPU lacks AVX2, FMA or F16C");
                 // SAFETY: the CPU has AVX2, FMA and F16C (checked above); the kernel
                 // checks the operands' sizes before any load or store.
                 unsafe {
@@ -629,7 +637,7 @@ mod tests {
     fn the_simd_kernels_agree_with_the_portable_loop() {
         let kernels: Vec<Kernel> = [
             (Kernel::Vnni, super::super::int8::vnni()),
-            (Kernel::Avx2, super::super::nibbles::simd()),
+            (Kernel::Avx2, avx2()),
         ]
         .into_iter()
         .filter_map(|(kernel, runs)| runs.then_some(kernel))
