@@ -666,7 +666,9 @@ thread_local! {
 }
 
 /// Causal attention of `rows` new tokens at `position..` (queries in `qkv`'s rows) over
-/// the cache, per (head, block of rows) across rayon's threads.
+/// the cache, per (key/value head, block of rows) across rayon's threads. The query
+/// heads that share a key/value head are stacked into one product, so that each
+/// block's keys and values are read (and packed by `gemm`) once for all of them.
 fn attend_rows(
     s: &Shape,
     qkv: &[f32],
@@ -682,43 +684,51 @@ fn attend_rows(
     let scale = 1.0 / (hd as f32).sqrt();
     let heads: Vec<(Vec<f32>, Vec<f32>)> =
         (0..s.kv_heads).map(|g| cache.widened(g, total)).collect();
-    let jobs: Vec<(usize, usize)> = (0..s.heads)
-        .flat_map(|head| (0..rows).step_by(ROW_BLOCK).map(move |r| (head, r)))
+    let jobs: Vec<(usize, usize)> = (0..s.kv_heads)
+        .flat_map(|g| (0..rows).step_by(ROW_BLOCK).map(move |r| (g, r)))
         .collect();
     let parts: Vec<Result<Vec<f32>>> = jobs
         .par_iter()
-        .map(|&(head, start)| {
-            let end = rows.min(start + ROW_BLOCK);
-            let (keys, values) = &heads[head / rep];
+        .map(|&(g, start)| {
+            let n = rows.min(start + ROW_BLOCK) - start;
+            let (keys, values) = &heads[g];
             // The block's last row sees the most positions.
-            let seen = position + end;
-            let q = View::rows(&qkv[start * stride + head * hd..], stride);
-            let mut scores = vec![0.0f32; (end - start) * seen];
+            let seen = position + start + n;
+            // Rows `i·n..(i + 1)·n` are query head `g·rep + i`'s.
+            let mut q = vec![0.0f32; rep * n * hd];
+            for (i, stacked) in q.chunks_exact_mut(n * hd).enumerate() {
+                let head = g * rep + i;
+                for (r, row) in stacked.chunks_exact_mut(hd).enumerate() {
+                    let at = (start + r) * stride + head * hd;
+                    row.copy_from_slice(&qkv[at..at + hd]);
+                }
+            }
+            let mut scores = vec![0.0f32; rep * n * seen];
             let keys = View::rows(keys, hd).t();
             matmul(
                 &mut scores,
                 seen,
-                q,
+                View::rows(&q, hd),
                 keys,
-                (end - start, seen, hd),
+                (rep * n, seen, hd),
                 scale,
                 false,
                 false,
             )
             .map_err(error)?;
-            for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
-                let visible = position + start + i + 1;
+            for (j, row) in scores.chunks_exact_mut(seen).enumerate() {
+                let visible = position + start + j % n + 1;
                 softmax(&mut row[..visible]);
                 row[visible..].fill(0.0);
             }
-            let mut part = vec![0.0f32; (end - start) * hd];
+            let mut part = vec![0.0f32; rep * n * hd];
             let (weights, values) = (View::rows(&scores, seen), View::rows(values, hd));
             matmul(
                 &mut part,
                 hd,
                 weights,
                 values,
-                (end - start, hd, seen),
+                (rep * n, hd, seen),
                 1.0,
                 false,
                 false,
@@ -728,9 +738,12 @@ fn attend_rows(
         })
         .collect();
     let width = s.heads * hd;
-    for (&(head, start), part) in jobs.iter().zip(parts) {
-        for (i, src) in part?.chunks_exact(hd).enumerate() {
-            let at = (start + i) * width + head * hd;
+    for (&(g, start), part) in jobs.iter().zip(parts) {
+        let part = part?;
+        let n = rows.min(start + ROW_BLOCK) - start;
+        for (j, src) in part.chunks_exact(hd).enumerate() {
+            let (head, r) = (g * rep + j / n, j % n);
+            let at = (start + r) * width + head * hd;
             out[at..at + hd].copy_from_slice(src);
         }
     }
