@@ -684,13 +684,17 @@ fn attend_rows(
     let scale = 1.0 / (hd as f32).sqrt();
     let heads: Vec<(Vec<f32>, Vec<f32>)> =
         (0..s.kv_heads).map(|g| cache.widened(g, total)).collect();
-    let jobs: Vec<(usize, usize)> = (0..s.kv_heads)
-        .flat_map(|g| (0..rows).step_by(ROW_BLOCK).map(move |r| (g, r)))
+    // (key/value head, first row, rows) of each block.
+    let jobs: Vec<(usize, usize, usize)> = (0..s.kv_heads)
+        .flat_map(|g| {
+            (0..rows)
+                .step_by(ROW_BLOCK)
+                .map(move |r| (g, r, ROW_BLOCK.min(rows - r)))
+        })
         .collect();
     let parts: Vec<Result<Vec<f32>>> = jobs
         .par_iter()
-        .map(|&(g, start)| {
-            let n = rows.min(start + ROW_BLOCK) - start;
+        .map(|&(g, start, n)| {
             let (keys, values) = &heads[g];
             // The block's last row sees the most positions.
             let seen = position + start + n;
@@ -738,10 +742,8 @@ fn attend_rows(
         })
         .collect();
     let width = s.heads * hd;
-    for (&(g, start), part) in jobs.iter().zip(parts) {
-        let part = part?;
-        let n = rows.min(start + ROW_BLOCK) - start;
-        for (j, src) in part.chunks_exact(hd).enumerate() {
+    for (&(g, start, n), part) in jobs.iter().zip(parts) {
+        for (j, src) in part?.chunks_exact(hd).enumerate() {
             let (head, r) = (g * rep + j / n, j % n);
             let at = (start + r) * width + head * hd;
             out[at..at + hd].copy_from_slice(src);

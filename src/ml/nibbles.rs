@@ -240,6 +240,7 @@ pub(super) mod tests {
             assert_eq!(to_integer(v), v.round_ties_even() as i32, "{v}");
         }
     }
+
     /// A block with a NaN gets a NaN scale (so the product shows it) and bytes in range.
     #[test]
     fn a_nan_in_a_block_makes_its_scale_nan() {
