@@ -16,7 +16,8 @@
 //!   or on CPUs without those kernels, multiply through the f32 gemm kernel against
 //!   tiles of weights dequantized into a cache-sized buffer, tile by tile across
 //!   rayon's threads; prompts attend per (head, block of rows), each block reading only
-//!   the positions it may see;
+//!   the positions it may see: on AVX-512 in one pass over the keys and values
+//!   ([`super::flash`]), elsewhere in two f32 products with a softmax between;
 //! - the token embeddings stay in the weight type; a step dequantizes only its own row,
 //!   and a model with tied embeddings keeps one copy for both ends.
 
@@ -33,6 +34,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::flash;
 use super::gemm::{View, matmul};
 use super::nibbles::Kind;
 use super::ops::{add, exp, exp_shifted, reduce, sized, softmax};
@@ -49,6 +51,8 @@ const LARGE_TILE: usize = 128;
 
 /// Rows of a prompt that attend together.
 const ROW_BLOCK: usize = 64;
+/// Rows of a prompt that attend together in [`flash::attend`]: eight of its tiles.
+const FLASH_ROWS: usize = 48;
 
 fn error(message: impl Into<String>) -> candle_core::Error {
     candle_core::Error::Msg(message.into())
@@ -424,7 +428,11 @@ impl Llama {
                 let total = position + 1;
                 attend_one(&s, &qkv[..q_width], cache, total, attended);
             } else {
-                attend_rows(&s, qkv, cache, position, rows, attended)?;
+                if flash::available(hd) {
+                    attend_flash(&s, qkv, cache, position, rows, attended);
+                } else {
+                    attend_rows(&s, qkv, cache, position, rows, attended)?;
+                }
             }
             layer.output.forward(attended, rows, h)?;
             add(x, h);
@@ -454,6 +462,7 @@ impl Llama {
 
 /// Positions whose keys are stored together, dimension by dimension.
 const KEY_BLOCK: usize = WIDTH;
+const _: () = assert!(KEY_BLOCK == flash::KEY_BLOCK);
 
 /// One layer's key/value cache in f16, allocated for the whole context.
 ///
@@ -508,6 +517,22 @@ impl KvCache {
         let at = g * self.positions * hd;
         let mut values = vec![0.0; total * hd];
         self.values[at..at + total * hd].convert_to_f32_slice(&mut values);
+        (keys, values)
+    }
+
+    /// Keys of head `g` at positions `..total` in their blocks and values a position
+    /// per row, widened to f32 and padded with zeros to whole chunks of
+    /// [`flash::attend`].
+    fn widened_blocks(&self, g: usize, total: usize) -> (Vec<f32>, Vec<f32>) {
+        let hd = self.hd;
+        let stored = total.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd;
+        let padded = total.div_ceil(flash::CHUNK) * flash::CHUNK * hd;
+        let at = g * self.positions * hd;
+        let mut keys = vec![0.0; padded];
+        self.keys[at..at + stored].convert_to_f32_slice(&mut keys[..stored]);
+        let mut values = vec![0.0; padded];
+        let stored = total * hd;
+        self.values[at..at + stored].convert_to_f32_slice(&mut values[..stored]);
         (keys, values)
     }
 
@@ -685,13 +710,7 @@ fn attend_rows(
     let heads: Vec<(Vec<f32>, Vec<f32>)> =
         (0..s.kv_heads).map(|g| cache.widened(g, total)).collect();
     // (key/value head, first row, rows) of each block.
-    let jobs: Vec<(usize, usize, usize)> = (0..s.kv_heads)
-        .flat_map(|g| {
-            (0..rows)
-                .step_by(ROW_BLOCK)
-                .map(move |r| (g, r, ROW_BLOCK.min(rows - r)))
-        })
-        .collect();
+    let jobs = row_blocks(s.kv_heads, rows, ROW_BLOCK);
     let parts: Vec<Result<Vec<f32>>> = jobs
         .par_iter()
         .map(|&(g, start, n)| {
@@ -752,6 +771,63 @@ fn attend_rows(
     Ok(())
 }
 
+/// `(head, first row, rows)` of each block of `block` rows, for each of `heads` heads.
+fn row_blocks(heads: usize, rows: usize, block: usize) -> Vec<(usize, usize, usize)> {
+    (0..heads)
+        .flat_map(|h| {
+            (0..rows)
+                .step_by(block)
+                .map(move |r| (h, r, block.min(rows - r)))
+        })
+        .collect()
+}
+
+/// [`attend_rows`] on [`flash::attend`]: per (query head, block of rows) across
+/// rayon's threads, the keys and values widened once per key/value head.
+fn attend_flash(
+    s: &Shape,
+    qkv: &[f32],
+    cache: &KvCache,
+    position: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    let hd = s.head_dim;
+    let rep = s.heads / s.kv_heads;
+    let stride = (s.heads + 2 * s.kv_heads) * hd;
+    let total = position + rows;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let heads: Vec<(Vec<f32>, Vec<f32>)> = (0..s.kv_heads)
+        .into_par_iter()
+        .map(|g| cache.widened_blocks(g, total))
+        .collect();
+    // (query head, first row, rows) of each block.
+    let jobs = row_blocks(s.heads, rows, FLASH_ROWS);
+    let parts: Vec<Vec<f32>> = jobs
+        .par_iter()
+        .map(|&(h, start, n)| {
+            let (keys, values) = &heads[h / rep];
+            let mut q = vec![0.0f32; n * hd];
+            for (r, row) in q.chunks_exact_mut(hd).enumerate() {
+                let at = (start + r) * stride + h * hd;
+                for (o, x) in row.iter_mut().zip(&qkv[at..at + hd]) {
+                    *o = x * scale;
+                }
+            }
+            let mut part = vec![0.0f32; n * hd];
+            flash::attend(&q, keys, values, hd, position + start, &mut part);
+            part
+        })
+        .collect();
+    let width = s.heads * hd;
+    for (&(h, start, _), part) in jobs.iter().zip(parts) {
+        for (r, src) in part.chunks_exact(hd).enumerate() {
+            let at = (start + r) * width + h * hd;
+            out[at..at + hd].copy_from_slice(src);
+        }
+    }
+}
+
 /// Rotates each head of `x` by the angles of its position, pairs interleaved.
 fn rope(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
     for head in x.chunks_exact_mut(hd) {
@@ -810,6 +886,47 @@ mod tests {
     /// Fused parts of different types, multiplied by a few rows (candle's quantized
     /// kernel) and by many (dense tiles, a partial last one): both match the product
     /// with the dequantized weights.
+    #[test]
+    fn one_pass_attention_matches_the_gemm_path() {
+        let hd = 64;
+        if !flash::available(hd) {
+            eprintln!("skipped: this CPU has no one-pass attention kernel");
+            return;
+        }
+        let s = Shape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: hd,
+            hidden: 576,
+            eps: 1e-5,
+            rope_base: 10_000.0,
+        };
+        let stride = (s.heads + 2 * s.kv_heads) * hd;
+        let mut next = flash::tests::noise(11, 6.0);
+        let mut cache = KvCache::new(s.kv_heads, 400, hd);
+        // A prefix already cached, then a prompt of rows not a multiple of any block.
+        for (position, rows) in [(0, 131), (131, 70), (201, 2)] {
+            let qkv: Vec<f32> = (0..rows * stride).map(|_| next()).collect();
+            for (r, row) in qkv.chunks_exact(stride).enumerate() {
+                let kv = &row[s.heads * hd..];
+                for g in 0..s.kv_heads {
+                    let (k, v) = (&kv[g * hd..(g + 1) * hd], &kv[(s.kv_heads + g) * hd..]);
+                    cache.write(g, position + r, k, &v[..hd]);
+                }
+            }
+            let mut want = vec![0.0; rows * s.heads * hd];
+            attend_rows(&s, &qkv, &cache, position, rows, &mut want).unwrap();
+            let mut got = vec![0.0; want.len()];
+            attend_flash(&s, &qkv, &cache, position, rows, &mut got);
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(w, g)| (w - g).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "at {position}+{rows}: differs by {worst}");
+        }
+    }
+
     #[test]
     fn fused_matrices_multiply_alike_on_both_kernels() {
         let cpu = &Device::Cpu;

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod embedder;
+mod flash;
 mod gemm;
 pub mod generator;
 mod int8;
