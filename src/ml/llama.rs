@@ -17,7 +17,9 @@
 //!   tiles of weights dequantized into a cache-sized buffer, tile by tile across
 //!   rayon's threads; prompts attend per (head, block of rows), each block reading only
 //!   the positions it may see: on AVX-512 in one pass over the keys and values
-//!   ([`super::flash`]), elsewhere in two f32 products with a softmax between;
+//!   ([`super::flash`], on candle's pool, the threads the products run on, longest
+//!   blocks first), elsewhere in two f32 products with a softmax between; a prompt's
+//!   norms and activation run on that pool too, in blocks of rows;
 //! - the token embeddings stay in the weight type; a step dequantizes only its own row,
 //!   and a model with tied embeddings keeps one copy for both ends.
 
@@ -407,7 +409,10 @@ impl Llama {
         }
         for layer in &mut self.layers {
             let h = sized(h, rows * hidden);
-            rms_norm_rows(x, &layer.attn_norm, eps, h);
+            on_row_blocks(h, hidden, |first, h| {
+                let x = &x[first * hidden..first * hidden + h.len()];
+                rms_norm_rows(x, &layer.attn_norm, eps, h);
+            });
             let qkv = sized(qkv, rows * qkv_width);
             layer.qkv.forward(h, rows, qkv)?;
             for (r, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
@@ -437,17 +442,24 @@ impl Llama {
             layer.output.forward(attended, rows, h)?;
             add(x, h);
 
-            rms_norm_rows(x, &layer.ffn_norm, eps, h);
+            on_row_blocks(h, hidden, |first, h| {
+                let x = &x[first * hidden..first * hidden + h.len()];
+                rms_norm_rows(x, &layer.ffn_norm, eps, h);
+            });
             let ff = layer.down.cols;
             let ffn = sized(ffn, rows * 2 * ff);
             layer.gate_up.forward(h, rows, ffn)?;
             let act = sized(act, rows * ff);
-            for (a, f) in act.chunks_exact_mut(ff).zip(ffn.chunks_exact(2 * ff)) {
-                let (gate, up) = f.split_at(ff);
-                for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
-                    *a = g / (1.0 + exp(-g)) * u;
+            let ffn = &*ffn;
+            on_row_blocks(act, ff, |first, act| {
+                let ffn = &ffn[first * 2 * ff..];
+                for (a, f) in act.chunks_exact_mut(ff).zip(ffn.chunks_exact(2 * ff)) {
+                    let (gate, up) = f.split_at(ff);
+                    for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
+                        *a = g / (1.0 + exp(-g)) * u;
+                    }
                 }
-            }
+            });
             layer.down.forward(act, rows, h)?;
             add(x, h);
         }
@@ -782,8 +794,11 @@ fn row_blocks(heads: usize, rows: usize, block: usize) -> Vec<(usize, usize, usi
         .collect()
 }
 
-/// [`attend_rows`] on [`flash::attend`]: per (query head, block of rows) across
-/// rayon's threads, the keys and values widened once per key/value head.
+/// [`attend_rows`] on [`flash::attend`], per (query head, block of rows) on candle's
+/// pool, the thread pool the products before and after run on (so no other pool's
+/// threads are awake beside it), the blocks with the most positions to read taken
+/// first so the last ones to finish are short. Keys and values are widened once per
+/// key/value head.
 fn attend_flash(
     s: &Shape,
     qkv: &[f32],
@@ -797,15 +812,27 @@ fn attend_flash(
     let stride = (s.heads + 2 * s.kv_heads) * hd;
     let total = position + rows;
     let scale = 1.0 / (hd as f32).sqrt();
-    let heads: Vec<(Vec<f32>, Vec<f32>)> = (0..s.kv_heads)
-        .into_par_iter()
-        .map(|g| cache.widened_blocks(g, total))
+    let pool = candle_core::utils::barrier_pool();
+    let heads: Vec<Mutex<(Vec<f32>, Vec<f32>)>> =
+        (0..s.kv_heads).map(|_| Mutex::default()).collect();
+    pool.execute_chunked(s.kv_heads, |range| {
+        for g in range {
+            if let Ok(mut slot) = heads[g].lock() {
+                *slot = cache.widened_blocks(g, total);
+            }
+        }
+    });
+    let heads: Vec<(Vec<f32>, Vec<f32>)> = heads
+        .into_iter()
+        .map(|h| h.into_inner().unwrap_or_default())
         .collect();
-    // (query head, first row, rows) of each block.
-    let jobs = row_blocks(s.heads, rows, FLASH_ROWS);
-    let parts: Vec<Vec<f32>> = jobs
-        .par_iter()
-        .map(|&(h, start, n)| {
+    // (query head, first row, rows) of each block, the latest rows first.
+    let mut jobs = row_blocks(s.heads, rows, FLASH_ROWS);
+    jobs.sort_by_key(|&(h, start, _)| (std::cmp::Reverse(start), h));
+    let parts: Vec<Mutex<Vec<f32>>> = jobs.iter().map(|_| Mutex::default()).collect();
+    pool.execute_chunked(jobs.len(), |range| {
+        for j in range {
+            let (h, start, n) = jobs[j];
             let (keys, values) = &heads[h / rep];
             let mut q = vec![0.0f32; n * hd];
             for (r, row) in q.chunks_exact_mut(hd).enumerate() {
@@ -816,11 +843,14 @@ fn attend_flash(
             }
             let mut part = vec![0.0f32; n * hd];
             flash::attend(&q, keys, values, hd, position + start, &mut part);
-            part
-        })
-        .collect();
+            if let Ok(mut slot) = parts[j].lock() {
+                *slot = part;
+            }
+        }
+    });
     let width = s.heads * hd;
     for (&(h, start, _), part) in jobs.iter().zip(parts) {
+        let part = part.into_inner().unwrap_or_default();
         for (r, src) in part.chunks_exact(hd).enumerate() {
             let at = (start + r) * width + h * hd;
             out[at..at + hd].copy_from_slice(src);
@@ -837,6 +867,26 @@ fn rope(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
             pair[1] = a * s + b * c;
         }
     }
+}
+
+/// Rows per task of the row-wise steps of a prompt (norms, activation).
+const STEP_ROWS: usize = 32;
+
+/// `f(first row, rows)` over blocks of [`STEP_ROWS`] rows of `out` (rows of `width`),
+/// on candle's pool (the products' threads) when there is more than one block.
+fn on_row_blocks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() <= width * STEP_ROWS {
+        return f(0, out);
+    }
+    let blocks: Vec<Mutex<&mut [f32]>> =
+        out.chunks_mut(width * STEP_ROWS).map(Mutex::new).collect();
+    candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |range| {
+        for i in range {
+            if let Ok(mut rows) = blocks[i].lock() {
+                f(i * STEP_ROWS, &mut rows);
+            }
+        }
+    });
 }
 
 /// `out = x / rms(x) · weight`, row by row.
