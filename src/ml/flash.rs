@@ -104,6 +104,17 @@ mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
+    /// The largest of `x`'s lanes, in every lane, without leaving the vector unit.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lanes_max(x: __m512) -> __m512 {
+        // Halves of 256 bits, then quarters of 128, then pairs, then neighbours.
+        let x = _mm512_max_ps(x, _mm512_shuffle_f32x4::<0b01_00_11_10>(x, x));
+        let x = _mm512_max_ps(x, _mm512_shuffle_f32x4::<0b10_11_00_01>(x, x));
+        let x = _mm512_max_ps(x, _mm512_permute_ps::<0b01_00_11_10>(x));
+        _mm512_max_ps(x, _mm512_permute_ps::<0b10_11_00_01>(x))
+    }
+
     /// One tile: the query rows `q` (at most [`TILE`] of [`HD`]) at positions
     /// `first..`, over the positions `..=first + rows - 1`.
     ///
@@ -123,8 +134,10 @@ mod avx512 {
         let last = first + rows - 1;
         // Short tiles repeat their last row, whose results are dropped.
         let row = |r: usize| r.min(rows - 1) * HD;
-        let mut high = [f32::NEG_INFINITY; TILE];
-        let mut total = [0f32; TILE];
+        // Each row's highest score so far in every lane, and its sums of powers lane
+        // by lane (added across lanes at the end).
+        let mut high = [_mm512_set1_ps(f32::NEG_INFINITY); TILE];
+        let mut total = [_mm512_setzero_ps(); TILE];
         let mut sums = [[_mm512_setzero_ps(); VECS]; TILE];
         let mut powers = [[0f32; CHUNK]; TILE];
         let lane = _mm512_setr_ps(
@@ -152,33 +165,31 @@ mod avx512 {
                 }
             }
             // The running softmax: lanes past a row's own position are masked.
-            let mut rescale = [0f32; TILE];
+            let mut rescale = [_mm512_setzero_ps(); TILE];
             for r in 0..TILE {
                 let own = (first + r).min(last);
                 let mut visible = [0u16; BLOCKS];
-                let mut highest = _mm512_set1_ps(f32::NEG_INFINITY);
+                let mut highest = high[r];
                 for (b, v) in visible.iter_mut().enumerate() {
                     let seen = own as f32 - (start + b * KEY_BLOCK) as f32;
                     *v = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(lane, _mm512_set1_ps(seen));
                     highest = _mm512_mask_max_ps(highest, *v, highest, scores[r][b]);
                 }
-                let new_high = high[r].max(_mm512_reduce_max_ps(highest));
-                let shift = _mm512_set1_ps(new_high);
+                let new_high = lanes_max(highest);
                 let mut sum = _mm512_setzero_ps();
                 for (b, v) in visible.iter().enumerate() {
-                    let p = exp(_mm512_sub_ps(scores[r][b], shift));
+                    let p = exp(_mm512_sub_ps(scores[r][b], new_high));
                     let p = _mm512_maskz_mov_ps(*v, p);
                     sum = _mm512_add_ps(sum, p);
                     // SAFETY: a block's sixteen powers fit its place in the row.
                     unsafe { _mm512_storeu_ps(powers[r].as_mut_ptr().add(b * KEY_BLOCK), p) };
                 }
-                rescale[r] = super::super::ops::exp(high[r] - new_high);
-                total[r] = total[r] * rescale[r] + _mm512_reduce_add_ps(sum);
+                rescale[r] = exp(_mm512_sub_ps(high[r], new_high));
+                total[r] = _mm512_fmadd_ps(total[r], rescale[r], sum);
                 high[r] = new_high;
             }
             // The chunk's values, weighted, join the sums.
             for (s, c) in sums.iter_mut().zip(rescale) {
-                let c = _mm512_set1_ps(c);
                 for s in s.iter_mut() {
                     *s = _mm512_mul_ps(*s, c);
                 }
@@ -202,7 +213,7 @@ mod avx512 {
             }
         }
         for (r, out) in out.chunks_exact_mut(HD).enumerate() {
-            let inv = _mm512_set1_ps(1.0 / total[r]);
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(total[r]));
             for (c, o) in out.chunks_exact_mut(16).enumerate() {
                 // SAFETY: `o` is sixteen values.
                 unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(sums[r][c], inv)) };
