@@ -7,8 +7,9 @@
 //! product then adds `d·e·Σ qⱼ·xⱼ + o·e·Σ xⱼ`: the first term a product of unsigned by
 //! signed bytes, the second one multiply-add per block. [`super::panels`] keeps the
 //! weights and runs the products.
+use std::sync::Mutex;
+
 use half::f16;
-use rayon::prelude::*;
 
 /// Weights per block.
 pub(super) const BLOCK: usize = 32;
@@ -89,7 +90,7 @@ pub(super) struct Input {
 }
 
 impl Input {
-    /// Rounds the `m × k` rows `x`, a prompt's across rayon's threads.
+    /// Rounds the `m × k` rows `x`, a prompt's across candle's pool.
     pub(super) fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
         let nb = m * k / BLOCK;
         self.values.resize(m * k, 0);
@@ -111,15 +112,36 @@ impl Input {
                 .for_each(round);
             return;
         }
-        x.par_chunks_exact(BLOCK)
-            .zip(self.values.par_chunks_exact_mut(BLOCK))
-            .zip(self.scales.par_iter_mut())
-            .zip(self.sums.par_iter_mut())
-            .zip(self.totals.par_iter_mut())
-            .with_min_len(PARALLEL_BLOCKS)
-            .for_each(round);
+        // On candle's pool, whose threads run the product that follows.
+        let parts: Vec<Mutex<Part<'_>>> = x
+            .chunks(PARALLEL_BLOCKS * BLOCK)
+            .zip(self.values.chunks_mut(PARALLEL_BLOCKS * BLOCK))
+            .zip(self.scales.chunks_mut(PARALLEL_BLOCKS))
+            .zip(self.sums.chunks_mut(PARALLEL_BLOCKS))
+            .zip(self.totals.chunks_mut(PARALLEL_BLOCKS))
+            .map(Mutex::new)
+            .collect();
+        candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
+            for i in range {
+                if let Ok(mut part) = parts[i].lock() {
+                    let ((((x, q), e), s), t) = &mut *part;
+                    x.chunks_exact(BLOCK)
+                        .zip(q.chunks_exact_mut(BLOCK))
+                        .zip(e.iter_mut())
+                        .zip(s.iter_mut())
+                        .zip(t.iter_mut())
+                        .for_each(round);
+                }
+            }
+        });
     }
 }
+
+/// A run of blocks of input and where their rounding goes.
+type Part<'a> = (
+    (((&'a [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [f32]),
+    &'a mut [i32],
+);
 
 /// One block of input and where its rounding goes: values, scale, scaled sum, sum.
 type BlockOut<'a> = (
@@ -127,7 +149,7 @@ type BlockOut<'a> = (
     &'a mut i32,
 );
 
-/// The fewest blocks of input rounded by one rayon task; a single row, or an input of
+/// The blocks of input rounded by one task of the pool; a single row, or an input of
 /// fewer than twice as many blocks, is rounded on the calling thread.
 const PARALLEL_BLOCKS: usize = 128;
 
