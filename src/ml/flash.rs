@@ -90,9 +90,11 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn exp(x: __m512) -> __m512 {
+        // The constant first: where a lane is NaN, the second operand (the NaN) is kept,
+        // so a NaN shows in the output as the scalar `exp` lets it.
         let x = _mm512_max_ps(
-            _mm512_min_ps(x, _mm512_set1_ps(88.0)),
             _mm512_set1_ps(-87.0),
+            _mm512_min_ps(_mm512_set1_ps(88.0), x),
         );
         let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);

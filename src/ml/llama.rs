@@ -432,12 +432,10 @@ impl Llama {
             if rows == 1 {
                 let total = position + 1;
                 attend_one(&s, &qkv[..q_width], cache, total, attended);
+            } else if flash::available(hd) {
+                attend_flash(&s, qkv, cache, position, rows, attended);
             } else {
-                if flash::available(hd) {
-                    attend_flash(&s, qkv, cache, position, rows, attended);
-                } else {
-                    attend_rows(&s, qkv, cache, position, rows, attended)?;
-                }
+                attend_rows(&s, qkv, cache, position, rows, attended)?;
             }
             layer.output.forward(attended, rows, h)?;
             add(x, h);
@@ -933,9 +931,8 @@ mod tests {
         (diff / scale, gap / scale)
     }
 
-    /// Fused parts of different types, multiplied by a few rows (candle's quantized
-    /// kernel) and by many (dense tiles, a partial last one): both match the product
-    /// with the dequantized weights.
+    /// Prompts of rows that fill no whole block, after a cached prefix and from the
+    /// start, attend alike on the one-pass kernel and through gemm.
     #[test]
     fn one_pass_attention_matches_the_gemm_path() {
         let hd = 64;
@@ -977,6 +974,9 @@ mod tests {
         }
     }
 
+    /// Fused parts of different types, multiplied by a few rows (candle's quantized
+    /// kernel) and by many (dense tiles, a partial last one): both match the product
+    /// with the dequantized weights.
     #[test]
     fn fused_matrices_multiply_alike_on_both_kernels() {
         let cpu = &Device::Cpu;
