@@ -24,7 +24,6 @@
 //!   and a model with tied embeddings keeps one copy for both ends.
 
 use std::ops::Range;
-use std::sync::Mutex;
 
 use candle_core::quantized::k_quants::{
     self, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
@@ -41,6 +40,7 @@ use super::gemm::{View, matmul};
 use super::nibbles::Kind;
 use super::ops::{add, exp, exp_shifted, reduce, sized, softmax};
 use super::panels::{self, Panels};
+use super::pool;
 use super::widen::{WIDTH, widen, widen16};
 
 /// Rows from which a product runs on dequantized f32 weights.
@@ -641,38 +641,28 @@ fn attend_one(s: &Shape, q: &[f32], cache: &KvCache, total: usize, out: &mut [f3
     } else {
         std::iter::once(0..total).collect()
     };
-    let partials: Vec<Mutex<Option<Partial>>> = (0..groups * spans.len())
-        .map(|_| Mutex::new(None))
-        .collect();
-    candle_core::utils::barrier_pool().execute_chunked(partials.len(), |range| {
-        for task in range {
-            let (group, span) = (task / spans.len(), spans[task % spans.len()].clone());
-            let first = group * shared; // its first query head
-            let len = span.len();
-            let q = &q[first * hd..(first + shared) * hd];
-            let mut partial = Partial {
-                max: [f32::NEG_INFINITY; SHARED],
-                sum: [0.0; SHARED],
-                out: vec![0.0; shared * hd],
-            };
-            TILE.with_borrow_mut(|scores| {
-                scores.clear();
-                scores.resize(shared * len, 0.0);
-                cache.score(first / rep, q, scale, span.clone(), scores);
-                for (h, row) in scores.chunks_exact_mut(len).enumerate() {
-                    (partial.max[h], partial.sum[h]) = exp_shifted(row);
-                }
-                cache.mix(first / rep, scores, span, &mut partial.out);
-            });
-            if let Ok(mut slot) = partials[task].lock() {
-                *slot = Some(partial);
+    let mut partials: Vec<Option<Partial>> = (0..groups * spans.len()).map(|_| None).collect();
+    pool::for_each(&mut partials, |task, slot| {
+        let (group, span) = (task / spans.len(), spans[task % spans.len()].clone());
+        let first = group * shared; // its first query head
+        let len = span.len();
+        let q = &q[first * hd..(first + shared) * hd];
+        let mut partial = Partial {
+            max: [f32::NEG_INFINITY; SHARED],
+            sum: [0.0; SHARED],
+            out: vec![0.0; shared * hd],
+        };
+        TILE.with_borrow_mut(|scores| {
+            scores.clear();
+            scores.resize(shared * len, 0.0);
+            cache.score(first / rep, q, scale, span.clone(), scores);
+            for (h, row) in scores.chunks_exact_mut(len).enumerate() {
+                (partial.max[h], partial.sum[h]) = exp_shifted(row);
             }
-        }
+            cache.mix(first / rep, scores, span, &mut partial.out);
+        });
+        *slot = Some(partial);
     });
-    let partials: Vec<Option<Partial>> = partials
-        .into_iter()
-        .map(|p| p.into_inner().ok().flatten())
-        .collect();
     for (out, parts) in out
         .chunks_exact_mut(shared * hd)
         .zip(partials.chunks_exact(spans.len()))
@@ -810,45 +800,27 @@ fn attend_flash(
     let stride = (s.heads + 2 * s.kv_heads) * hd;
     let total = position + rows;
     let scale = 1.0 / (hd as f32).sqrt();
-    let pool = candle_core::utils::barrier_pool();
-    let heads: Vec<Mutex<(Vec<f32>, Vec<f32>)>> =
-        (0..s.kv_heads).map(|_| Mutex::default()).collect();
-    pool.execute_chunked(s.kv_heads, |range| {
-        for g in range {
-            if let Ok(mut slot) = heads[g].lock() {
-                *slot = cache.widened_blocks(g, total);
-            }
-        }
-    });
-    let heads: Vec<(Vec<f32>, Vec<f32>)> = heads
-        .into_iter()
-        .map(|h| h.into_inner().unwrap_or_default())
-        .collect();
+    let mut heads: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); s.kv_heads];
+    pool::for_each(&mut heads, |g, head| *head = cache.widened_blocks(g, total));
     // (query head, first row, rows) of each block, the latest rows first.
     let mut jobs = row_blocks(s.heads, rows, FLASH_ROWS);
     jobs.sort_by_key(|&(h, start, _)| (std::cmp::Reverse(start), h));
-    let parts: Vec<Mutex<Vec<f32>>> = jobs.iter().map(|_| Mutex::default()).collect();
-    pool.execute_chunked(jobs.len(), |range| {
-        for j in range {
-            let (h, start, n) = jobs[j];
-            let (keys, values) = &heads[h / rep];
-            let mut q = vec![0.0f32; n * hd];
-            for (r, row) in q.chunks_exact_mut(hd).enumerate() {
-                let at = (start + r) * stride + h * hd;
-                for (o, x) in row.iter_mut().zip(&qkv[at..at + hd]) {
-                    *o = x * scale;
-                }
-            }
-            let mut part = vec![0.0f32; n * hd];
-            flash::attend(&q, keys, values, hd, position + start, &mut part);
-            if let Ok(mut slot) = parts[j].lock() {
-                *slot = part;
+    let mut parts: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+    pool::for_each(&mut parts, |j, part| {
+        let (h, start, n) = jobs[j];
+        let (keys, values) = &heads[h / rep];
+        let mut q = vec![0.0f32; n * hd];
+        for (r, row) in q.chunks_exact_mut(hd).enumerate() {
+            let at = (start + r) * stride + h * hd;
+            for (o, x) in row.iter_mut().zip(&qkv[at..at + hd]) {
+                *o = x * scale;
             }
         }
+        part.resize(n * hd, 0.0);
+        flash::attend(&q, keys, values, hd, position + start, part);
     });
     let width = s.heads * hd;
     for (&(h, start, _), part) in jobs.iter().zip(parts) {
-        let part = part.into_inner().unwrap_or_default();
         for (r, src) in part.chunks_exact(hd).enumerate() {
             let at = (start + r) * width + h * hd;
             out[at..at + hd].copy_from_slice(src);
@@ -876,15 +848,8 @@ fn on_row_blocks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + 
     if out.len() <= width * STEP_ROWS {
         return f(0, out);
     }
-    let blocks: Vec<Mutex<&mut [f32]>> =
-        out.chunks_mut(width * STEP_ROWS).map(Mutex::new).collect();
-    candle_core::utils::barrier_pool().execute_chunked(blocks.len(), |range| {
-        for i in range {
-            if let Ok(mut rows) = blocks[i].lock() {
-                f(i * STEP_ROWS, &mut rows);
-            }
-        }
-    });
+    let mut blocks: Vec<&mut [f32]> = out.chunks_mut(width * STEP_ROWS).collect();
+    pool::for_each(&mut blocks, |i, rows| f(i * STEP_ROWS, rows));
 }
 
 /// `out = x / rms(x) · weight`, row by row.

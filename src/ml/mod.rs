@@ -12,6 +12,7 @@ pub mod meters;
 mod nibbles;
 mod ops;
 mod panels;
+mod pool;
 mod widen;
 
 pub use embedder::{EmbedError, Embedder};

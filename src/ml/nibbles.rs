@@ -7,8 +7,6 @@
 //! product then adds `d·e·Σ qⱼ·xⱼ + o·e·Σ xⱼ`: the first term a product of unsigned by
 //! signed bytes, the second one multiply-add per block. [`super::panels`] keeps the
 //! weights and runs the products.
-use std::sync::Mutex;
-
 use half::f16;
 
 /// Weights per block.
@@ -113,26 +111,20 @@ impl Input {
             return;
         }
         // On candle's pool, whose threads run the product that follows.
-        let parts: Vec<Mutex<Part<'_>>> = x
+        let mut parts: Vec<Part<'_>> = x
             .chunks(PARALLEL_BLOCKS * BLOCK)
             .zip(self.values.chunks_mut(PARALLEL_BLOCKS * BLOCK))
             .zip(self.scales.chunks_mut(PARALLEL_BLOCKS))
             .zip(self.sums.chunks_mut(PARALLEL_BLOCKS))
             .zip(self.totals.chunks_mut(PARALLEL_BLOCKS))
-            .map(Mutex::new)
             .collect();
-        candle_core::utils::barrier_pool().execute_chunked(parts.len(), |range| {
-            for i in range {
-                if let Ok(mut part) = parts[i].lock() {
-                    let ((((x, q), e), s), t) = &mut *part;
-                    x.chunks_exact(BLOCK)
-                        .zip(q.chunks_exact_mut(BLOCK))
-                        .zip(e.iter_mut())
-                        .zip(s.iter_mut())
-                        .zip(t.iter_mut())
-                        .for_each(round);
-                }
-            }
+        super::pool::for_each(&mut parts, |_, ((((x, q), e), s), t)| {
+            x.chunks_exact(BLOCK)
+                .zip(q.chunks_exact_mut(BLOCK))
+                .zip(e.iter_mut())
+                .zip(s.iter_mut())
+                .zip(t.iter_mut())
+                .for_each(round);
         });
     }
 }
