@@ -407,7 +407,8 @@ impl Llama {
         for (row, &id) in x.chunks_exact_mut(hidden).zip(ids) {
             self.embeddings.row(id as usize, row)?;
         }
-        for layer in &mut self.layers {
+        let layers = self.layers.len();
+        for (l, layer) in self.layers.iter_mut().enumerate() {
             let h = sized(h, rows * hidden);
             on_row_blocks(h, hidden, |first, h| {
                 let x = &x[first * hidden..first * hidden + h.len()];
@@ -427,11 +428,20 @@ impl Llama {
                     layer.cache.write(g, p, &k[head.clone()], &v[head]);
                 }
             }
+            // Only the last row's logits are wanted: past the last layer's keys and
+            // values, the other rows' work would never be read.
+            let (rows, x) = if l + 1 == layers {
+                (1, &mut x[(rows - 1) * hidden..])
+            } else {
+                (rows, &mut *x)
+            };
+            let h = &mut h[..rows * hidden];
             let attended = sized(attended, rows * q_width);
             let cache = &layer.cache;
             if rows == 1 {
-                let total = position + 1;
-                attend_one(&s, &qkv[..q_width], cache, total, attended);
+                let total = position + ids.len();
+                let q = &qkv[(ids.len() - 1) * qkv_width..][..q_width];
+                attend_one(&s, q, cache, total, attended);
             } else if flash::available(hd) {
                 attend_flash(&s, qkv, cache, position, rows, attended);
             } else {
