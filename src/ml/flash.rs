@@ -11,6 +11,13 @@
 //! a dimension. Values come a position per row. Tiles are [`TILE`] rows of one query
 //! head, and the tile's value sums stay in registers (`TILE × head_dim / 16` of them)
 //! while a chunk's values are added.
+//!
+//! On CPUs with AVX-512 BF16, [`attend_bf16`] runs the same pass on bf16 pairs:
+//! `vdpbf16ps` multiplies two pairs of bf16 and adds both products to an f32 lane, so
+//! an instruction does twice the multiply-adds of an f32 one. Its keys pair two
+//! dimensions of one position in a lane (`[block][dim / 2][position in block][2]`), its
+//! values two positions of one dimension (`[position / 2][dim][2]`), and the queries
+//! and each chunk's powers are rounded to bf16 in the kernel.
 #![allow(unsafe_code)]
 
 /// Positions per key block: one vector of f32.
@@ -52,6 +59,33 @@ pub(super) fn attend(
         available(hd),
         "no attention kernel for this CPU and head width"
     );
+    // SAFETY: AVX-512 F is present (`available`).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        by_tiles(q, keys, values, hd, first, out, avx512::tile)
+    };
+}
+
+/// A kernel's tile: query rows, keys, values, the first row's position, the output.
+#[cfg(target_arch = "x86_64")]
+type TileKernel<T> = unsafe fn(&[f32], &[T], &[T], usize, &mut [f32]);
+
+/// `tile` over the tiles of `q`'s rows, once the operands are known to cover every
+/// position the rows see.
+///
+/// # Safety
+/// This CPU runs `tile`, which reads `keys` and `values` up to the last row's position
+/// rounded up to a whole chunk, and writes as many values of `out` as its `q` has.
+#[cfg(target_arch = "x86_64")]
+unsafe fn by_tiles<T>(
+    q: &[f32],
+    keys: &[T],
+    values: &[T],
+    hd: usize,
+    first: usize,
+    out: &mut [f32],
+    tile: TileKernel<T>,
+) {
     let rows = q.len() / hd;
     let reach = (first + rows).div_ceil(CHUNK) * CHUNK * hd;
     assert!(
@@ -61,16 +95,98 @@ pub(super) fn attend(
             && values.len() >= reach,
         "inconsistent attention operands"
     );
-    #[cfg(target_arch = "x86_64")]
     for (t, (q, out)) in q
         .chunks(TILE * hd)
         .zip(out.chunks_mut(TILE * hd))
         .enumerate()
     {
-        // SAFETY: AVX-512 F is present (`available`); the tile's rows and every
-        // position it reads are inside the slices, checked above.
-        unsafe { avx512::tile(q, keys, values, first + t * TILE, out) };
+        // SAFETY: the CPU runs `tile` (the caller's promise); the tile's rows and
+        // every position it reads are inside the slices, checked above.
+        unsafe { tile(q, keys, values, first + t * TILE, out) };
     }
+}
+
+/// Whether this CPU runs [`attend_bf16`] for heads of width `hd`: AVX-512 with BF16.
+pub(super) fn bf16_available(hd: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        available(hd)
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = hd;
+        false
+    }
+}
+
+/// Keys of one head, from the cache's f16 blocks (`[block][dim][position in block]`)
+/// into the pairs [`attend_bf16`] reads: `[block][dim / 2][position in block][dim % 2]`
+/// in bf16 (rounded to nearest, ties to even). `src` and `dst` hold the same whole
+/// number of blocks.
+///
+/// # Panics
+/// When [`bf16_available`] is false for heads of 64, or the slices disagree.
+pub(super) fn pair_keys(src: &[half::f16], dst: &mut [u16]) {
+    assert!(bf16_available(64), "no bf16 attention kernel for this CPU");
+    let block = KEY_BLOCK * 64;
+    assert!(
+        src.len() == dst.len() && src.len().is_multiple_of(block),
+        "inconsistent key blocks"
+    );
+    // SAFETY: the CPU has AVX-512 F, BW and BF16 (checked above); the lengths are
+    // whole blocks, checked above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        bf16::pair_keys(src, dst)
+    };
+}
+
+/// Values of one head, a position per row of 64 dims (`src`, an even number of rows),
+/// into the pairs [`attend_bf16`] reads: `[position / 2][dim][position % 2]` in bf16.
+///
+/// # Panics
+/// When [`bf16_available`] is false for heads of 64, or the slices disagree.
+pub(super) fn pair_values(src: &[half::f16], dst: &mut [u16]) {
+    assert!(bf16_available(64), "no bf16 attention kernel for this CPU");
+    assert!(
+        src.len() == dst.len() && src.len().is_multiple_of(2 * 64),
+        "inconsistent values"
+    );
+    // SAFETY: as in `pair_keys`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        bf16::pair_values(src, dst)
+    };
+}
+
+/// [`attend`] with every product in bf16 pairs (AVX-512 BF16, `vdpbf16ps`: twice the
+/// multiply-adds of f32 an instruction), summed in f32: the queries are rounded to
+/// bf16 per tile, the keys and values come paired by [`pair_keys`] and
+/// [`pair_values`], and the softmax's powers are rounded to bf16 before they weight
+/// the values (their sum, which divides, stays f32). Each rounding is to 8 significant
+/// bits, far finer than the 4-bit weights the model runs this for.
+///
+/// # Panics
+/// When [`bf16_available`] is false for `hd`, or a slice is shorter than the shapes say.
+pub(super) fn attend_bf16(
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    hd: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        bf16_available(hd),
+        "no bf16 attention kernel for this CPU and head width"
+    );
+    // SAFETY: AVX-512 F, BW and BF16 are present (`bf16_available`).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        by_tiles(q, keys, values, hd, first, out, bf16::tile)
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -89,7 +205,7 @@ mod avx512 {
     /// below -87 give about 1.6e-38, so masked lanes must be zeroed after.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn exp(x: __m512) -> __m512 {
+    pub(super) fn exp(x: __m512) -> __m512 {
         // The constant first: where a lane is NaN, the second operand (the NaN) is kept,
         // so a NaN shows in the output as the scalar `exp` lets it.
         let x = _mm512_max_ps(
@@ -109,12 +225,72 @@ mod avx512 {
     /// The largest of `x`'s lanes, in every lane, without leaving the vector unit.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn lanes_max(x: __m512) -> __m512 {
+    pub(super) fn lanes_max(x: __m512) -> __m512 {
         // Halves of 256 bits, then quarters of 128, then pairs, then neighbours.
         let x = _mm512_max_ps(x, _mm512_shuffle_f32x4::<0b01_00_11_10>(x, x));
         let x = _mm512_max_ps(x, _mm512_shuffle_f32x4::<0b10_11_00_01>(x, x));
         let x = _mm512_max_ps(x, _mm512_permute_ps::<0b01_00_11_10>(x));
         _mm512_max_ps(x, _mm512_permute_ps::<0b10_11_00_01>(x))
+    }
+
+    /// Folds the chunk at `$start`'s scores (`$scores[row][block]`) into a tile's
+    /// running softmax: each row's highest score so far (`$high`, in every lane) and
+    /// sums of powers (`$total`, lane by lane), whose weighted sums of values (`$sums`)
+    /// are rescaled wherever the highest rose. Lanes past a row's own position are
+    /// masked; each block's powers go to `$store` as `$p`. A macro, not a function, so
+    /// that the kernels' arrays stay in registers: as an inlined function this fold
+    /// made the f32 kernel 15–20% slower.
+    macro_rules! fold_chunk {
+        (
+            $scores:ident at $start:expr, rows $first:expr, $last:expr;
+            $high:ident, $total:ident, $sums:ident;
+            |$r:ident, $b:ident, $p:ident| $store:expr
+        ) => {{
+            let lane = _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                15.0,
+            );
+            let mut rescale = [_mm512_setzero_ps(); TILE];
+            for $r in 0..TILE {
+                let own = ($first + $r).min($last);
+                let mut visible = [0u16; BLOCKS];
+                let mut highest = $high[$r];
+                for (b, v) in visible.iter_mut().enumerate() {
+                    let seen = own as f32 - ($start + b * KEY_BLOCK) as f32;
+                    *v = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(lane, _mm512_set1_ps(seen));
+                    highest = _mm512_mask_max_ps(highest, *v, highest, $scores[$r][b]);
+                }
+                let new_high = lanes_max(highest);
+                let mut sum = _mm512_setzero_ps();
+                for ($b, v) in visible.iter().enumerate() {
+                    let $p = _mm512_maskz_mov_ps(*v, exp(_mm512_sub_ps($scores[$r][$b], new_high)));
+                    sum = _mm512_add_ps(sum, $p);
+                    $store;
+                }
+                rescale[$r] = exp(_mm512_sub_ps($high[$r], new_high));
+                $total[$r] = _mm512_fmadd_ps($total[$r], rescale[$r], sum);
+                $high[$r] = new_high;
+            }
+            for (s, c) in $sums.iter_mut().zip(rescale) {
+                for s in s.iter_mut() {
+                    *s = _mm512_mul_ps(*s, c);
+                }
+            }
+        }};
+    }
+    pub(super) use fold_chunk;
+
+    /// Each row's weighted sums over its sum of powers, into `out`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn finish(total: [__m512; TILE], sums: [[__m512; VECS]; TILE], out: &mut [f32]) {
+        for (r, out) in out.chunks_exact_mut(HD).enumerate() {
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(total[r]));
+            for (c, o) in out.chunks_exact_mut(16).enumerate() {
+                // SAFETY: `o` is sixteen values.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(sums[r][c], inv)) };
+            }
+        }
     }
 
     /// One tile: the query rows `q` (at most [`TILE`] of [`HD`]) at positions
@@ -136,15 +312,10 @@ mod avx512 {
         let last = first + rows - 1;
         // Short tiles repeat their last row, whose results are dropped.
         let row = |r: usize| r.min(rows - 1) * HD;
-        // Each row's highest score so far in every lane, and its sums of powers lane
-        // by lane (added across lanes at the end).
         let mut high = [_mm512_set1_ps(f32::NEG_INFINITY); TILE];
         let mut total = [_mm512_setzero_ps(); TILE];
         let mut sums = [[_mm512_setzero_ps(); VECS]; TILE];
         let mut powers = [[0f32; CHUNK]; TILE];
-        let lane = _mm512_setr_ps(
-            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
-        );
         let qp = q.as_ptr();
         for start in (0..=last).step_by(CHUNK) {
             // Scores of the tile's rows against the chunk's keys.
@@ -166,36 +337,11 @@ mod avx512 {
                     }
                 }
             }
-            // The running softmax: lanes past a row's own position are masked.
-            let mut rescale = [_mm512_setzero_ps(); TILE];
-            for r in 0..TILE {
-                let own = (first + r).min(last);
-                let mut visible = [0u16; BLOCKS];
-                let mut highest = high[r];
-                for (b, v) in visible.iter_mut().enumerate() {
-                    let seen = own as f32 - (start + b * KEY_BLOCK) as f32;
-                    *v = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(lane, _mm512_set1_ps(seen));
-                    highest = _mm512_mask_max_ps(highest, *v, highest, scores[r][b]);
-                }
-                let new_high = lanes_max(highest);
-                let mut sum = _mm512_setzero_ps();
-                for (b, v) in visible.iter().enumerate() {
-                    let p = exp(_mm512_sub_ps(scores[r][b], new_high));
-                    let p = _mm512_maskz_mov_ps(*v, p);
-                    sum = _mm512_add_ps(sum, p);
-                    // SAFETY: a block's sixteen powers fit its place in the row.
-                    unsafe { _mm512_storeu_ps(powers[r].as_mut_ptr().add(b * KEY_BLOCK), p) };
-                }
-                rescale[r] = exp(_mm512_sub_ps(high[r], new_high));
-                total[r] = _mm512_fmadd_ps(total[r], rescale[r], sum);
-                high[r] = new_high;
-            }
-            // The chunk's values, weighted, join the sums.
-            for (s, c) in sums.iter_mut().zip(rescale) {
-                for s in s.iter_mut() {
-                    *s = _mm512_mul_ps(*s, c);
-                }
-            }
+            // The running softmax, then the chunk's values, weighted, join the sums.
+            fold_chunk!(scores at start, rows first, last; high, total, sums; |r, b, p| {
+                // SAFETY: a block's sixteen powers fit its place in the row.
+                unsafe { _mm512_storeu_ps(powers[r].as_mut_ptr().add(b * KEY_BLOCK), p) }
+            });
             let seen = (last + 1 - start).min(CHUNK);
             // SAFETY: positions `start..start + seen` are inside `values`.
             unsafe {
@@ -214,13 +360,198 @@ mod avx512 {
                 }
             }
         }
-        for (r, out) in out.chunks_exact_mut(HD).enumerate() {
-            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(total[r]));
-            for (c, o) in out.chunks_exact_mut(16).enumerate() {
-                // SAFETY: `o` is sixteen values.
-                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_mul_ps(sums[r][c], inv)) };
+        finish(total, sums, out);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod bf16 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::avx512::{exp, finish, fold_chunk, lanes_max};
+    use super::{CHUNK, KEY_BLOCK, TILE};
+
+    const HD: usize = 64;
+    const VECS: usize = HD / 16;
+    const BLOCKS: usize = CHUNK / KEY_BLOCK;
+    /// Pairs of dimensions in a head (and positions in a chunk).
+    const PAIRS: usize = HD / 2;
+
+    /// Word `2i` from word `i` and word `2i + 1` from word `16 + i`: two vectors'
+    /// lanes, side by side, interleaved into pairs.
+    const INTERLEAVE: [u16; 32] = {
+        let mut idx = [0u16; 32];
+        let mut i = 0;
+        while i < 16 {
+            idx[2 * i] = i as u16;
+            idx[2 * i + 1] = 16 + i as u16;
+            i += 1;
+        }
+        idx
+    };
+
+    /// `a` and `b` rounded to bf16 and interleaved: `a₀ b₀ a₁ b₁ …`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn pairs(a: __m512, b: __m512) -> __m512i {
+        // SAFETY: `INTERLEAVE` is 64 bytes; a vector of bf16 is one of 16-bit words.
+        unsafe {
+            let idx = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
+            let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+            _mm512_permutexvar_epi16(idx, both)
+        }
+    }
+
+    /// Sixteen f16 at `p`, widened.
+    ///
+    /// # Safety
+    /// Sixteen values are readable at `p`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn widen(p: *const f16) -> __m512 {
+        // SAFETY: as the caller promises.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and BF16; the slices are as [`super::pair_keys`]
+    /// checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pair_keys(src: &[f16], dst: &mut [u16]) {
+        for (src, dst) in src
+            .chunks_exact(KEY_BLOCK * HD)
+            .zip(dst.chunks_exact_mut(KEY_BLOCK * HD))
+        {
+            for d in 0..PAIRS {
+                // SAFETY: dims `2d` and `2d + 1` of the block are 16 values each,
+                // and their pairs the 32 words at `d · 32`, inside the block.
+                unsafe {
+                    let a = widen(src.as_ptr().add(2 * d * KEY_BLOCK));
+                    let b = widen(src.as_ptr().add((2 * d + 1) * KEY_BLOCK));
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(d * 32).cast(), pairs(a, b));
+                }
             }
         }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and BF16; the slices are as [`super::pair_values`]
+    /// checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pair_values(src: &[f16], dst: &mut [u16]) {
+        for (src, dst) in src.chunks_exact(2 * HD).zip(dst.chunks_exact_mut(2 * HD)) {
+            for c in 0..VECS {
+                // SAFETY: dims `16c..16c + 16` of both positions, and their 32 words
+                // at `c · 32`, lie inside the pair.
+                unsafe {
+                    let a = widen(src.as_ptr().add(c * 16));
+                    let b = widen(src.as_ptr().add(HD + c * 16));
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(c * 32).cast(), pairs(a, b));
+                }
+            }
+        }
+    }
+
+    /// A vector of bf16 pairs, as `vdpbf16ps` takes it.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are 64 bytes of plain bits.
+        unsafe { std::mem::transmute(v) }
+    }
+
+    /// One tile, as [`super::avx512::tile`] but in bf16 pairs.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and BF16; `keys` and `values` hold every position up
+    /// to the last row's, rounded up to a whole chunk, `out` as many values as `q`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn tile(
+        q: &[f32],
+        keys: &[u16],
+        values: &[u16],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let rows = q.len() / HD;
+        debug_assert!((1..=TILE).contains(&rows) && out.len() == q.len());
+        let last = first + rows - 1;
+        // The tile's queries in bf16, a pair of dimensions a word; short tiles repeat
+        // their last row, whose results are dropped.
+        let mut qb = [[0u32; PAIRS]; TILE];
+        for (r, qb) in qb.iter_mut().enumerate() {
+            let at = r.min(rows - 1) * HD;
+            for h in 0..2 {
+                // SAFETY: the row's 64 values are inside `q`; `qb` holds 32 pairs.
+                unsafe {
+                    let lo = _mm512_loadu_ps(q.as_ptr().add(at + 32 * h));
+                    let hi = _mm512_loadu_ps(q.as_ptr().add(at + 32 * h + 16));
+                    let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                    _mm512_storeu_si512(qb.as_mut_ptr().add(16 * h).cast(), v);
+                }
+            }
+        }
+        let mut high = [_mm512_set1_ps(f32::NEG_INFINITY); TILE];
+        let mut total = [_mm512_setzero_ps(); TILE];
+        let mut sums = [[_mm512_setzero_ps(); VECS]; TILE];
+        // Each row's powers of the chunk in bf16, a pair of positions a word.
+        let mut powers = [[0u32; CHUNK / 2]; TILE];
+        for start in (0..=last).step_by(CHUNK) {
+            let mut scores = [[_mm512_setzero_ps(); BLOCKS]; TILE];
+            // SAFETY: the chunk's blocks end at `(start + CHUNK) · HD` words, inside
+            // `keys` (the caller's bound).
+            unsafe {
+                let kp = keys.as_ptr().add(start * HD);
+                for d in 0..PAIRS {
+                    let mut k = [_mm512_setzero_si512(); BLOCKS];
+                    for (b, k) in k.iter_mut().enumerate() {
+                        *k = _mm512_loadu_si512(kp.add(b * KEY_BLOCK * HD + d * 32).cast());
+                    }
+                    for (s, qb) in scores.iter_mut().zip(&qb) {
+                        let qd = bh(_mm512_set1_epi32(qb[d] as i32));
+                        for (s, k) in s.iter_mut().zip(&k) {
+                            *s = _mm512_dpbf16_ps(*s, qd, bh(*k));
+                        }
+                    }
+                }
+            }
+            // The powers in bf16, a block's sixteen into its half of a pair's words.
+            let mut chunk = [[_mm512_setzero_ps(); BLOCKS]; TILE];
+            fold_chunk!(scores at start, rows first, last; high, total, sums; |r, b, p| {
+                chunk[r][b] = p
+            });
+            for (powers, p) in powers.iter_mut().zip(chunk) {
+                for (h, p) in p.chunks_exact(2).enumerate() {
+                    // SAFETY: 32 powers, 16 pairs, fit the row's place for them.
+                    unsafe {
+                        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(p[1], p[0]));
+                        _mm512_storeu_si512(powers.as_mut_ptr().add(16 * h).cast(), v);
+                    }
+                }
+            }
+            // Pairs of positions; an odd last one is paired with a masked (zero) power.
+            let seen = (last + 1 - start).min(CHUNK).div_ceil(2);
+            // SAFETY: the pairs of positions `start..start + 2 · seen` are inside
+            // `values` (whole chunks, the caller's bound).
+            unsafe {
+                let vp = values.as_ptr().add(start * HD);
+                for t in 0..seen {
+                    let mut v = [_mm512_setzero_si512(); VECS];
+                    for (c, v) in v.iter_mut().enumerate() {
+                        *v = _mm512_loadu_si512(vp.add(t * 2 * HD + c * 32).cast());
+                    }
+                    for (s, p) in sums.iter_mut().zip(&powers) {
+                        let w = bh(_mm512_set1_epi32(p[t] as i32));
+                        for (s, v) in s.iter_mut().zip(&v) {
+                            *s = _mm512_dpbf16_ps(*s, w, bh(*v));
+                        }
+                    }
+                }
+            }
+        }
+        finish(total, sums, out);
     }
 }
 
@@ -263,6 +594,46 @@ pub(super) mod tests {
         out
     }
 
+    /// Prompts of every shape the tiles meet: from the start, after a cached prefix,
+    /// a partial chunk and tile, rows across chunks.
+    const CASES: [(usize, usize); 7] = [
+        (0, 1),
+        (0, 7),
+        (0, 64),
+        (5, 13),
+        (63, 2),
+        (70, 50),
+        (100, 92),
+    ];
+
+    /// Three chunks of keys and values, each rounded by `round`, and a source of
+    /// queries.
+    fn operands(round: impl Fn(f32) -> f32) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, impl FnMut() -> f32) {
+        let hd = 64;
+        let mut next = noise(7, 4.0);
+        let positions = 3 * CHUNK;
+        let rows = |next: &mut dyn FnMut() -> f32| -> Vec<Vec<f32>> {
+            (0..positions)
+                .map(|_| (0..hd).map(|_| round(next())).collect())
+                .collect()
+        };
+        let keys = rows(&mut next);
+        let values = rows(&mut next);
+        (keys, values, next)
+    }
+
+    /// The cache's key layout: blocks of [`KEY_BLOCK`] positions, transposed.
+    fn blocked<T: Copy + Default>(keys: &[Vec<T>]) -> Vec<T> {
+        let hd = keys[0].len();
+        let mut out = vec![T::default(); keys.len() * hd];
+        for (p, k) in keys.iter().enumerate() {
+            for (d, k) in k.iter().enumerate() {
+                out[((p / KEY_BLOCK) * hd + d) * KEY_BLOCK + p % KEY_BLOCK] = *k;
+            }
+        }
+        out
+    }
+
     #[test]
     fn matches_plain_attention_at_every_offset() {
         let hd = 64;
@@ -270,31 +641,9 @@ pub(super) mod tests {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        let mut next = noise(7, 4.0);
-        let positions = 3 * CHUNK;
-        let keys: Vec<Vec<f32>> = (0..positions)
-            .map(|_| (0..hd).map(|_| next()).collect())
-            .collect();
-        let values: Vec<Vec<f32>> = (0..positions)
-            .map(|_| (0..hd).map(|_| next()).collect())
-            .collect();
-        // The cache's layouts: blocks of keys transposed, values a position per row.
-        let mut blocked = vec![0.0; positions * hd];
-        for (p, k) in keys.iter().enumerate() {
-            for (d, k) in k.iter().enumerate() {
-                blocked[((p / KEY_BLOCK) * hd + d) * KEY_BLOCK + p % KEY_BLOCK] = *k;
-            }
-        }
-        let rows_flat: Vec<f32> = values.concat();
-        for (first, rows) in [
-            (0, 1),
-            (0, 7),
-            (0, 64),
-            (5, 13),
-            (63, 2),
-            (70, 50),
-            (100, 92),
-        ] {
+        let (keys, values, mut next) = operands(|x| x);
+        let (blocked, rows_flat) = (blocked(&keys), values.concat());
+        for (first, rows) in CASES {
             let q: Vec<f32> = (0..rows * hd).map(|_| next()).collect();
             let mut got = vec![0.0; q.len()];
             attend(&q, &blocked, &rows_flat, hd, first, &mut got);
@@ -302,6 +651,61 @@ pub(super) mod tests {
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() < 1e-4,
+                    "first {first}, rows {rows}, at {i}: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    /// The bf16 kernel, fed the cache's f16 keys and values through [`pair_keys`] and
+    /// [`pair_values`], against plain attention on the same operands rounded to bf16:
+    /// what is left is the powers' rounding to bf16 (a part in 512 of each weight),
+    /// within 1% of the values' reach of ±2. The pairs themselves are checked word by
+    /// word.
+    #[test]
+    fn bf16_pairs_match_plain_attention_on_rounded_operands() {
+        use half::{bf16, f16};
+        let hd = 64;
+        if !bf16_available(hd) {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        let to_bf16 = |x: f32| bf16::from_f32(f16::from_f32(x).to_f32()).to_f32();
+        let (keys, values, mut next) = operands(|x| x);
+        let halves = |rows: &[Vec<f32>]| -> Vec<Vec<f16>> {
+            rows.iter()
+                .map(|r| r.iter().map(|&x| f16::from_f32(x)).collect())
+                .collect()
+        };
+        let mut paired_keys = vec![0u16; keys.len() * hd];
+        pair_keys(&blocked(&halves(&keys)), &mut paired_keys);
+        let mut paired_values = vec![0u16; values.len() * hd];
+        pair_values(&halves(&values).concat(), &mut paired_values);
+        let word = |x: f32| bf16::from_f32(f16::from_f32(x).to_f32()).to_bits();
+        for (p, d) in [(0, 0), (1, 0), (0, 1), (17, 63), (100, 33), (191, 62)] {
+            let (block, i) = (p / KEY_BLOCK, p % KEY_BLOCK);
+            let k = paired_keys[((block * hd / 2 + d / 2) * KEY_BLOCK + i) * 2 + d % 2];
+            assert_eq!(k, word(keys[p][d]), "key {p} {d}");
+            assert_eq!(
+                paired_values[(p / 2 * hd + d) * 2 + p % 2],
+                word(values[p][d])
+            );
+        }
+        let round = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            rows.iter()
+                .map(|r| r.iter().map(|&x| to_bf16(x)).collect())
+                .collect()
+        };
+        let (keys, values) = (round(&keys), round(&values));
+        for (first, rows) in CASES {
+            let q: Vec<f32> = (0..rows * hd).map(|_| next()).collect();
+            let mut got = vec![0.0; q.len()];
+            attend_bf16(&q, &paired_keys, &paired_values, hd, first, &mut got);
+            let rounded: Vec<f32> = q.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
+            let want = reference(&rounded, &keys, &values, first);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < 0.02,
                     "first {first}, rows {rows}, at {i}: {g} vs {w}"
                 );
             }
