@@ -570,14 +570,22 @@ impl KvCache {
         (keys, values)
     }
 
+    /// Where head `g` starts in `keys` and `values`, how many of its keys hold positions
+    /// `..total` (whole key blocks), and how many values a one-pass kernel reads for
+    /// them (whole chunks of [`flash::CHUNK`]).
+    fn chunked(&self, g: usize, total: usize) -> (usize, usize, usize) {
+        let hd = self.hd;
+        let stored = total.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd;
+        let padded = total.div_ceil(flash::CHUNK) * flash::CHUNK * hd;
+        (g * self.positions * hd, stored, padded)
+    }
+
     /// Keys of head `g` at positions `..total` in their blocks and values a position
     /// per row, widened to f32 and padded with zeros to whole chunks of
     /// [`flash::attend`].
     fn widened_blocks(&self, g: usize, total: usize) -> (Vec<f32>, Vec<f32>) {
         let hd = self.hd;
-        let stored = total.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd;
-        let padded = total.div_ceil(flash::CHUNK) * flash::CHUNK * hd;
-        let at = g * self.positions * hd;
+        let (at, stored, padded) = self.chunked(g, total);
         let mut keys = vec![0.0; padded];
         self.keys[at..at + stored].convert_to_f32_slice(&mut keys[..stored]);
         let mut values = vec![0.0; padded];
@@ -590,9 +598,7 @@ impl KvCache {
     /// reads them, padded with zeros to whole chunks.
     fn paired_blocks(&self, g: usize, total: usize) -> (Vec<u16>, Vec<u16>) {
         let hd = self.hd;
-        let stored = total.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd;
-        let padded = total.div_ceil(flash::CHUNK) * flash::CHUNK * hd;
-        let at = g * self.positions * hd;
+        let (at, stored, padded) = self.chunked(g, total);
         let mut keys = vec![0; padded];
         flash::pair_keys(&self.keys[at..at + stored], &mut keys[..stored]);
         let mut values = vec![0; padded];
