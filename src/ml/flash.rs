@@ -121,6 +121,32 @@ pub(super) fn bf16_available(hd: usize) -> bool {
     }
 }
 
+/// Whether [`attend_bf16`] is the faster kernel on this CPU, not only one it runs.
+/// AMD's Zen 4 issues `vdpbf16ps` at the rate of its 512-bit FMAs, so pairs double
+/// the multiply-adds a cycle (a 1,024-token prompt's attention took 131–134 ms against
+/// 211–241 in f32). Intel's cores issue it at half the rate of their two FMA pipes
+/// (4.1–4.3 against 8.3 G a second a core on a Sapphire Rapids–kind Xeon), so pairs
+/// multiply no faster there and their conversions cost (270–310 against 167–193 ms).
+pub(super) fn bf16_pays(hd: usize) -> bool {
+    bf16_available(hd) && amd()
+}
+
+/// Whether the CPU is AMD's (CPUID leaf 0's vendor string).
+fn amd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID leaf 0 is present on every x86-64 CPU.
+        #[allow(unused_unsafe)]
+        let id = unsafe { std::arch::x86_64::__cpuid(0) };
+        let vendor = [id.ebx, id.edx, id.ecx].map(u32::to_le_bytes).concat();
+        vendor == b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Keys of one head, from the cache's f16 blocks (`[block][dim][position in block]`)
 /// into the pairs [`attend_bf16`] reads: `[block][dim / 2][position in block][dim % 2]`
 /// in bf16 (rounded to nearest, ties to even). `src` and `dst` hold the same whole
@@ -190,7 +216,7 @@ pub(super) fn attend_bf16(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{CHUNK, KEY_BLOCK, TILE};
@@ -205,7 +231,7 @@ mod avx512 {
     /// below -87 give about 1.6e-38, so masked lanes must be zeroed after.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn exp(x: __m512) -> __m512 {
+    pub(in crate::ml) fn exp(x: __m512) -> __m512 {
         // The constant first: where a lane is NaN, the second operand (the NaN) is kept,
         // so a NaN shows in the output as the scalar `exp` lets it.
         let x = _mm512_max_ps(
@@ -225,7 +251,7 @@ mod avx512 {
     /// The largest of `x`'s lanes, in every lane, without leaving the vector unit.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn lanes_max(x: __m512) -> __m512 {
+    pub(in crate::ml) fn lanes_max(x: __m512) -> __m512 {
         // Halves of 256 bits, then quarters of 128, then pairs, then neighbours.
         let x = _mm512_max_ps(x, _mm512_shuffle_f32x4::<0b01_00_11_10>(x, x));
         let x = _mm512_max_ps(x, _mm512_shuffle_f32x4::<0b10_11_00_01>(x, x));
@@ -657,11 +683,11 @@ pub(super) mod tests {
         }
     }
 
-    /// The bf16 kernel, fed the cache's f16 keys and values through [`pair_keys`] and
-    /// [`pair_values`], against plain attention on the same operands rounded to bf16:
-    /// what is left is the powers' rounding to bf16 (a part in 512 of each weight),
-    /// within 1% of the values' reach of ±2. The pairs themselves are checked word by
-    /// word.
+    /// The bf16 kernels (pairs, and AMX tiles where the CPU has them), fed the cache's
+    /// f16 keys and values through [`pair_keys`] and [`pair_values`], against plain
+    /// attention on the same operands rounded to bf16: what is left is the powers'
+    /// rounding to bf16 (a part in 512 of each weight), within 1% of the values' reach
+    /// of ±2. The pairs themselves are checked word by word.
     #[test]
     fn bf16_pairs_match_plain_attention_on_rounded_operands() {
         use half::{bf16, f16};
@@ -697,16 +723,26 @@ pub(super) mod tests {
                 .collect()
         };
         let (keys, values) = (round(&keys), round(&values));
-        for (first, rows) in CASES {
+        type Kernel = fn(&[f32], &[u16], &[u16], usize, &mut [f32]);
+        let mut kernels: Vec<(&str, Kernel)> = vec![("pairs", |q, k, v, first, out| {
+            attend_bf16(q, k, v, 64, first, out)
+        })];
+        if super::super::amx::available() {
+            kernels.push(("AMX tiles", super::super::amx::attend));
+        }
+        for ((name, kernel), (first, rows)) in kernels
+            .iter()
+            .flat_map(|k| CASES.iter().map(move |&c| (k, c)))
+        {
             let q: Vec<f32> = (0..rows * hd).map(|_| next()).collect();
             let mut got = vec![0.0; q.len()];
-            attend_bf16(&q, &paired_keys, &paired_values, hd, first, &mut got);
+            kernel(&q, &paired_keys, &paired_values, first, &mut got);
             let rounded: Vec<f32> = q.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
             let want = reference(&rounded, &keys, &values, first);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() < 0.02,
-                    "first {first}, rows {rows}, at {i}: {g} vs {w}"
+                    "{name}: first {first}, rows {rows}, at {i}: {g} vs {w}"
                 );
             }
         }

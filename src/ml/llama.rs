@@ -35,6 +35,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::amx;
 use super::flash;
 use super::gemm::{View, matmul};
 use super::nibbles::Kind;
@@ -85,10 +86,18 @@ macro_rules! weight_types {
                 }
             }
 
-            /// `out[m × n] = x[m × k] · selfᵀ` with candle's quantized kernels.
-            fn product(&self, dims: (usize, usize, usize), x: &[f32], out: &mut [f32]) -> Result<()> {
+            /// `out[m × n] = x[m × k] · selfᵀ` with candle's quantized kernels, or ragbox's
+            /// for panels (in bf16 where `bf16` allows it and the CPU has AMX).
+            fn product(
+                &self,
+                dims: (usize, usize, usize),
+                x: &[f32],
+                out: &mut [f32],
+                bf16: bool,
+            ) -> Result<()> {
                 match self {
                     $(Self::$kind(b) => k_quants::matmul(dims, x, b, out),)*
+                    Self::Panels(b) if bf16 => b.product_bf16(x, dims.0, out).map_err(error),
                     Self::Panels(b) => b.product(x, dims.0, out).map_err(error),
                 }
             }
@@ -209,7 +218,8 @@ impl Matrix {
     /// `out[m × rows] = x[m × cols] · selfᵀ`: the quantized kernel for a few rows, the
     /// f32 gemm over dequantized tiles of weights from [`DENSE_ROWS`] rows on, but for
     /// panels on a CPU with their SIMD kernels, which serve any number of rows.
-    fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+    /// With `bf16`, panels may round both operands to bf16 (see [`Panels::product_bf16`]).
+    fn forward(&self, x: &[f32], m: usize, out: &mut [f32], bf16: bool) -> Result<()> {
         let (n, k) = (self.rows, self.cols);
         if x.len() != m * k || out.len() != m * n {
             return Err(error(format!(
@@ -219,7 +229,7 @@ impl Matrix {
             )));
         }
         if m < DENSE_ROWS || (matches!(self.blocks, Blocks::Panels(_)) && panels::available()) {
-            return self.blocks.product((m, k, n), x, out);
+            return self.blocks.product((m, k, n), x, out, bf16);
         }
         // Tiles of weight rows, each dequantized into a buffer that stays in cache and
         // multiplied there; the tiles spread over rayon's threads.
@@ -315,12 +325,14 @@ pub struct Llama {
     cos: Vec<f32>,
     sin: Vec<f32>,
     context: usize,
-    /// Whether a prompt's attention runs in bf16 pairs ([`flash::attend_bf16`]): on
-    /// CPUs with AVX-512 BF16, for 4-bit weights, whose own rounding is far coarser.
-    /// f32 weights keep f32 attention.
-    bf16_attention: bool,
-    /// The context (positions before a prompt's end) from which its attention runs in
-    /// bf16 where it may: [`BF16_FROM`], but for tests.
+    /// The kernel a long prompt's attention runs on: [`Attention::fastest`] for 4-bit
+    /// weights, whose own rounding is far coarser than bf16's; f32 weights keep f32.
+    long_attention: Attention,
+    /// Whether a long prompt's 4-bit products run in bf16 on AMX tiles
+    /// ([`Panels::product_bf16`]): on CPUs that have them, for 4-bit weights.
+    bf16_products: bool,
+    /// The context (positions before a prompt's end) from which a prompt runs in bf16
+    /// where it may: [`BF16_FROM`], but for tests.
     bf16_from: usize,
     buffers: Buffers,
 }
@@ -373,12 +385,7 @@ impl Llama {
         let angles: Vec<f32> = (0..context)
             .flat_map(|p| inverse.iter().map(move |f| p as f32 * f))
             .collect();
-        let bf16_attention = flash::bf16_available(shape.head_dim)
-            && layers.iter().all(|l| {
-                [&l.qkv, &l.output, &l.gate_up, &l.down]
-                    .iter()
-                    .all(|m| matches!(m.blocks, Blocks::Panels(_)))
-            });
+        let four_bits = four_bits(&layers);
         Ok(Self {
             shape,
             embeddings,
@@ -388,17 +395,26 @@ impl Llama {
             cos: angles.iter().map(|a| a.cos()).collect(),
             sin: angles.iter().map(|a| a.sin()).collect(),
             context,
-            bf16_attention,
+            long_attention: if four_bits {
+                Attention::fastest(shape.head_dim)
+            } else {
+                Attention::F32
+            },
+            bf16_products: four_bits && amx::available(),
             bf16_from: BF16_FROM,
             buffers: Buffers::default(),
         })
     }
 
-    /// Lets prompts attend in bf16 (where this CPU and the weights allow) from a
-    /// context of `positions` on, so that short test prompts reach the bf16 kernel.
+    /// Lets prompts run in bf16 (where this CPU and the weights allow) from a context
+    /// of `positions` on, their attention on `attention` (which this CPU must run), so
+    /// that short test prompts reach each kernel.
     #[cfg(test)]
-    pub(crate) fn attend_in_bf16_from(&mut self, positions: usize) {
+    pub(crate) fn run_in_bf16_from(&mut self, positions: usize, attention: Attention) {
         self.bf16_from = positions;
+        if four_bits(&self.layers) {
+            self.long_attention = attention;
+        }
     }
 
     /// Runs `ids` at positions `position..`, whose keys and values join the cache (the
@@ -429,6 +445,8 @@ impl Llama {
         for (row, &id) in x.chunks_exact_mut(hidden).zip(ids) {
             self.embeddings.row(id as usize, row)?;
         }
+        let long = position + rows >= self.bf16_from;
+        let bf16 = self.bf16_products && long;
         let layers = self.layers.len();
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let h = sized(h, rows * hidden);
@@ -437,7 +455,7 @@ impl Llama {
                 rms_norm_rows(x, &layer.attn_norm, eps, h);
             });
             let qkv = sized(qkv, rows * qkv_width);
-            layer.qkv.forward(h, rows, qkv)?;
+            layer.qkv.forward(h, rows, qkv, bf16)?;
             for (r, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
                 let p = position + r;
                 let angles = p * hd / 2..(p + 1) * hd / 2;
@@ -465,12 +483,16 @@ impl Llama {
                 let q = &qkv[(ids.len() - 1) * qkv_width..][..q_width];
                 attend_one(&s, q, cache, total, attended);
             } else if flash::available(hd) {
-                let bf16 = self.bf16_attention && position + rows >= self.bf16_from;
-                attend_flash(&s, qkv, cache, position, rows, attended, bf16);
+                let kernel = if long {
+                    self.long_attention
+                } else {
+                    Attention::F32
+                };
+                attend_flash(&s, qkv, cache, position, rows, attended, kernel);
             } else {
                 attend_rows(&s, qkv, cache, position, rows, attended)?;
             }
-            layer.output.forward(attended, rows, h)?;
+            layer.output.forward(attended, rows, h, bf16)?;
             add(x, h);
 
             on_row_blocks(h, hidden, |first, h| {
@@ -479,7 +501,7 @@ impl Llama {
             });
             let ff = layer.down.cols;
             let ffn = sized(ffn, rows * 2 * ff);
-            layer.gate_up.forward(h, rows, ffn)?;
+            layer.gate_up.forward(h, rows, ffn, bf16)?;
             let act = sized(act, rows * ff);
             let ffn = &*ffn;
             on_row_blocks(act, ff, |first, act| {
@@ -491,23 +513,33 @@ impl Llama {
                     }
                 }
             });
-            layer.down.forward(act, rows, h)?;
+            layer.down.forward(act, rows, h, bf16)?;
             add(x, h);
         }
         let h = sized(h, hidden);
         rms_norm_rows(&x[(rows - 1) * hidden..], &self.norm, eps, h);
         let output = self.output.as_ref().unwrap_or(&self.embeddings);
         let mut logits = vec![0.0; output.rows];
-        output.forward(h, 1, &mut logits)?;
+        output.forward(h, 1, &mut logits, false)?;
         Tensor::from_vec(logits, output.rows, &Device::Cpu)
     }
 }
 
-/// The context from which a prompt's attention may run in bf16. Attention grows with
-/// the square of the context and the products only with it, so below this it is a few
-/// percent of a prompt (about 8% at 512 positions for SmolLM2, 17% at 1,024), and bf16
-/// would save next to nothing there; short prompts keep f32's numbers, and with them
-/// the greedy answers f32 gives (bf16's rounding can tip a near tie between tokens).
+/// Whether every layer's matrices are 4-bit panels.
+fn four_bits(layers: &[Layer]) -> bool {
+    layers.iter().all(|l| {
+        [&l.qkv, &l.output, &l.gate_up, &l.down]
+            .iter()
+            .all(|m| matches!(m.blocks, Blocks::Panels(_)))
+    })
+}
+
+/// The context from which a prompt may run in bf16 (its attention, and on AMX its
+/// products). Attention grows with the square of the context, so below this it is a
+/// few percent of a prompt (about 8% at 512 positions for SmolLM2, 17% at 1,024) and
+/// bf16 saves little there; short prompts keep the numbers, and with them the greedy
+/// answers, of f32 attention and 8-bit inputs (bf16's rounding can tip a near tie
+/// between tokens).
 const BF16_FROM: usize = 512;
 
 /// Positions whose keys are stored together, dimension by dimension.
@@ -861,7 +893,7 @@ fn attend_flash(
     position: usize,
     rows: usize,
     out: &mut [f32],
-    bf16: bool,
+    kernel: Attention,
 ) {
     let hd = s.head_dim;
     let rep = s.heads / s.kv_heads;
@@ -875,7 +907,7 @@ fn attend_flash(
         })
         .collect();
     pool::for_each(&mut heads, |g, head| {
-        *head = if bf16 {
+        *head = if kernel != Attention::F32 {
             let (keys, values) = cache.paired_blocks(g, total);
             Operands::Bf16 { keys, values }
         } else {
@@ -884,7 +916,11 @@ fn attend_flash(
         }
     });
     // (query head, first row, rows) of each block, the latest rows first.
-    let mut jobs = row_blocks(s.heads, rows, FLASH_ROWS);
+    let block = match kernel {
+        Attention::AmxTiles => amx::ROWS,
+        _ => FLASH_ROWS,
+    };
+    let mut jobs = row_blocks(s.heads, rows, block);
     jobs.sort_by_key(|&(h, start, _)| (std::cmp::Reverse(start), h));
     let mut parts: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
     pool::for_each(&mut parts, |j, part| {
@@ -900,6 +936,9 @@ fn attend_flash(
         let first = position + start;
         match &heads[h / rep] {
             Operands::F32 { keys, values } => flash::attend(&q, keys, values, hd, first, part),
+            Operands::Bf16 { keys, values } if kernel == Attention::AmxTiles => {
+                amx::attend(&q, keys, values, first, part);
+            }
             Operands::Bf16 { keys, values } => {
                 flash::attend_bf16(&q, keys, values, hd, first, part);
             }
@@ -914,12 +953,50 @@ fn attend_flash(
     }
 }
 
-/// One key/value head's keys and values as a one-pass kernel reads them.
+/// One key/value head's keys and values as a prompt's attention kernel reads them.
 enum Operands {
     /// For [`flash::attend`].
     F32 { keys: Vec<f32>, values: Vec<f32> },
-    /// For [`flash::attend_bf16`].
+    /// For [`flash::attend_bf16`] and [`amx::attend`].
     Bf16 { keys: Vec<u16>, values: Vec<u16> },
+}
+
+/// The kernels of a prompt's attention on CPUs with AVX-512.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attention {
+    /// [`flash::attend`]: one pass in f32.
+    F32,
+    /// [`flash::attend_bf16`]: one pass in bf16 pairs.
+    Bf16Pairs,
+    /// [`amx::attend`]: scores and sums on AMX tiles in bf16, the softmax between.
+    AmxTiles,
+}
+
+impl Attention {
+    /// The fastest kernel this CPU runs for heads of `hd`: AMX tiles where it has
+    /// them, bf16 pairs where those are faster than f32 ([`flash::bf16_pays`]).
+    fn fastest(hd: usize) -> Self {
+        if hd == 64 && amx::available() {
+            Attention::AmxTiles
+        } else if flash::bf16_pays(hd) {
+            Attention::Bf16Pairs
+        } else {
+            Attention::F32
+        }
+    }
+
+    /// The bf16 kernels this CPU runs for heads of `hd`.
+    #[cfg(test)]
+    fn runnable(hd: usize) -> Vec<Self> {
+        let mut kernels = Vec::new();
+        if flash::bf16_available(hd) {
+            kernels.push(Attention::Bf16Pairs);
+        }
+        if hd == 64 && amx::available() {
+            kernels.push(Attention::AmxTiles);
+        }
+        kernels
+    }
 }
 
 /// Rotates each head of `x` by the angles of its position, pairs interleaved.
@@ -1023,20 +1100,20 @@ mod tests {
             }
             let mut want = vec![0.0; rows * s.heads * hd];
             attend_rows(&s, &qkv, &cache, position, rows, &mut want).unwrap();
-            // f32 within its sums' order; bf16 within 2% of the values' reach of ±3
-            // (its scores are rounded to about a hundredth here).
-            for (bf16, bound) in [(false, 1e-4), (true, 0.06)] {
-                if bf16 && !flash::bf16_available(hd) {
-                    continue;
-                }
+            // f32 within its sums' order; the bf16 kernels within 2% of the values'
+            // reach of ±3 (their scores are rounded to about a hundredth here).
+            let kernels = [(Attention::F32, 1e-4)]
+                .into_iter()
+                .chain(Attention::runnable(hd).into_iter().map(|k| (k, 0.06)));
+            for (kernel, bound) in kernels {
                 let mut got = vec![0.0; want.len()];
-                attend_flash(&s, &qkv, &cache, position, rows, &mut got, bf16);
+                attend_flash(&s, &qkv, &cache, position, rows, &mut got, kernel);
                 let worst = want
                     .iter()
                     .zip(&got)
                     .map(|(w, g)| (w - g).abs())
                     .fold(0.0f32, f32::max);
-                assert!(worst < bound, "bf16 {bf16}, at {position}+{rows}: {worst}");
+                assert!(worst < bound, "{kernel:?}, at {position}+{rows}: {worst}");
             }
         }
     }
@@ -1082,7 +1159,7 @@ mod tests {
             for m in [3, DENSE_ROWS + 21] {
                 let x: Vec<f32> = (0..m * k).map(|i| ((i % 7) as f32 - 3.0) / 4.0).collect();
                 let mut got = vec![0.0; m * n];
-                matrix.forward(&x, m, &mut got).unwrap();
+                matrix.forward(&x, m, &mut got, false).unwrap();
                 for r in 0..m {
                     for c in 0..n {
                         let want: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum();
@@ -1098,7 +1175,7 @@ mod tests {
         }
         let mut wrong = vec![0.0; 5];
         assert!(
-            fused.forward(&row, 1, &mut wrong).is_err(),
+            fused.forward(&row, 1, &mut wrong, false).is_err(),
             "output size is checked"
         );
     }
@@ -1177,21 +1254,23 @@ mod tests {
 
     /// The script through this llama over `gguf`, its matrices stored as `weights`.
     fn our_logits(gguf: &[u8], weights: WeightType) -> Vec<(String, Tensor)> {
-        our_logits_from(gguf, weights, BF16_FROM)
+        our_logits_from(gguf, weights, None)
     }
 
-    /// [`our_logits`], prompts attending in bf16 from a context of `bf16_from` on
-    /// (where the CPU and the weights allow).
+    /// [`our_logits`]; with `attention`, every prompt runs in bf16 (where the CPU and
+    /// the weights allow), its attention on that kernel.
     fn our_logits_from(
         gguf: &[u8],
         weights: WeightType,
-        bf16_from: usize,
+        attention: Option<Attention>,
     ) -> Vec<(String, Tensor)> {
         let mut buffer = Cursor::new(gguf);
         let content = gguf_file::Content::read(&mut buffer).unwrap();
         let mut model =
             crate::ml::generator::load_weights(content, &mut buffer, weights, 512).unwrap();
-        model.attend_in_bf16_from(bf16_from);
+        if let Some(attention) = attention {
+            model.run_in_bf16_from(0, attention);
+        }
         script(|ids, position| model.forward(ids, position).unwrap())
     }
 
@@ -1247,14 +1326,18 @@ mod tests {
     fn four_bits_as_close_as_candles(quantized: &[u8]) {
         let exact = reference_logits(&rewrite(quantized, widened));
         let (candle_diff, candle_gap, candle_mean) = worst(&exact, &reference_logits(quantized));
-        // The script's prompts are short, so they attend in f32 unless told otherwise;
-        // the second run sends every prompt through bf16 (on CPUs that have it).
-        for bf16_from in [BF16_FROM, 0] {
-            let ours = our_logits_from(quantized, WeightType::Original, bf16_from);
+        // The script's prompts are short, so they run without bf16 unless told
+        // otherwise; the later runs send every prompt through bf16, once for each bf16
+        // attention kernel this CPU runs (faster here or not), the 139-row prompt's
+        // products on AMX tiles where the CPU has them.
+        let hd = 64;
+        let runs = std::iter::once(None).chain(Attention::runnable(hd).into_iter().map(Some));
+        for attention in runs {
+            let ours = our_logits_from(quantized, WeightType::Original, attention);
             let (diff, gap, mean) = worst(&exact, &ours);
             assert!(
                 diff < candle_diff.max(0.06) && mean <= 1.25 * candle_mean && gap <= 0.02,
-                "ragbox (bf16 from {bf16_from}): differ by {diff} at worst, {mean} on average, \
+                "ragbox (bf16: {attention:?}): differ by {diff} at worst, {mean} on average, \
                  pick short by {gap}; candle's kernel: {candle_diff}, {candle_mean}, {candle_gap}"
             );
         }

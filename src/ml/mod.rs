@@ -1,6 +1,7 @@
 //! Models, each on its own thread fed by a bounded queue: the runtime never blocks on
 //! a forward pass.
 
+mod amx;
 pub mod bert;
 pub mod embedder;
 mod flash;

@@ -27,6 +27,7 @@
 
 use half::f16;
 
+use super::amx;
 use super::nibbles::{BLOCK, Input, Kind, Q4_0_OFFSET};
 
 /// Weight rows of a panel: one 512-bit vector of 32-bit sums.
@@ -231,6 +232,67 @@ impl Panels {
         Ok(())
     }
 
+    /// [`Self::product`], but with both operands rounded to bf16 and summed on AMX
+    /// tiles (see [`amx`]) where this CPU has them and the input has at least
+    /// [`amx::MIN_ROWS`] rows; otherwise [`Self::product`] itself.
+    pub(super) fn product_bf16(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<(), String> {
+        let (n, k, nb) = (self.rows, self.cols, self.per_row());
+        if m < amx::MIN_ROWS || !amx::available() {
+            return self.product(x, m, out);
+        }
+        if x.len() != m * k || out.len() != m * n {
+            return Err(format!(
+                "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
+                x.len(),
+                out.len()
+            ));
+        }
+        ROUNDED.with_borrow_mut(|rounded| {
+            amx::round_rows(x, m, k, rounded);
+            let rounded = &*rounded;
+            let out = Output::new(out);
+            let panels = self.panels();
+            let pairs = panels.div_ceil(TILE_PANELS);
+            candle_core::utils::barrier_pool().execute_chunked(pairs, |range| {
+                WIDENED.with_borrow_mut(|widened| {
+                    widened.resize(TILE_PANELS * nb * amx::BLOCK_VALUES, 0);
+                    for pair in range {
+                        let first = pair * TILE_PANELS;
+                        let count = TILE_PANELS.min(panels - first);
+                        let parts: Vec<&mut [u16]> = widened
+                            .chunks_exact_mut(nb * amx::BLOCK_VALUES)
+                            .take(count)
+                            .collect();
+                        for (p, part) in parts.into_iter().enumerate() {
+                            let at = (first + p) * nb;
+                            let offsets = match self.kind {
+                                Kind::Q4_0 => amx::Offsets::Scaled(Q4_0_OFFSET),
+                                Kind::Q4_1 => amx::Offsets::Given(&self.offsets[at * LANES..]),
+                            };
+                            amx::widen_panel(
+                                &self.packed[at * BLOCK_BYTES..],
+                                &self.scales[at * LANES..],
+                                offsets,
+                                nb,
+                                part,
+                            );
+                        }
+                        let b: Vec<&[u16]> = widened
+                            .chunks_exact(nb * amx::BLOCK_VALUES)
+                            .take(count)
+                            .collect();
+                        let cols = (n - first * LANES).min(count * LANES);
+                        let target = out.columns(n, first * LANES, cols);
+                        // SAFETY: the pool gives each pair of panels, and with it these
+                        // columns of every output row, to one worker.
+                        unsafe { amx::product(rounded, m, k, &b, &target) };
+                    }
+                });
+            });
+        });
+        Ok(())
+    }
+
     /// Panics unless `tile` lies inside the weights, the input `x` and `out`, as the
     /// kernels' loads and stores need.
     fn check(&self, x: &Input, tile: &Tile, out: &Output<'_>) {
@@ -295,6 +357,10 @@ impl Panels {
 thread_local! {
     /// The input of a product, rounded, on the thread that calls it.
     static INPUT: std::cell::RefCell<Input> = std::cell::RefCell::default();
+    /// The input of a bf16 product, rounded, on the thread that calls it.
+    static ROUNDED: std::cell::RefCell<Vec<u16>> = std::cell::RefCell::default();
+    /// A pair of panels widened to bf16, on each worker of the pool.
+    static WIDENED: std::cell::RefCell<Vec<u16>> = std::cell::RefCell::default();
 }
 
 /// Input rows `first_row..first_row + rows` times panels
@@ -322,6 +388,17 @@ impl<'a> Output<'a> {
             ptr: out.as_mut_ptr(),
             len: out.len(),
             _out: std::marker::PhantomData,
+        }
+    }
+
+    /// Columns `first..first + cols` of the output's rows of `n`, for the AMX kernel.
+    fn columns(&self, n: usize, first: usize, cols: usize) -> amx::Target {
+        amx::Target {
+            out: self.ptr,
+            len: self.len,
+            n,
+            first,
+            cols,
         }
     }
 
@@ -627,6 +704,49 @@ mod tests {
             check_product(&format!("{kind:?}"), &weights, (n, k), &ms, |x, m, out| {
                 panels.product(x, m, out)
             });
+        }
+    }
+
+    /// On AMX, the bf16 product gives the sums of the bf16-rounded input and weights
+    /// (within f32's summation), for both types, three panels (a pair and one, the last
+    /// partial) and four (two pairs), and row counts on and off the tiles' 32.
+    #[test]
+    fn the_bf16_product_sums_the_rounded_operands() {
+        if !amx::available() {
+            eprintln!("skipped: this CPU or process cannot use AMX tiles");
+            return;
+        }
+        let bf16 = |v: f32| f64::from(half::bf16::from_f32(v).to_f32());
+        for ((dtype, kind), n) in KINDS.into_iter().flat_map(|t| [(t, 40), (t, 64)]) {
+            let k = 32 * 5;
+            let (weights, q) = ggml(dtype, n, k, 3);
+            let panels = Panels::from_ggml(kind, n, k, &q.data().unwrap()).unwrap();
+            for m in [amx::MIN_ROWS, amx::MIN_ROWS + 13] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+                    .collect();
+                let mut out = vec![f32::NAN; m * n];
+                panels.product_bf16(&x, m, &mut out).unwrap();
+                for (i, &got) in out.iter().enumerate() {
+                    let (r, c) = (i / n, i % n);
+                    let want: f64 = (0..k)
+                        .map(|j| bf16(x[r * k + j]) * bf16(weights[c * k + j]))
+                        .sum();
+                    assert!(
+                        (f64::from(got) - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{kind:?} {n} {m} [{r}, {c}]: {got} vs {want}"
+                    );
+                }
+                // Rounding the operands moves the product little from the 8-bit one.
+                let mut eight = vec![f32::NAN; m * n];
+                panels.product(&x, m, &mut eight).unwrap();
+                let top = eight.iter().fold(0f32, |t, v| t.max(v.abs()));
+                let off = out
+                    .iter()
+                    .zip(&eight)
+                    .fold(0f32, |t, (a, b)| t.max((a - b).abs()));
+                assert!(off <= 0.02 * top, "{kind:?} {n} {m}: {off} of {top}");
+            }
         }
     }
 
