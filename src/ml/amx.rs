@@ -73,7 +73,8 @@ pub(super) fn round_rows(x: &[f32], m: usize, k: usize, out: &mut Vec<u16>) {
         "{m} rows of {k}"
     );
     let rows = m.next_multiple_of(ROWS);
-    // Every value of rows below `m` is written below; only the padding is zeroed.
+    // `resize` zeroes only what it adds, and a reused buffer keeps old values: every
+    // value of rows below `m` is written below, and the padding rows are zeroed there.
     out.resize(rows * k, 0);
     let mut tiles: Vec<&mut [u16]> = out.chunks_exact_mut(TILE * k).collect();
     super::pool::for_each(&mut tiles, |t, tile| {
@@ -172,7 +173,9 @@ const KEYS: usize = 2 * TILE;
 /// positions `first..` over the keys and values at positions `..first + rows`, on AMX
 /// tiles: row `i` sees positions `..=first + i`. `keys` and `values` come paired as
 /// [`super::flash::attend_bf16`] reads them (`[block of 16][dim / 2][position][2]` and
-/// `[position / 2][dim][2]`, bf16), zero-padded to whole chunks of 32 positions or more.
+/// `[position / 2][dim][2]`, bf16), reaching whole chunks of 32 positions or more: the
+/// values zero past the last position, the keys as the cache holds them there (the
+/// softmax masks their scores).
 ///
 /// Each group of 32 rows scores its keys 32 at a time in four tiles (queries × pairs
 /// of dims against the keys' pairs), writes the scores to a buffer, takes each row's
@@ -468,8 +471,9 @@ mod x86 {
         }
     }
 
-    /// Sums of C tiles 0–3 (input rows `2·r + panel`'s tile) into `to` at `stride` bytes
-    /// a row: tile `2·half + panel` at row `16·half`, column `16·panel`.
+    /// Sums of C tiles 0–3 into `to` at `stride` bytes a row: tile `2·half + panel`,
+    /// which holds input rows `16·half..` times the panel's columns, at row `16·half`,
+    /// column `16·panel`.
     ///
     /// # Safety
     /// The tiles are configured, and `to` holds them at `stride`.

@@ -126,7 +126,7 @@ pub(super) fn bf16_available(hd: usize) -> bool {
 /// the multiply-adds a cycle (a 1,024-token prompt's attention took 131–134 ms against
 /// 211–241 in f32). Intel's cores issue it at half the rate of their two FMA pipes
 /// (4.1–4.3 against 8.3 G a second a core on a Sapphire Rapids–kind Xeon), so pairs
-/// multiply no faster there and their conversions cost (270–310 against 167–193 ms).
+/// multiply no faster there and their conversions cost (273–310 against 167–240 ms).
 pub(super) fn bf16_pays(hd: usize) -> bool {
     bf16_available(hd) && amd()
 }

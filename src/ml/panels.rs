@@ -379,7 +379,8 @@ struct Output<'a> {
     _out: std::marker::PhantomData<&'a mut [f32]>,
 }
 // SAFETY: `Output` borrows its slice mutably for its whole life, and the workers
-// write disjoint tiles (see `Panels::product`) through `write` and masked stores.
+// write disjoint tiles (see `Panels::product`) through `write` and masked stores, or
+// disjoint columns (see `Panels::product_bf16`) through the AMX kernel's `Target`.
 unsafe impl Sync for Output<'_> {}
 
 impl<'a> Output<'a> {
