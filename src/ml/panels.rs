@@ -196,14 +196,8 @@ impl Panels {
 
     /// `out[m × rows] = x[m × cols] · selfᵀ`, the input rounded to 8 bits per block.
     pub(super) fn product(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<(), String> {
-        let (n, k) = (self.rows, self.cols);
-        if x.len() != m * k || out.len() != m * n {
-            return Err(format!(
-                "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
-                x.len(),
-                out.len()
-            ));
-        }
+        let k = self.cols;
+        self.check_sizes(x, m, out)?;
         let kernel = Kernel::detect();
         INPUT.with_borrow_mut(|input| {
             input.quantize(x, m, k);
@@ -240,13 +234,7 @@ impl Panels {
         if m < amx::MIN_ROWS || !amx::available() {
             return self.product(x, m, out);
         }
-        if x.len() != m * k || out.len() != m * n {
-            return Err(format!(
-                "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
-                x.len(),
-                out.len()
-            ));
-        }
+        self.check_sizes(x, m, out)?;
         ROUNDED.with_borrow_mut(|rounded| {
             amx::round_rows(x, m, k, rounded);
             let rounded = &*rounded;
@@ -290,6 +278,20 @@ impl Panels {
                 });
             });
         });
+        Ok(())
+    }
+
+    /// Refuses an input `x` of other than `m` rows of `cols` values, or an `out` of other
+    /// than `m` rows of `rows` values.
+    fn check_sizes(&self, x: &[f32], m: usize, out: &[f32]) -> Result<(), String> {
+        let (n, k) = (self.rows, self.cols);
+        if x.len() != m * k || out.len() != m * n {
+            return Err(format!(
+                "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
+                x.len(),
+                out.len()
+            ));
+        }
         Ok(())
     }
 
@@ -856,5 +858,23 @@ mod tests {
         assert!(Panels::from_ggml(Kind::Q4_1, 1, 48, &[0; 20]).is_err());
         assert!(Panels::from_ggml(Kind::Q4_1, 1, 64, &[0; 20 * 3]).is_err());
         assert!(Panels::from_ggml(Kind::Q4_1, 1, 64, &[0; 20 * 2]).is_ok());
+    }
+
+    #[test]
+    fn both_products_refuse_inputs_and_outputs_of_the_wrong_size() {
+        // 3 weight rows of 64: 2 blocks of Q4_0 each.
+        let w = Panels::from_ggml(Kind::Q4_0, 3, 64, &[0; 18 * 6]).unwrap();
+        // 64 input rows, so the bf16 product would take its AMX path where it can.
+        let m = 64;
+        let (x, mut out) = (vec![0.0; m * 64], vec![0.0; m * 3]);
+        let short = vec![0.0; m * 64 - 1];
+        let mut long_out = vec![0.0; m * 3 + 1];
+        for product in [Panels::product, Panels::product_bf16] {
+            assert!(product(&w, &x, m, &mut out).is_ok());
+            let refused = product(&w, &short, m, &mut out).unwrap_err();
+            assert!(refused.contains("4095 inputs"), "{refused}");
+            let refused = product(&w, &x, m, &mut long_out).unwrap_err();
+            assert!(refused.contains("193 outputs"), "{refused}");
+        }
     }
 }
