@@ -96,6 +96,24 @@ pub struct Scratch {
     inputs: Inputs,
 }
 
+impl Scratch {
+    /// Lets go of buffers held for a batch more than four times the size of the next
+    /// one (a burst of long texts before short queries), so that they are not kept for
+    /// as long as the short batches go on. Batches of similar sizes reuse them.
+    fn fit(&mut self, values: usize) {
+        if self.x.capacity() > 4 * values.max(KEEP_ALWAYS) {
+            self.x = Vec::new();
+            self.qkv = Vec::new();
+            self.ctx = Vec::new();
+            self.inner = Vec::new();
+            self.inputs.rounded = Int8Rows::default();
+        }
+    }
+}
+
+/// Values of the hidden state (half a MB) below which the scratch is never let go.
+const KEEP_ALWAYS: usize = 1 << 17;
+
 /// What the dense layers keep of their inputs.
 #[derive(Default)]
 struct Inputs {
@@ -336,6 +354,7 @@ impl Encoder {
             })
             .collect();
 
+        scratch.fit(total * h);
         // Embeddings: word + position + token type 0, then layer norm.
         let Scratch {
             x,
@@ -522,6 +541,32 @@ fn gelu(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scratch_lets_a_burst_go_and_reuses_itself_for_like_batches() {
+        let mut scratch = Scratch::default();
+        // A full batch of long texts: 32 × 256 rows of 384.
+        let burst = 32 * 256 * 384;
+        sized(&mut scratch.x, burst);
+        sized(&mut scratch.inner, burst * 4);
+        scratch.fit(burst / 3);
+        assert!(
+            scratch.x.capacity() >= burst,
+            "a batch a third as large reuses it"
+        );
+        assert!(scratch.inner.capacity() >= burst * 4);
+        scratch.fit(burst / 5);
+        assert_eq!(
+            scratch.x.capacity(),
+            0,
+            "a batch a fifth as large lets it go"
+        );
+        assert_eq!(scratch.inner.capacity(), 0);
+        // Below the floor nothing is let go, however small the next batch.
+        sized(&mut scratch.x, KEEP_ALWAYS);
+        scratch.fit(1);
+        assert!(scratch.x.capacity() >= KEEP_ALWAYS);
+    }
 
     #[test]
     fn erf_matches_tables() {

@@ -64,6 +64,9 @@ const CALIBRATION: &[&str] = &[
 /// Ingestion requests that may wait for the model at once (each up to a batch).
 const BULK_QUEUE: usize = 4;
 
+/// How long the model thread waits for more work before it gives its memory back.
+const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Handle to the embedding model; cheap to clone.
 #[derive(Clone)]
 pub struct Embedder {
@@ -241,22 +244,34 @@ impl Embedder {
 
 impl Model {
     fn serve(mut self, mut rx: mpsc::Receiver<Request>, mut bulk: mpsc::Receiver<Request>) {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
             return;
         };
+        // Whether the scratch and the freed pages of the last burst are still held.
+        let mut holding = false;
         loop {
             // A waiting query always wins over a waiting ingestion batch.
             let next = runtime.block_on(async {
                 tokio::select! {
                     biased;
-                    Some(r) = rx.recv() => Some((r, true)),
-                    Some(r) = bulk.recv() => Some((r, false)),
+                    Some(r) = rx.recv() => Some(Some((r, true))),
+                    Some(r) = bulk.recv() => Some(Some((r, false))),
+                    () = tokio::time::sleep(RELEASE_AFTER), if holding => Some(None),
                     else => None,
                 }
             });
-            let Some((first, interactive)) = next else {
+            let Some(next) = next else {
                 return;
             };
+            let Some((first, interactive)) = next else {
+                self.release();
+                holding = false;
+                continue;
+            };
+            holding = true;
             // Merge whatever else of the same kind is waiting, up to a few batches' worth.
             let more = if interactive { &mut rx } else { &mut bulk };
             let mut requests = vec![first];
@@ -272,6 +287,15 @@ impl Model {
             }
             self.answer(requests, interactive);
         }
+    }
+
+    /// Hands the scratch of the last burst, and every page freed during it here and on
+    /// rayon's threads, back to the system: a burst of ingestion grows the scratch to a
+    /// full batch of the longest texts (about 110 MB for 32 texts of 256 tokens), which
+    /// a server going quiet should not keep.
+    fn release(&mut self) {
+        self.scratch = Scratch::default();
+        crate::memory::give_back_everywhere();
     }
 
     fn answer(&mut self, requests: Vec<Request>, interactive: bool) {
