@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(ragbox::startup::blocking_threads())
+        // Threads that go quiet or end give back what they freed (see `memory`).
+        .on_thread_park(ragbox::memory::give_back_when_parked)
+        .on_thread_stop(ragbox::memory::give_back)
         .build()
     {
         Ok(rt) => rt,

@@ -12,8 +12,10 @@
 //! return value and no preconditions.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ffi::{c_int, c_long};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc that `mimalloc` builds
 /// (v3): milliseconds before the free pages of a thread are returned (default 1000),
@@ -82,6 +84,33 @@ pub fn give_back() {
     unsafe { mi_collect(true) }
 }
 
+/// Least time between two [`give_back_when_parked`] walks of one thread's heap.
+const PARKED_EVERY: Duration = Duration::from_secs(1);
+
+/// For a runtime's worker as it parks (runs out of work): [`give_back`], at most once
+/// every [`PARKED_EVERY`] on each thread. Workers that served a burst and then went
+/// quiet return what the burst freed; under load, where workers park all the time,
+/// the walk runs at most once a second on each.
+pub fn give_back_when_parked() {
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    if LAST.with(|last| due(last, Instant::now())) {
+        give_back();
+    }
+}
+
+/// Whether a walk last made at `last` may run again at `now`; if so, `now` is the last.
+fn due(last: &Cell<Option<Instant>>, now: Instant) -> bool {
+    let due = last
+        .get()
+        .is_none_or(|t| now.saturating_duration_since(t) >= PARKED_EVERY);
+    if due {
+        last.set(Some(now));
+    }
+    due
+}
+
 /// [`give_back`] on the calling thread and on every thread of rayon's pool (which the
 /// models' kernels allocate on).
 pub fn give_back_everywhere() {
@@ -92,6 +121,28 @@ pub fn give_back_everywhere() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parked_thread_walks_its_heap_at_most_once_a_second() {
+        let last = Cell::new(None);
+        let start = Instant::now();
+        assert!(due(&last, start), "the first park walks");
+        assert!(!due(&last, start + Duration::from_millis(999)));
+        assert_eq!(
+            last.get(),
+            Some(start),
+            "a skipped park keeps the last walk"
+        );
+        assert!(due(&last, start + PARKED_EVERY));
+        assert!(!due(
+            &last,
+            start + PARKED_EVERY + Duration::from_millis(500)
+        ));
+        assert!(due(
+            &last,
+            start + 2 * PARKED_EVERY + Duration::from_millis(1)
+        ));
+    }
 
     #[test]
     fn the_option_index_is_the_purge_delay_and_the_guard_restores_it() {
