@@ -221,13 +221,7 @@ impl Matrix {
     /// With `bf16`, panels may round both operands to bf16 (see [`Panels::product_bf16`]).
     fn forward(&self, x: &[f32], m: usize, out: &mut [f32], bf16: bool) -> Result<()> {
         let (n, k) = (self.rows, self.cols);
-        if x.len() != m * k || out.len() != m * n {
-            return Err(error(format!(
-                "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
-                x.len(),
-                out.len()
-            )));
-        }
+        panels::check_sizes(x, m, k, out, n).map_err(error)?;
         if m < DENSE_ROWS || (matches!(self.blocks, Blocks::Panels(_)) && panels::available()) {
             return self.blocks.product((m, k, n), x, out, bf16);
         }

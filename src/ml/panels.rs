@@ -45,6 +45,25 @@ const TILE_PANELS: usize = 2;
 /// Input rows of one task of the pool.
 const TASK_ROWS: usize = 64;
 
+/// Refuses an input `x` of other than `m` rows of `k` values, or an `out` of other than
+/// `m` rows of `n` values, for the product of `x` and `n × k` weights.
+pub(super) fn check_sizes(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    out: &[f32],
+    n: usize,
+) -> Result<(), String> {
+    if x.len() != m * k || out.len() != m * n {
+        return Err(format!(
+            "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
+            x.len(),
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Whether this CPU runs one of the panels' SIMD kernels; where it does not, a prompt
 /// is better multiplied by the f32 gemm over dequantized weights.
 pub(super) fn available() -> bool {
@@ -281,18 +300,9 @@ impl Panels {
         Ok(())
     }
 
-    /// Refuses an input `x` of other than `m` rows of `cols` values, or an `out` of other
-    /// than `m` rows of `rows` values.
+    /// [`check_sizes`] for these weights.
     fn check_sizes(&self, x: &[f32], m: usize, out: &[f32]) -> Result<(), String> {
-        let (n, k) = (self.rows, self.cols);
-        if x.len() != m * k || out.len() != m * n {
-            return Err(format!(
-                "product of {m}×{k} input and {n}×{k} weights got {} inputs and {} outputs",
-                x.len(),
-                out.len()
-            ));
-        }
-        Ok(())
+        check_sizes(x, m, self.cols, out, self.rows)
     }
 
     /// Panics unless `tile` lies inside the weights, the input `x` and `out`, as the
