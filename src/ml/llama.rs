@@ -411,6 +411,16 @@ impl Llama {
         }
     }
 
+    /// Lets the key/value cache and the work buffers go, with the memory that held
+    /// them: for a model gone idle. The next [`Llama::forward`] grows them again (from
+    /// position 0: what was cached is gone).
+    pub fn release(&mut self) {
+        for layer in &mut self.layers {
+            layer.cache.release();
+        }
+        self.buffers = Buffers::default();
+    }
+
     /// Runs `ids` at positions `position..`, whose keys and values join the cache (the
     /// cache beyond `position` is overwritten), and returns the logits of the last one.
     pub fn forward(&mut self, ids: &[u32], position: usize) -> Result<Tensor> {
@@ -443,6 +453,7 @@ impl Llama {
         let bf16 = self.bf16_products && long;
         let layers = self.layers.len();
         for (l, layer) in self.layers.iter_mut().enumerate() {
+            layer.cache.hold(position + rows);
             let h = sized(h, rows * hidden);
             on_row_blocks(h, hidden, |first, h| {
                 let x = &x[first * hidden..first * hidden + h.len()];
@@ -540,44 +551,79 @@ const BF16_FROM: usize = 512;
 const KEY_BLOCK: usize = WIDTH;
 const _: () = assert!(KEY_BLOCK == flash::KEY_BLOCK);
 
-/// One layer's key/value cache in f16, allocated for the whole context.
+/// One layer's key/value cache in f16, a pair of rows per key/value head that grow
+/// with the positions written ([`KvCache::hold`]), so that a server holds memory for
+/// the longest answer it has given since it last went idle, not for the whole context.
 ///
 /// Keys are stored in blocks of [`KEY_BLOCK`] positions, transposed (`[block][dim]
 /// [position in block]`), so that a decoding step scores a whole block with vertical
 /// multiply-adds; values are stored a position per row (`[position][dim]`), as the
 /// weighted sum reads them.
 struct KvCache {
-    keys: Vec<f16>,
-    values: Vec<f16>,
-    /// Positions per key/value head, rounded up to whole key blocks.
+    /// Each key/value head's keys.
+    keys: Vec<Vec<f16>>,
+    /// Each key/value head's values.
+    values: Vec<Vec<f16>>,
+    /// The context's positions, rounded up to whole key blocks: no head grows past it.
     positions: usize,
     hd: usize,
 }
 
+/// Positions by which a cache grows at least, a multiple of [`KEY_BLOCK`].
+const GROW_BY: usize = 16 * KEY_BLOCK;
+
 impl KvCache {
+    /// An empty cache for `context` positions of `kv_heads` heads of width `hd`.
     fn new(kv_heads: usize, context: usize, hd: usize) -> Self {
-        let positions = context.div_ceil(KEY_BLOCK) * KEY_BLOCK;
         Self {
-            keys: vec![f16::ZERO; kv_heads * positions * hd],
-            values: vec![f16::ZERO; kv_heads * positions * hd],
-            positions,
+            keys: vec![Vec::new(); kv_heads],
+            values: vec![Vec::new(); kv_heads],
+            positions: context.div_ceil(KEY_BLOCK) * KEY_BLOCK,
             hd,
         }
     }
 
-    fn key_at(&self, g: usize, p: usize, d: usize) -> usize {
-        let block = (g * self.positions + p) / KEY_BLOCK;
-        (block * self.hd + d) * KEY_BLOCK + p % KEY_BLOCK
+    /// Positions each head holds now (whole key blocks).
+    fn held(&self) -> usize {
+        self.keys.first().map_or(0, |k| k.len() / self.hd)
     }
 
-    /// Stores the key and value of head `g` at position `p`.
+    /// Makes room for positions `..total` (at most the context's): each head grows to
+    /// whole [`GROW_BY`]s, at least doubling, and the new positions read as zeros.
+    fn hold(&mut self, total: usize) {
+        let held = self.held();
+        if total <= held {
+            return;
+        }
+        let wanted = total.max(2 * held).div_ceil(GROW_BY) * GROW_BY;
+        let len = wanted.min(self.positions) * self.hd;
+        for row in self.keys.iter_mut().chain(&mut self.values) {
+            row.reserve_exact(len - row.len());
+            row.resize(len, f16::ZERO);
+        }
+    }
+
+    /// Lets every position go, and the memory that held them.
+    fn release(&mut self) {
+        for row in self.keys.iter_mut().chain(&mut self.values) {
+            *row = Vec::new();
+        }
+    }
+
+    /// Where the key of position `p` at dimension `d` sits in its head's keys.
+    fn key_at(&self, p: usize, d: usize) -> usize {
+        ((p / KEY_BLOCK) * self.hd + d) * KEY_BLOCK + p % KEY_BLOCK
+    }
+
+    /// Stores the key and value of head `g` at position `p` (which [`KvCache::hold`]
+    /// made room for).
     fn write(&mut self, g: usize, p: usize, key: &[f32], value: &[f32]) {
         for (d, k) in key.iter().enumerate() {
-            let at = self.key_at(g, p, d);
-            self.keys[at] = f16::from_f32(*k);
+            let at = self.key_at(p, d);
+            self.keys[g][at] = f16::from_f32(*k);
         }
-        let at = (g * self.positions + p) * self.hd;
-        self.values[at..at + self.hd].convert_from_f32_slice(value);
+        let at = p * self.hd;
+        self.values[g][at..at + self.hd].convert_from_f32_slice(value);
     }
 
     /// Keys and values of head `g` at positions `..total`, widened to f32, a position
@@ -587,23 +633,21 @@ impl KvCache {
         let mut keys = vec![0.0; total * hd];
         for (p, row) in keys.chunks_exact_mut(hd).enumerate() {
             for (d, k) in row.iter_mut().enumerate() {
-                *k = widen(self.keys[self.key_at(g, p, d)]);
+                *k = widen(self.keys[g][self.key_at(p, d)]);
             }
         }
-        let at = g * self.positions * hd;
         let mut values = vec![0.0; total * hd];
-        self.values[at..at + total * hd].convert_to_f32_slice(&mut values);
+        self.values[g][..total * hd].convert_to_f32_slice(&mut values);
         (keys, values)
     }
 
-    /// Where head `g` starts in `keys` and `values`, how many of its keys hold positions
-    /// `..total` (whole key blocks), and how many values a one-pass kernel reads for
-    /// them (whole chunks of [`flash::CHUNK`]).
-    fn chunked(&self, g: usize, total: usize) -> (usize, usize, usize) {
+    /// How many of a head's keys hold positions `..total` (whole key blocks), and how
+    /// many values a one-pass kernel reads for them (whole chunks of [`flash::CHUNK`]).
+    fn chunked(&self, total: usize) -> (usize, usize) {
         let hd = self.hd;
         let stored = total.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd;
         let padded = total.div_ceil(flash::CHUNK) * flash::CHUNK * hd;
-        (g * self.positions * hd, stored, padded)
+        (stored, padded)
     }
 
     /// Keys of head `g` at positions `..total` in their blocks and values a position
@@ -611,12 +655,12 @@ impl KvCache {
     /// [`flash::attend`].
     fn widened_blocks(&self, g: usize, total: usize) -> (Vec<f32>, Vec<f32>) {
         let hd = self.hd;
-        let (at, stored, padded) = self.chunked(g, total);
+        let (stored, padded) = self.chunked(total);
         let mut keys = vec![0.0; padded];
-        self.keys[at..at + stored].convert_to_f32_slice(&mut keys[..stored]);
+        self.keys[g][..stored].convert_to_f32_slice(&mut keys[..stored]);
         let mut values = vec![0.0; padded];
         let stored = total * hd;
-        self.values[at..at + stored].convert_to_f32_slice(&mut values[..stored]);
+        self.values[g][..stored].convert_to_f32_slice(&mut values[..stored]);
         (keys, values)
     }
 
@@ -624,16 +668,17 @@ impl KvCache {
     /// reads them, padded with zeros to whole chunks.
     fn paired_blocks(&self, g: usize, total: usize) -> (Vec<u16>, Vec<u16>) {
         let hd = self.hd;
-        let (at, stored, padded) = self.chunked(g, total);
+        let (stored, padded) = self.chunked(total);
+        let (head_keys, head_values) = (&self.keys[g], &self.values[g]);
         let mut keys = vec![0; padded];
-        flash::pair_keys(&self.keys[at..at + stored], &mut keys[..stored]);
+        flash::pair_keys(&head_keys[..stored], &mut keys[..stored]);
         let mut values = vec![0; padded];
         let even = total / 2 * 2 * hd;
-        flash::pair_values(&self.values[at..at + even], &mut values[..even]);
+        flash::pair_values(&head_values[..even], &mut values[..even]);
         if total % 2 == 1 {
             // The last position, paired with zeros.
             let mut last = vec![f16::ZERO; 2 * hd];
-            last[..hd].copy_from_slice(&self.values[at + even..at + even + hd]);
+            last[..hd].copy_from_slice(&head_values[even..even + hd]);
             flash::pair_values(&last, &mut values[even..even + 2 * hd]);
         }
         (keys, values)
@@ -646,8 +691,7 @@ impl KvCache {
     fn score(&self, g: usize, q: &[f32], scale: f32, span: Range<usize>, scores: &mut [f32]) {
         let (hd, len) = (self.hd, span.len());
         let heads = q.len() / hd;
-        let first = (g * self.positions + span.start) * hd;
-        let blocks = self.keys[first..].chunks_exact(hd * KEY_BLOCK);
+        let blocks = self.keys[g][span.start * hd..].chunks_exact(hd * KEY_BLOCK);
         for (b, block) in blocks.take(len.div_ceil(KEY_BLOCK)).enumerate() {
             let mut acc = [[0f32; KEY_BLOCK]; SHARED];
             for (d, keys) in block.as_chunks::<KEY_BLOCK>().0.iter().enumerate() {
@@ -675,8 +719,7 @@ impl KvCache {
     fn mix(&self, g: usize, weights: &[f32], span: Range<usize>, out: &mut [f32]) {
         let (hd, len) = (self.hd, span.len());
         let heads = weights.len() / len;
-        let at = (g * self.positions + span.start) * hd;
-        let values = &self.values[at..at + len * hd];
+        let values = &self.values[g][span.start * hd..span.end * hd];
         for c in 0..hd / LANES {
             let mut acc = [[0f32; LANES]; SHARED];
             for (t, row) in values.chunks_exact(hd).enumerate() {
@@ -1084,6 +1127,7 @@ mod tests {
         let mut cache = KvCache::new(s.kv_heads, 400, hd);
         // A prefix already cached, then a prompt of rows not a multiple of any block.
         for (position, rows) in [(0, 131), (131, 70), (201, 2)] {
+            cache.hold(position + rows);
             let qkv: Vec<f32> = (0..rows * stride).map(|_| next()).collect();
             for (r, row) in qkv.chunks_exact(stride).enumerate() {
                 let kv = &row[s.heads * hd..];
@@ -1110,6 +1154,58 @@ mod tests {
                 assert!(worst < bound, "{kernel:?}, at {position}+{rows}: {worst}");
             }
         }
+    }
+
+    /// A cache grows by whole steps, at least doubling, never past its context, keeps
+    /// what it held as it grows, and lets it all go on release.
+    #[test]
+    fn the_cache_grows_with_the_positions_written_and_lets_them_go() {
+        let hd = 64;
+        let mut cache = KvCache::new(3, 2000, hd);
+        assert_eq!(
+            cache.held(),
+            0,
+            "nothing is held before a position is written"
+        );
+        cache.hold(1);
+        assert_eq!(cache.held(), GROW_BY);
+        let key: Vec<f32> = (0..hd).map(|d| d as f32 / 8.0).collect();
+        let value: Vec<f32> = (0..hd).map(|d| -(d as f32) / 4.0).collect();
+        cache.write(2, 5, &key, &value);
+        cache.hold(GROW_BY + 1);
+        assert_eq!(cache.held(), 2 * GROW_BY, "it doubles");
+        cache.hold(3 * GROW_BY + 7);
+        assert_eq!(cache.held(), 4 * GROW_BY);
+        cache.hold(2000);
+        assert_eq!(
+            cache.held(),
+            2000usize.div_ceil(KEY_BLOCK) * KEY_BLOCK,
+            "the context caps it"
+        );
+        let (keys, values) = cache.widened(2, 6);
+        assert_eq!(
+            &keys[5 * hd..6 * hd],
+            &key[..],
+            "the key survived the growth"
+        );
+        assert_eq!(
+            &values[5 * hd..6 * hd],
+            &value[..],
+            "the value survived the growth"
+        );
+        assert!(
+            keys[..5 * hd].iter().all(|k| *k == 0.0),
+            "unwritten positions read as zeros"
+        );
+        cache.release();
+        assert_eq!(cache.held(), 0);
+        assert!(
+            cache
+                .keys
+                .iter()
+                .chain(&cache.values)
+                .all(|r| r.capacity() == 0)
+        );
     }
 
     /// Fused parts of different types, multiplied by a few rows (candle's quantized
@@ -1265,7 +1361,14 @@ mod tests {
         if let Some(attention) = attention {
             model.run_in_bf16_from(0, attention);
         }
-        script(|ids, position| model.forward(ids, position).unwrap())
+        script(|ids, position| {
+            // A prompt from the start finds the cache and buffers let go, and grows
+            // them again.
+            if position == 0 {
+                model.release();
+            }
+            model.forward(ids, position).unwrap()
+        })
     }
 
     /// The worst [`distance`] of `got` from `want` over the script, and the mean
