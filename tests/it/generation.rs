@@ -79,6 +79,13 @@ async fn greedy_generation_is_deterministic_and_answers() {
     assert!(!first.trim().is_empty());
     assert_eq!(first, second, "greedy output differs between runs");
     assert!(first.contains("Paris"), "{first}");
+    // Idle past the model thread's release, the cache and buffers grow back anew.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let (after_idle, _) = collect(g.generate(ids.clone(), greedy(24)).unwrap()).await;
+    assert_eq!(
+        first, after_idle,
+        "greedy output differs after the model went idle"
+    );
     assert_eq!(usage.prompt_tokens, ids.len());
     assert!(usage.completion_tokens > 0 && usage.completion_tokens <= 24);
 

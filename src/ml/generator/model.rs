@@ -1,7 +1,7 @@
 //! The model thread: it owns the decoder, takes queued jobs one at a time, and streams
 //! each answer back piece by piece until it ends or its receiver goes away.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{Device, Tensor};
@@ -40,17 +40,47 @@ pub(super) struct Model {
     pub(super) meters: GenMeters,
 }
 
+/// How long the model thread stays idle before it lets its key/value cache and work
+/// buffers go: long enough that a burst of requests reuses them, short enough that an
+/// idle server holds only the weights.
+const RELEASE_AFTER: Duration = Duration::from_secs(2);
+
 impl Model {
-    /// Answers jobs one at a time until the queue closes.
+    /// Answers jobs one at a time until the queue closes; [`RELEASE_AFTER`] the last
+    /// one, lets the memory its answers grew go.
     pub(super) fn serve(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(job) = rx.blocking_recv() {
+        // A clock for the idle timer (without one, nothing is released).
+        let clock = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        // Whether a cache and buffers grown by an answer are still held.
+        let mut holding = false;
+        loop {
+            let next = match &clock {
+                Ok(clock) if holding => {
+                    // The timer is made inside the clock's context.
+                    clock.block_on(async { tokio::time::timeout(RELEASE_AFTER, rx.recv()).await })
+                }
+                _ => Ok(rx.blocking_recv()),
+            };
+            let job = match next {
+                Ok(Some(job)) => job,
+                Ok(None) => return, // the queue closed
+                Err(_idle) => {
+                    self.weights.release();
+                    crate::memory::give_back_everywhere();
+                    holding = false;
+                    continue;
+                }
+            };
             if job.events.is_closed() {
                 continue; // the client left while the job was queued
             }
+            holding = true;
             let events = job.events.clone();
             let _running = self.meters.running();
             if let Err(e) = self.run(job) {
-                self.meters.finished("error", 0, std::time::Duration::ZERO);
+                self.meters.finished("error", 0, Duration::ZERO);
                 let _ = events.blocking_send(Err(e));
             }
         }
