@@ -266,11 +266,8 @@ impl Panels {
                     for pair in range {
                         let first = pair * TILE_PANELS;
                         let count = TILE_PANELS.min(panels - first);
-                        let parts: Vec<&mut [u16]> = widened
-                            .chunks_exact_mut(nb * amx::BLOCK_VALUES)
-                            .take(count)
-                            .collect();
-                        for (p, part) in parts.into_iter().enumerate() {
+                        let parts = widened.chunks_exact_mut(nb * amx::BLOCK_VALUES);
+                        for (p, part) in parts.take(count).enumerate() {
                             let at = (first + p) * nb;
                             let offsets = match self.kind {
                                 Kind::Q4_0 => amx::Offsets::Scaled(Q4_0_OFFSET),
@@ -284,15 +281,13 @@ impl Panels {
                                 part,
                             );
                         }
-                        let b: Vec<&[u16]> = widened
-                            .chunks_exact(nb * amx::BLOCK_VALUES)
-                            .take(count)
-                            .collect();
+                        let (one, two) = widened.split_at(nb * amx::BLOCK_VALUES);
+                        let both = [one, two];
                         let cols = (n - first * LANES).min(count * LANES);
                         let target = out.columns(n, first * LANES, cols);
                         // SAFETY: the pool gives each pair of panels, and with it these
                         // columns of every output row, to one worker.
-                        unsafe { amx::product(rounded, m, k, &b, &target) };
+                        unsafe { amx::product(rounded, m, k, &both[..count], &target) };
                     }
                 });
             });
