@@ -17,6 +17,12 @@ use std::ffi::{c_int, c_long};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How long a model thread waits for more work before it lets go what its last burst
+/// grew (buffers, caches) and gives its free pages back: long enough that a burst of
+/// requests reuses them, short enough that an idle server holds little beyond the
+/// weights. The embedding and generation models' threads both wait this long.
+pub const MODEL_IDLE: Duration = Duration::from_secs(2);
+
 /// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc that `mimalloc` builds
 /// (v3): milliseconds before the free pages of a thread are returned (default 1000),
 /// counted only while that thread goes on allocating.

@@ -64,9 +64,6 @@ const CALIBRATION: &[&str] = &[
 /// Ingestion requests that may wait for the model at once (each up to a batch).
 const BULK_QUEUE: usize = 4;
 
-/// How long the model thread waits for more work before it gives its memory back.
-const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Handle to the embedding model; cheap to clone.
 #[derive(Clone)]
 pub struct Embedder {
@@ -259,7 +256,7 @@ impl Model {
                     biased;
                     Some(r) = rx.recv() => Some(Some((r, true))),
                     Some(r) = bulk.recv() => Some(Some((r, false))),
-                    () = tokio::time::sleep(RELEASE_AFTER), if holding => Some(None),
+                    () = tokio::time::sleep(crate::memory::MODEL_IDLE), if holding => Some(None),
                     else => None,
                 }
             });

@@ -14,6 +14,7 @@ use super::penalty::Penalties;
 use super::stream::TextStream;
 use crate::config::WeightType;
 use crate::domain::{Event, FinishReason, GenError, Sampling, Usage};
+use crate::memory::MODEL_IDLE;
 use crate::ml::llama::{Llama, Shape};
 use crate::ml::meters::GenMeters;
 
@@ -40,14 +41,10 @@ pub(super) struct Model {
     pub(super) meters: GenMeters,
 }
 
-/// How long the model thread stays idle before it lets its key/value cache and work
-/// buffers go: long enough that a burst of requests reuses them, short enough that an
-/// idle server holds only the weights.
-const RELEASE_AFTER: Duration = Duration::from_secs(2);
-
 impl Model {
-    /// Answers jobs one at a time until the queue closes; [`RELEASE_AFTER`] the last
-    /// one, lets the memory its answers grew go.
+    /// Answers jobs one at a time until the queue closes; [`MODEL_IDLE`] after the
+    /// last one, lets the memory its answers grew go (the key/value cache and work
+    /// buffers).
     pub(super) fn serve(mut self, mut rx: mpsc::Receiver<Job>) {
         // A clock for the idle timer (without one, nothing is released).
         let clock = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +56,7 @@ impl Model {
             let next = match &clock {
                 Ok(clock) if holding => {
                     // The timer is made inside the clock's context.
-                    clock.block_on(async { tokio::time::timeout(RELEASE_AFTER, rx.recv()).await })
+                    clock.block_on(async { tokio::time::timeout(MODEL_IDLE, rx.recv()).await })
                 }
                 _ => Ok(rx.blocking_recv()),
             };
