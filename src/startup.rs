@@ -39,14 +39,18 @@ pub struct Hooks {
     pub generator: Option<Generator>,
 }
 
-/// Threads for blocking work (SQLite, search, tokenizing): 16 per core, at least 32.
-/// Tokio's default (512) lets a burst of concurrent requests start hundreds of threads,
-/// each keeping its own stack and allocator pages long after the burst (256 concurrent
-/// searches grew the server from 0.5 to 1.7 GB); beyond a few per core they add no
-/// throughput, and blocking work past the bound waits its turn in the runtime's queue.
+/// Threads for blocking work (SQLite, search, tokenizing): 4 per core, at least 8.
+/// Each thread that ever ran such work keeps its own stack, allocator pages and (once it
+/// touched SQLite) a pooled connection's page cache until it has been idle for 10 s.
+/// Under 256 concurrent searches the embedder answers queries a batch at a time, so
+/// their vector searches and SQLite reads arrive in waves: with 32 threads the waves
+/// kept all 32 alive and the server 1.5x its idle size; with 8 it stays near 1.3x, at
+/// the same throughput (the work is short and CPU-bound, and 2 cores run no more of it
+/// at once). Tokio's default of 512 once let a burst start hundreds of threads. Blocking
+/// work past the bound waits its turn in the runtime's queue.
 pub fn blocking_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores * 16).max(32)
+    (cores * 4).max(8)
 }
 
 /// Loads the generation model on a blocking thread; the error names the fix.
