@@ -40,8 +40,9 @@ pub struct Hooks {
 }
 
 /// Threads for blocking work (SQLite, search, tokenizing): 4 per core, at least 8.
-/// Each thread that ever ran such work keeps its own stack, allocator pages and (once it
-/// touched SQLite) a pooled connection's page cache until it has been idle for 10 s.
+/// Each thread that ever ran such work keeps its own stack and allocator pages until it
+/// has been idle for 10 s, and each SQLite call in flight holds a connection (with its
+/// page cache), so the bound also caps the connections open at once.
 /// Under 256 concurrent searches the embedder answers queries a batch at a time, so
 /// their vector searches and SQLite reads arrive in waves: with 32 threads the waves
 /// kept all 32 alive and the server 1.5x its idle size; with 8 it stays near 1.3x, at
