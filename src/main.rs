@@ -28,5 +28,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(ragbox::cli::run(cli))
+    let code = runtime.block_on(ragbox::cli::run(cli));
+    // Lines still buffered for the log's writer thread would be lost at exit.
+    ragbox::telemetry::flush_logs();
+    code
 }

@@ -1,5 +1,6 @@
 //! Logs, request ids and Prometheus metrics.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use poem::http::HeaderValue;
@@ -12,17 +13,22 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+mod sink;
 mod tenants;
+pub use sink::flush as flush_logs;
 pub use tenants::{TenantMeter, TenantMeters};
 
-/// Installs the global log subscriber; `RUST_LOG` overrides `log.level`.
+/// Installs the global log subscriber; `RUST_LOG` overrides `log.level`. Lines go to
+/// stderr through a writer thread ([`sink`]), coloured only where stderr is a terminal;
+/// call [`flush_logs`] before the process ends.
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(sink::Sink);
     let result = match config.format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder
