@@ -29,7 +29,9 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(ragbox::cli::run(cli));
-    // Lines still buffered for the log's writer thread would be lost at exit.
+    drop(runtime);
+    // Lines still buffered for the log's writer thread (the runtime's shutdown
+    // included) would be lost at exit.
     ragbox::telemetry::flush_logs();
     code
 }

@@ -1,11 +1,11 @@
 //! Where log lines go. Each is formatted on the thread that logs it and appended to a
 //! shared buffer; a thread of its own writes the buffer to stderr, a few milliseconds'
-//! worth of lines to a write. A busy server so makes a few hundred write calls a
-//! second instead of one per line, its runtime workers never wait on each other for
-//! stderr, and a reader of stderr that falls behind (journald under load, a full pipe
-//! to a log shipper) never stalls a worker, nor so the requests it serves. The buffer
-//! is bounded: when it is full a line is dropped, and how many were dropped is written
-//! with the next batch.
+//! worth of lines to a write. A busy server so makes at most a couple of hundred write
+//! calls a second instead of one per line, its runtime workers never wait on each
+//! other for stderr, and a reader of stderr that falls behind (journald under load, a
+//! full pipe to a log shipper) never stalls a worker, nor so the requests it serves.
+//! The buffer is bounded: when it is full a line is dropped, and how many were dropped
+//! is written with the next batch.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,11 +57,12 @@ impl Shared {
     fn push(&self, line: &[u8]) {
         let mut pending = self.lock();
         if pending.bytes.len() + line.len() > PENDING_BYTES {
+            // The drop is reported with the next write, which this may have to start.
             pending.dropped += 1;
-            return;
+        } else {
+            pending.bytes.extend_from_slice(line);
+            pending.accepted += 1;
         }
-        pending.bytes.extend_from_slice(line);
-        pending.accepted += 1;
         if pending.asleep {
             pending.asleep = false;
             self.wake.notify_one();
@@ -115,10 +116,11 @@ fn write_lines(shared: &Shared, mut out: impl Write, gather: Duration, stop: &At
     }
 }
 
+static SHARED: OnceLock<Option<Arc<Shared>>> = OnceLock::new();
+
 /// The shared buffer, with its writer started on first use; `None` where no thread
 /// could be started (lines are then written where they are logged).
 fn shared() -> Option<&'static Shared> {
-    static SHARED: OnceLock<Option<Arc<Shared>>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
             let shared = Arc::new(Shared::default());
@@ -178,7 +180,7 @@ impl Drop for Line {
 /// Waits (up to two seconds) until every line logged so far is written: for the end of
 /// the process, whose buffered lines would otherwise be lost.
 pub fn flush() {
-    let Some(shared) = shared() else {
+    let Some(shared) = SHARED.get().and_then(Option::as_deref) else {
         return;
     };
     let deadline = Instant::now() + FLUSH_WAIT;
@@ -263,14 +265,32 @@ mod tests {
              ragbox: 1 log lines dropped: the log's reader did not keep up\n",
             "the line that did not fit was dropped, and its drop reported after the batch"
         );
-        // The writer went back to sleep; a new line wakes it.
+        // Once the writer sleeps again, a new line wakes it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !shared.lock().asleep && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            shared.lock().asleep,
+            "the writer sleeps when all is written"
+        );
         shared.push(b"line 4\n");
         assert!(wait_for(&out, "line 4").ends_with("line 4\n"));
+        // So does a line that is only dropped: its drop must still be reported.
+        while !shared.lock().asleep && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        shared.push(&vec![b'x'; PENDING_BYTES + 1]);
+        let tail = "line 4\nragbox: 1 log lines dropped: the log's reader did not keep up\n";
+        assert!(
+            wait_for(&out, tail).ends_with(tail),
+            "the lone drop is reported"
+        );
+        stop(&shared, &halt, running);
         assert_eq!(
             shared.lock().written,
             5,
             "every accepted line counts as written"
         );
-        stop(&shared, &halt, running);
     }
 }
