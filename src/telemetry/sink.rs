@@ -75,7 +75,7 @@ impl Shared {
 fn write_lines(shared: &Shared, mut out: impl Write, gather: Duration, stop: &AtomicBool) {
     let mut spare = Vec::new();
     loop {
-        {
+        let (accepted, dropped) = {
             let mut pending = shared.lock();
             while pending.bytes.is_empty() && pending.dropped == 0 {
                 if stop.load(Ordering::Relaxed) {
@@ -92,9 +92,6 @@ fn write_lines(shared: &Shared, mut out: impl Write, gather: Duration, stop: &At
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
-        }
-        let (accepted, dropped) = {
-            let mut pending = shared.lock();
             std::mem::swap(&mut pending.bytes, &mut spare);
             pending.hurry = false;
             (pending.accepted, std::mem::take(&mut pending.dropped))
@@ -247,6 +244,17 @@ mod tests {
         text(out)
     }
 
+    fn wait_asleep(shared: &Shared) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !shared.lock().asleep && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            shared.lock().asleep,
+            "the writer sleeps when all is written"
+        );
+    }
+
     #[test]
     fn lines_are_written_in_order_and_drops_are_reported() {
         let shared = Arc::new(Shared::default());
@@ -266,20 +274,11 @@ mod tests {
             "the line that did not fit was dropped, and its drop reported after the batch"
         );
         // Once the writer sleeps again, a new line wakes it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !shared.lock().asleep && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        assert!(
-            shared.lock().asleep,
-            "the writer sleeps when all is written"
-        );
+        wait_asleep(&shared);
         shared.push(b"line 4\n");
         assert!(wait_for(&out, "line 4").ends_with("line 4\n"));
         // So does a line that is only dropped: its drop must still be reported.
-        while !shared.lock().asleep && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_asleep(&shared);
         shared.push(&vec![b'x'; PENDING_BYTES + 1]);
         let tail = "line 4\nragbox: 1 log lines dropped: the log's reader did not keep up\n";
         assert!(
