@@ -57,6 +57,15 @@ fn accept_request_id(value: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_owned())
 }
 
+/// A random (version 4) UUID from the thread's generator, which draws on the operating
+/// system only to seed itself: `Uuid::new_v4` asks it on every call, a system call per
+/// request.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 /// The method as a metrics label, from a fixed set: any other name a client sends
 /// becomes `OTHER`, so clients cannot create series at will.
 pub fn method_label(method: &poem::http::Method) -> &'static str {
@@ -160,7 +169,7 @@ pub async fn observe<E: Endpoint>(
         .headers()
         .get(REQUEST_ID)
         .and_then(accept_request_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = method_label(req.method());
     let span = tracing::info_span!(
@@ -189,4 +198,21 @@ pub async fn observe<E: Endpoint>(
         resp.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(id.len(), 36);
+        }
+    }
 }
