@@ -62,6 +62,71 @@ pub(super) fn available() -> bool {
     })
 }
 
+/// Whether this CPU has AMX-INT8 (and AVX-512 F and BW, for the work around the
+/// tiles), and Linux lets this process use the tiles: what [`sums_i8`] needs.
+pub(super) fn int8_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && x86::amx_int8()
+                && x86::request_tiles()
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
+/// Inputs of one step of [`sums_i8`]: a tile row of bytes.
+pub(super) const I8_STEP: usize = 64;
+
+/// Sums of [`sums_i8`] for [`ROWS`] rows and two panels: row `r`, column `c` of the
+/// pair at `r · 32 + c`.
+pub(super) type PairSums = [i32; ROWS * 2 * TILE];
+
+/// The integer sums of a dense layer's product for [`ROWS`] input rows on AMX tiles
+/// (`tdpbusd`), `Σₖ a[r · depth + k] · w(k, c)`, handed to `each` a pair of panels at a
+/// time: the index of the pair's first panel, and the pair's [`PairSums`] (a last
+/// panel without a pair leaves the second half of each row as it was).
+///
+/// `a` holds the rows as unsigned bytes, `depth` (a multiple of [`I8_STEP`]) a row. `b`
+/// holds `panels` panels of 16 columns of signed bytes in the order of
+/// [`super::int8`]: a panel's runs of four inputs one after another, each run 64 bytes
+/// (the four weights of column 0, then of column 1, …). That is the layout a B tile
+/// reads, 16 runs (64 inputs) a tile, so the weights are used as they are stored. Each
+/// step multiplies two A tiles (16 rows × 64 inputs) by two panels' B tiles into four
+/// tiles of 16 × 16 sums, which leave the tiles once a pair, into a buffer small enough
+/// to stay in the core's first-level cache while `each` reads it.
+pub(super) fn sums_i8(
+    a: &[u8],
+    depth: usize,
+    b: &[i8],
+    panels: usize,
+    each: impl FnMut(usize, &PairSums),
+) {
+    assert!(
+        int8_available(),
+        "this CPU or process cannot use AMX-INT8 tiles"
+    );
+    assert!(
+        depth > 0
+            && depth.is_multiple_of(I8_STEP)
+            && a.len() >= ROWS * depth
+            && b.len() >= panels * depth * TILE,
+        "inconsistent operands"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AMX-INT8 and this process may use the tiles
+    // (`int8_available`); the sizes are checked above.
+    unsafe {
+        x86::sums_i8(a, depth, b, panels, each);
+    }
+}
+
 /// Rounds `m` rows of `x` (`k` wide, a multiple of [`BLOCK`]) to bf16 into `out`, in
 /// the kernel's A tiles: tile after tile of 16 rows, each block after block of
 /// 16 rows × 32 values, with zero rows added up to a multiple of [`ROWS`]. The tiles
@@ -232,20 +297,32 @@ mod x86 {
 
     use half::f16;
 
-    use super::{BLOCK, BLOCK_VALUES, KEYS, Offsets, PACKED_BLOCK, ROWS, TILE, Target};
+    use super::{BLOCK, BLOCK_VALUES, I8_STEP, KEYS, Offsets, PACKED_BLOCK, ROWS, TILE, Target};
 
-    /// CPUID leaf 7 reports AMX-BF16 and AMX-TILE in EDX bits 22 and 24.
-    pub(super) fn amx_bf16() -> bool {
+    /// CPUID leaf 7's EDX, which reports AMX-BF16, AMX-TILE and AMX-INT8 in bits 22, 24
+    /// and 25; 0 where the CPU has no such leaf.
+    fn leaf7_edx() -> u32 {
         // SAFETY: CPUID is present on every x86-64 CPU; leaf 7 is read only where the
         // highest leaf reaches it.
         #[allow(unused_unsafe)]
-        let edx = unsafe {
+        unsafe {
             if __get_cpuid_max(0).0 < 7 {
-                return false;
+                return 0;
             }
             __cpuid_count(7, 0).edx
-        };
+        }
+    }
+
+    /// Whether the CPU has AMX-TILE and AMX-BF16.
+    pub(super) fn amx_bf16() -> bool {
+        let edx = leaf7_edx();
         edx & (1 << 22) != 0 && edx & (1 << 24) != 0
+    }
+
+    /// Whether the CPU has AMX-TILE and AMX-INT8.
+    pub(super) fn amx_int8() -> bool {
+        let edx = leaf7_edx();
+        edx & (1 << 24) != 0 && edx & (1 << 25) != 0
     }
 
     /// Asks Linux for the tiles' state (`ARCH_REQ_XCOMP_PERM` for `XFEATURE_XTILEDATA`);
@@ -410,12 +487,21 @@ mod x86 {
             )
         };
     }
+    /// C tile `$c` += A tile `$a` · B tile `$b`: pairs of bf16 summed in f32, or with
+    /// `$int8` quads of unsigned (A) by signed (B) bytes summed in i32.
     macro_rules! dot {
-        ($c:literal, $a:literal, $b:literal) => {
-            asm!(
-                concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b),
-                options(nostack, nomem)
-            )
+        ($int8:expr, $c:literal, $a:literal, $b:literal) => {
+            if $int8 {
+                asm!(
+                    concat!("tdpbusd tmm", $c, ", tmm", $a, ", tmm", $b),
+                    options(nostack, nomem)
+                )
+            } else {
+                asm!(
+                    concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b),
+                    options(nostack, nomem)
+                )
+            }
         };
     }
 
@@ -438,8 +524,9 @@ mod x86 {
     }
 
     /// One step of a tile of 2 × 2 C tiles: C tile `2·i + j` += A tile `i` · B tile
-    /// `j`, the A tiles at `a` (rows `a_stride` bytes apart), the B tiles at `b0` and
-    /// `b1` (`b_stride`; without `b1`, C tiles 1 and 3 are left alone). Each load comes
+    /// `j` (see `dot!` for `INT8`), the A tiles at `a` (rows `a_stride` bytes apart),
+    /// the B tiles at `b0` and `b1` (`b_stride`; without `b1`, C tiles 1 and 3 are left
+    /// alone). Each load comes
     /// just before its first product: a load waits for the products still reading its
     /// tile's last contents, and this order overlaps those waits best (measured).
     ///
@@ -447,26 +534,26 @@ mod x86 {
     /// The tiles are configured, and each pointer holds 16 rows of 64 bytes at its
     /// stride.
     #[inline(always)]
-    unsafe fn step(
-        a: [*const u16; 2],
+    unsafe fn step<T, const INT8: bool>(
+        a: [*const T; 2],
         a_stride: usize,
-        b0: *const u16,
-        b1: Option<*const u16>,
+        b0: *const T,
+        b1: Option<*const T>,
         b_stride: usize,
     ) {
         // SAFETY: as the caller promises.
         unsafe {
             load!(4, a[0], a_stride);
             load!(6, b0, b_stride);
-            dot!(0, 4, 6);
+            dot!(INT8, 0, 4, 6);
             if let Some(b1) = b1 {
                 load!(7, b1, b_stride);
-                dot!(1, 4, 7);
+                dot!(INT8, 1, 4, 7);
             }
             load!(5, a[1], a_stride);
-            dot!(2, 5, 6);
+            dot!(INT8, 2, 5, 6);
             if b1.is_some() {
-                dot!(3, 5, 7);
+                dot!(INT8, 3, 5, 7);
             }
         }
     }
@@ -477,7 +564,7 @@ mod x86 {
     ///
     /// # Safety
     /// The tiles are configured, and `to` holds them at `stride`.
-    unsafe fn put(to: *mut f32, stride: usize, panels: usize) {
+    unsafe fn put<T>(to: *mut T, stride: usize, panels: usize) {
         let half = 16 * stride;
         // SAFETY: as the caller promises.
         unsafe {
@@ -541,7 +628,7 @@ mod x86 {
                     let (dims, pairs) = (half * 2 * TILE, half * TILE * 2 * TILE);
                     let a = [qp.add(dims), qp.add(TILE * HD + dims)];
                     let b = kp.add(2 * c * key_block + pairs);
-                    step(a, 2 * HD, b, Some(b.add(key_block)), 64);
+                    step::<_, false>(a, 2 * HD, b, Some(b.add(key_block)), 64);
                 }
                 put(sp.add(c * KEYS), 4 * width, 2);
             }
@@ -558,7 +645,7 @@ mod x86 {
                     let chunk = pp.add(c * ROWS * KEYS);
                     let v = vp.add(c * TILE * value_row + 2 * dims);
                     let a = [chunk, chunk.add(TILE * KEYS)];
-                    step(a, 64, v, Some(v.add(2 * TILE)), 2 * value_row);
+                    step::<_, false>(a, 64, v, Some(v.add(2 * TILE)), 2 * value_row);
                 }
                 put(sums.as_mut_ptr().add(dims), 4 * HD, 2);
             }
@@ -632,7 +719,7 @@ mod x86 {
                     let at = j * BLOCK_VALUES;
                     let a = [rows.add(at), rows.add(blocks * BLOCK_VALUES + at)];
                     let second = (panels == 2).then(|| b[1].as_ptr().add(at));
-                    step(a, 64, b[0].as_ptr().add(at), second, 64);
+                    step::<_, false>(a, 64, b[0].as_ptr().add(at), second, 64);
                 }
                 let whole = first + ROWS <= m && t.cols == panels * TILE;
                 if whole {
@@ -646,6 +733,55 @@ mod x86 {
                         std::ptr::copy_nonoverlapping(from.as_ptr(), to, t.cols);
                     }
                 }
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+
+    /// [`super::sums_i8`], whose checks it relies on.
+    ///
+    /// # Safety
+    /// The CPU has AMX-INT8, the tiles are granted, and the operands hold what
+    /// [`super::sums_i8`] checks.
+    pub(super) unsafe fn sums_i8(
+        a: &[u8],
+        depth: usize,
+        b: &[i8],
+        panels: usize,
+        mut each: impl FnMut(usize, &super::PairSums),
+    ) {
+        // A panel's weights, and the B tile of a step within them: 16 runs of 64 bytes.
+        let (panel, b_step) = (depth * TILE, I8_STEP * TILE);
+        let mut sums: super::PairSums = [0; ROWS * 2 * TILE];
+        // SAFETY: the tiles are configured first and released last; the A tiles read
+        // rows `0..32` of `a` (`depth` bytes apart) and the B tiles whole panels of
+        // `b`, inside the slices (the caller's promise); a pair's sums land in `sums`,
+        // 32 rows of 32. `each` runs while the tiles stay configured, and no call of it
+        // touches them.
+        unsafe {
+            asm!("ldtilecfg [{0}]", in(reg) &CONFIG, options(nostack, readonly));
+            let (ap, bp) = (a.as_ptr(), b.as_ptr());
+            for first in (0..panels).step_by(2) {
+                clear();
+                let b0 = bp.add(first * panel);
+                let b1 = (first + 1 < panels).then(|| b0.add(panel));
+                for s in 0..depth / I8_STEP {
+                    let a = [ap.add(s * I8_STEP), ap.add(TILE * depth + s * I8_STEP)];
+                    let at = s * b_step;
+                    step::<_, true>(
+                        a.map(|p| p.cast::<i8>()),
+                        depth,
+                        b0.add(at),
+                        b1.map(|b| b.add(at)),
+                        I8_STEP,
+                    );
+                }
+                put(
+                    sums.as_mut_ptr(),
+                    4 * 2 * TILE,
+                    panels.min(first + 2) - first,
+                );
+                each(first, &sums);
             }
             asm!("tilerelease", options(nostack, nomem));
         }

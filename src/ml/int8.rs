@@ -18,11 +18,16 @@
 //! inputs is 64 bytes: the four weights of column 0, then of column 1, and so on, which
 //! is exactly one `vpdpbusd` operand. The kernel keeps a tile of 6 rows × 4 panels (64
 //! columns) of sums in 24 registers, broadcasting four input bytes of a row at a time.
+//! On CPUs with AMX-INT8, a product of at least [`amx::ROWS`] rows runs on the tiles
+//! instead ([`amx::sums_i8`]: the panels are already in the layout `tdpbusd` reads),
+//! 32 rows at a time, and the same vector code turns the integer sums into outputs.
 //! Rows are split over rayon's threads. CPUs without AVX-512 VNNI run a portable loop
 //! that computes the very same integer sums.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
+
+use super::amx;
 
 /// Columns of a panel: one 512-bit vector of 32-bit sums.
 const LANES: usize = 16;
@@ -158,9 +163,23 @@ impl Int8Matrix {
         if rows == 0 {
             return Ok(());
         }
-        x.quantize(&src[..rows * self.n_in], rows, self.n_in, &self.smoothing);
+        let tiles =
+            rows >= amx::ROWS && self.depth.is_multiple_of(amx::I8_STEP) && amx::int8_available();
+        let pad = if tiles { amx::ROWS } else { TILE_ROWS };
+        x.quantize(
+            &src[..rows * self.n_in],
+            rows,
+            self.n_in,
+            &self.smoothing,
+            pad,
+        );
         let x = &*x;
         let dst = &mut dst[..rows * self.n_out];
+        #[cfg(target_arch = "x86_64")]
+        if tiles {
+            self.product_on_tiles(dst, x, accumulate);
+            return Ok(());
+        }
         let fast = vnni();
         // Enough tasks for every thread, each a whole number of tiles.
         let tasks = rayon::current_num_threads() * 4;
@@ -199,6 +218,27 @@ impl Int8Matrix {
     }
 }
 
+impl Int8Matrix {
+    /// [`Self::product`] on AMX tiles, 32 rows a task: the tiles' integer sums, a
+    /// pair of panels at a time, scaled into `dst` as the vector kernel scales its own.
+    #[cfg(target_arch = "x86_64")]
+    fn product_on_tiles(&self, dst: &mut [f32], x: &Int8Rows, accumulate: bool) {
+        let panels = self.scales.len() / LANES;
+        dst.par_chunks_mut(amx::ROWS * self.n_out)
+            .enumerate()
+            .for_each(|(t, out)| {
+                let first = t * amx::ROWS;
+                let rows = &x.values[first * self.depth..][..amx::ROWS * self.depth];
+                let (steps, mins) = (&x.steps[first..], &x.mins[first..]);
+                amx::sums_i8(rows, self.depth, &self.packed, panels, |panel, sums| {
+                    // SAFETY: `amx::int8_available` found AVX-512 F and BW on this CPU;
+                    // the function checks every length it relies on.
+                    unsafe { avx512::scale_pair(self, sums, panel, steps, mins, out, accumulate) };
+                });
+            });
+    }
+}
+
 /// Input rows rounded to bytes: reused from one product to the next.
 #[derive(Default)]
 pub(super) struct Int8Rows {
@@ -212,14 +252,15 @@ pub(super) struct Int8Rows {
 
 impl Int8Rows {
     /// Rounds `rows` rows of `n_in` values (row-major), each channel multiplied by its
-    /// `smoothing`, to 256 levels spanning the row.
-    fn quantize(&mut self, x: &[f32], rows: usize, n_in: usize, smoothing: &[f32]) {
+    /// `smoothing`, to 256 levels spanning the row; zero rows pad them to a multiple of
+    /// `pad`.
+    fn quantize(&mut self, x: &[f32], rows: usize, n_in: usize, smoothing: &[f32], pad: usize) {
         assert!(
             x.len() == rows * n_in && smoothing.len() == n_in,
             "input of the wrong size"
         );
         let depth = n_in.next_multiple_of(QUAD);
-        let padded = rows.next_multiple_of(TILE_ROWS);
+        let padded = rows.next_multiple_of(pad);
         self.values.clear();
         self.values.resize(padded * depth, 0);
         self.steps.clear();
@@ -284,7 +325,7 @@ fn portable_tile(m: &Int8Matrix, tile: &Tile<'_>, out: &mut [f32], accumulate: b
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Int8Matrix, LANES, QUAD, RUN, TILE_COLS, TILE_PANELS, TILE_ROWS, Tile};
+    use super::{Int8Matrix, LANES, QUAD, RUN, TILE_COLS, TILE_PANELS, TILE_ROWS, Tile, amx};
 
     /// The tile's sums, written (or added) to `out`, whose row stride is `m.n_out`.
     ///
@@ -333,33 +374,95 @@ mod avx512 {
             }
         }
         for (r, sums) in sums.iter().enumerate().take(tile.rows) {
-            let step = _mm512_set1_ps(tile.steps[r]);
-            let min = _mm512_set1_ps(tile.mins[r]);
+            let row = &mut out[r * m.n_out..(r + 1) * m.n_out];
             for (p, s) in sums.iter().enumerate() {
                 let col = first_col + p * LANES;
                 if col >= m.n_out {
                     break;
                 }
-                let mask: __mmask16 = if m.n_out - col >= LANES {
-                    u16::MAX
-                } else {
-                    (1u16 << (m.n_out - col)) - 1
-                };
-                // SAFETY: columns `col..col + 16` are inside the padded scales and
-                // sums; the output is touched only under `mask`, whose lanes are
-                // below `n_out` in row `r < tile.rows`, checked above.
-                unsafe {
-                    let sums = _mm512_mul_ps(min, _mm512_loadu_ps(m.sums.as_ptr().add(col)));
-                    let scale = _mm512_loadu_ps(m.scales.as_ptr().add(col));
-                    let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*s), step, sums);
-                    let mut v = _mm512_mul_ps(v, scale);
-                    let at = out.as_mut_ptr().add(r * m.n_out + col);
-                    if accumulate {
-                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, at));
-                    }
-                    _mm512_mask_storeu_ps(at, mask, v);
-                }
+                scale(m, *s, tile.steps[r], tile.mins[r], col, row, accumulate);
             }
+        }
+    }
+
+    /// Rows `0..out.len() / n_out` of one pair of panels' sums (from `panel`, see
+    /// [`amx::sums_i8`]), scaled into `out` (or added to it) as [`tile`] does with its
+    /// registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scale_pair(
+        m: &Int8Matrix,
+        sums: &amx::PairSums,
+        panel: usize,
+        steps: &[f32],
+        mins: &[f32],
+        out: &mut [f32],
+        accumulate: bool,
+    ) {
+        let rows = out.len() / m.n_out;
+        assert!(
+            rows <= amx::ROWS && steps.len() >= rows && mins.len() >= rows,
+            "inconsistent operands"
+        );
+        for (r, row) in out.chunks_exact_mut(m.n_out).enumerate() {
+            for p in 0..2 {
+                let col = (panel + p) * LANES;
+                if col >= m.n_out {
+                    break;
+                }
+                // SAFETY: lanes `16·p..16·p + 16` of row `r < 32` lie inside `sums`.
+                let s = unsafe {
+                    _mm512_loadu_si512(sums.as_ptr().add(r * 2 * LANES + p * LANES).cast())
+                };
+                scale(m, s, steps[r], mins[r], col, row, accumulate);
+            }
+        }
+    }
+
+    /// Columns `col..col + 16` of one output `row` (those below `n_out`) from their
+    /// integer sums `s` and the row's rounding (`step`, `min`): `s_w · (e · s + m · Σ q)`,
+    /// written or added.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn scale(
+        m: &Int8Matrix,
+        s: __m512i,
+        step: f32,
+        min: f32,
+        col: usize,
+        row: &mut [f32],
+        accumulate: bool,
+    ) {
+        assert!(
+            col < m.n_out
+                && row.len() == m.n_out
+                && m.scales.len() >= col + LANES
+                && m.sums.len() >= col + LANES,
+            "inconsistent operands"
+        );
+        let mask: __mmask16 = if m.n_out - col >= LANES {
+            u16::MAX
+        } else {
+            (1u16 << (m.n_out - col)) - 1
+        };
+        // SAFETY: columns `col..col + 16` are inside the padded scales and sums; the
+        // row is touched only under `mask`, whose lanes are below `n_out` (checked
+        // above).
+        unsafe {
+            let sums = _mm512_mul_ps(
+                _mm512_set1_ps(min),
+                _mm512_loadu_ps(m.sums.as_ptr().add(col)),
+            );
+            let scale = _mm512_loadu_ps(m.scales.as_ptr().add(col));
+            let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(step), sums);
+            let mut v = _mm512_mul_ps(v, scale);
+            let at = row.as_mut_ptr().add(col);
+            if accumulate {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, at));
+            }
+            _mm512_mask_storeu_ps(at, mask, v);
         }
     }
 }
@@ -463,12 +566,45 @@ mod tests {
             return;
         }
         let (rows, n_in, n_out) = (13, 70, 150);
-        let m = Int8Matrix::quantize(&values(n_in * n_out, 3), n_in, n_out, &[]).unwrap();
-        let x = values(rows * n_in, 4);
+        let (m, x, mut rounded) = case((rows, n_in, n_out), 3, TILE_ROWS);
+        let slow = by_tiles(&m, &rounded, rows, |tile, out| {
+            portable_tile(&m, tile, out, true)
+        });
+        // SAFETY: `vnni()` found the features; the operands are a product's own.
+        let fast = by_tiles(&m, &rounded, rows, |tile, out| unsafe {
+            avx512::tile(&m, tile, out, true)
+        });
+        assert_eq!(fast, slow);
+        // And the whole product runs that kernel.
+        let mut whole = vec![0.5; rows * n_out];
+        m.product(&mut whole, &x, rows, true, &mut rounded).unwrap();
+        assert_eq!(whole, fast);
+    }
+
+    /// Weights of `n_in × n_out` rounded, `rows` rows of input, and those rounded (padded
+    /// to a multiple of `pad` rows).
+    fn case(
+        shape: (usize, usize, usize),
+        seed: usize,
+        pad: usize,
+    ) -> (Int8Matrix, Vec<f32>, Int8Rows) {
+        let (rows, n_in, n_out) = shape;
+        let m = Int8Matrix::quantize(&values(n_in * n_out, seed), n_in, n_out, &[]).unwrap();
+        let x = values(rows * n_in, seed + 1);
         let mut rounded = Int8Rows::default();
-        rounded.quantize(&x, rows, n_in, &m.smoothing);
-        let mut fast = vec![0.5; rows * n_out];
-        let mut slow = vec![0.5; rows * n_out];
+        rounded.quantize(&x, rows, n_in, &m.smoothing, pad);
+        (m, x, rounded)
+    }
+
+    /// `rows` rows of 0.5, plus the product of `rounded` (rounded for the tiles of
+    /// [`TILE_ROWS`] rows) tile by tile by `kernel`.
+    fn by_tiles(
+        m: &Int8Matrix,
+        rounded: &Int8Rows,
+        rows: usize,
+        kernel: impl Fn(&Tile<'_>, &mut [f32]),
+    ) -> Vec<f32> {
+        let mut out = vec![0.5; rows * m.n_out];
         for group in 0..m.scales.len() / TILE_COLS {
             for start in (0..rows).step_by(TILE_ROWS) {
                 let tile = Tile {
@@ -478,16 +614,53 @@ mod tests {
                     group,
                     rows: (rows - start).min(TILE_ROWS),
                 };
-                portable_tile(&m, &tile, &mut slow[start * n_out..], true);
-                // SAFETY: `vnni()` found the features; the operands are a product's own.
-                unsafe { avx512::tile(&m, &tile, &mut fast[start * n_out..], true) };
+                kernel(&tile, &mut out[start * m.n_out..]);
             }
         }
-        assert_eq!(fast, slow);
-        // And the whole product runs that kernel.
+        out
+    }
+
+    /// On AMX-INT8 tiles, the integer sums are exactly the weights' and inputs', and a
+    /// product (a whole group of 32 rows and a partial one, a partial last panel,
+    /// added onto the output) gives exactly the portable loop's outputs.
+    #[test]
+    fn the_amx_product_agrees_with_the_portable_loop() {
+        if !amx::int8_available() {
+            eprintln!("skipped: this CPU or process cannot use AMX-INT8 tiles");
+            return;
+        }
+        let (rows, n_in, n_out) = (45, 128, 150);
+        let (m, x, mut rounded) = case((rows, n_in, n_out), 5, amx::ROWS);
+        let (panels, runs) = (m.scales.len() / LANES, m.depth / QUAD);
+        let mut pairs = Vec::new();
+        amx::sums_i8(
+            &rounded.values,
+            m.depth,
+            &m.packed,
+            panels,
+            |panel, sums| {
+                pairs.push(panel);
+                for (r, c) in (0..amx::ROWS).flat_map(|r| (0..2 * LANES).map(move |c| (r, c))) {
+                    let col = panel * LANES + c;
+                    let weights = &m.packed[col / LANES * runs * RUN..][..runs * RUN];
+                    let want: i32 = (0..m.depth)
+                        .map(|k| {
+                            let w = weights[k / QUAD * RUN + col % LANES * QUAD + k % QUAD];
+                            i32::from(rounded.values[r * m.depth + k]) * i32::from(w)
+                        })
+                        .sum();
+                    assert_eq!(sums[r * 2 * LANES + c], want, "row {r}, column {col}");
+                }
+            },
+        );
+        assert_eq!(pairs, (0..panels).step_by(2).collect::<Vec<_>>());
         let mut whole = vec![0.5; rows * n_out];
         m.product(&mut whole, &x, rows, true, &mut rounded).unwrap();
-        assert_eq!(whole, fast);
+        rounded.quantize(&x, rows, n_in, &m.smoothing, TILE_ROWS);
+        let slow = by_tiles(&m, &rounded, rows, |tile, out| {
+            portable_tile(&m, tile, out, true)
+        });
+        assert_eq!(whole, slow);
     }
 
     #[test]
