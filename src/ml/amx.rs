@@ -16,8 +16,12 @@
 //! from [`MIN_ROWS`] rows on. bf16 keeps 8 bits of each weight's and input's mantissa,
 //! finer than the 4-bit weights and about as fine as the VNNI kernel's 8-bit inputs.
 //!
+//! The embedder's int8 layers need none of that: their sums run over whole rows with
+//! one scale per row and per column, so [`sums_i8`] sums bytes in integers on the
+//! tiles (`tdpbusd`, with AMX-INT8) and leaves the scaling to [`super::int8`].
+//!
 //! Linux hands out AMX's tile registers only to a process that asks for them
-//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); [`available`] asks once.
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`); [`available`] and [`int8_available`] ask once.
 #![allow(unsafe_code)]
 
 use half::f16;
