@@ -229,15 +229,24 @@ impl Panels {
                     let (chunk, pair) = (task / pairs, task % pairs);
                     let first_panel = pair * TILE_PANELS;
                     let panels = TILE_PANELS.min(self.panels() - first_panel);
-                    let end = m.min((chunk + 1) * TASK_ROWS);
-                    for first_row in (chunk * TASK_ROWS..end).step_by(TILE_ROWS) {
+                    let (start, end) = (chunk * TASK_ROWS, m.min((chunk + 1) * TASK_ROWS));
+                    let mut first_row = start;
+                    while first_row < end {
+                        // The VNNI kernel takes the task's rows in whole tiles at once.
+                        let rows = match kernel {
+                            Kernel::Vnni if end - first_row >= TILE_ROWS => {
+                                (end - first_row) / TILE_ROWS * TILE_ROWS
+                            }
+                            _ => TILE_ROWS.min(end - first_row),
+                        };
                         let tile = Tile {
                             first_panel,
                             panels,
                             first_row,
-                            rows: TILE_ROWS.min(end - first_row),
+                            rows,
                         };
                         self.tile(kernel, input, &tile, &out);
+                        first_row += rows;
                     }
                 }
             });
@@ -328,7 +337,7 @@ impl Panels {
                 // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above); the kernel
                 // checks the operands' sizes before any load or store.
                 unsafe {
-                    match (tile.rows, tile.panels) {
+                    match (tile.rows.min(TILE_ROWS), tile.panels) {
                         (4, 2) => avx512::tile::<4, 2>(self, x, tile, out),
                         (3, 2) => avx512::tile::<3, 2>(self, x, tile, out),
                         (2, 2) => avx512::tile::<2, 2>(self, x, tile, out),
@@ -337,7 +346,7 @@ impl Panels {
                         (3, 1) => avx512::tile::<3, 1>(self, x, tile, out),
                         (2, 1) => avx512::tile::<2, 1>(self, x, tile, out),
                         (1, 1) => avx512::tile::<1, 1>(self, x, tile, out),
-                        _ => unreachable!("tiles are at most {TILE_ROWS} × {TILE_PANELS}"),
+                        _ => unreachable!("tiles are at most {TILE_PANELS} panels"),
                     }
                 }
             }
@@ -463,7 +472,9 @@ mod avx512 {
     use super::{BLOCK, BLOCK_BYTES, Input, Kind, LANES, Output, Panels, Q4_0_OFFSET, RUN};
     use super::{RUN_BYTES, Tile};
 
-    /// `R` input rows times `P` panels, written to `out`.
+    /// The tile's input rows, `R` at a time, times its `P` panels, written to `out`.
+    /// One call covers a task's rows, so that the checks and what depends only on the
+    /// panels are done once for all of them.
     ///
     /// # Safety
     /// The CPU has AVX-512 F, BW and VNNI.
@@ -476,93 +487,100 @@ mod avx512 {
     ) {
         let (n, k, nb) = (w.rows, w.cols, w.per_row());
         let q4_1 = w.kind == Kind::Q4_1;
-        assert!(tile.rows == R && tile.panels == P, "a tile of {R} × {P}");
+        assert!(
+            tile.rows.is_multiple_of(R) && tile.panels == P,
+            "rows in groups of {R} × {P} panels"
+        );
         w.check(x, tile, out);
         let low = _mm512_set1_epi8(0xF);
-        let mut totals = [[_mm512_setzero_ps(); P]; R];
         let first_block = tile.first_panel * nb;
         let xs = x.values.as_ptr();
-        for j in 0..nb {
-            let mut dots = [[_mm512_setzero_si512(); P]; R];
-            if !q4_1 {
-                for (r, dots) in dots.iter_mut().enumerate() {
-                    let t = x.totals[(tile.first_row + r) * nb + j];
-                    *dots = [_mm512_set1_epi32(Q4_0_OFFSET as i32 * t); P];
+        for first_row in (tile.first_row..tile.first_row + tile.rows).step_by(R) {
+            let mut totals = [[_mm512_setzero_ps(); P]; R];
+            for j in 0..nb {
+                let mut dots = [[_mm512_setzero_si512(); P]; R];
+                if !q4_1 {
+                    for (r, dots) in dots.iter_mut().enumerate() {
+                        let t = x.totals[(first_row + r) * nb + j];
+                        *dots = [_mm512_set1_epi32(Q4_0_OFFSET as i32 * t); P];
+                    }
                 }
-            }
-            for run in 0..BLOCK / RUN {
-                let mut lo = [_mm512_setzero_si512(); P];
-                let mut hi = [_mm512_setzero_si512(); P];
-                for p in 0..P {
-                    // SAFETY: block `j` of panel `first_panel + p` lies inside
-                    // `packed`, checked above.
-                    let v = unsafe {
-                        let at = (first_block + p * nb + j) * BLOCK_BYTES + run * RUN_BYTES;
-                        _mm512_loadu_si512(w.packed.as_ptr().add(at).cast())
-                    };
-                    lo[p] = _mm512_and_si512(v, low);
-                    hi[p] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
-                }
-                for (r, dots) in dots.iter_mut().enumerate() {
-                    // SAFETY: the eight input bytes of this run of row
-                    // `first_row + r` lie inside `values`, checked above.
-                    let (a, b) = unsafe {
-                        let at = xs.add((tile.first_row + r) * k + j * BLOCK + run * RUN);
-                        (
-                            at.cast::<i32>().read_unaligned(),
-                            at.add(RUN / 2).cast::<i32>().read_unaligned(),
-                        )
-                    };
-                    let (a, b) = (_mm512_set1_epi32(a), _mm512_set1_epi32(b));
+                for run in 0..BLOCK / RUN {
+                    let mut lo = [_mm512_setzero_si512(); P];
+                    let mut hi = [_mm512_setzero_si512(); P];
                     for p in 0..P {
-                        dots[p] = _mm512_dpbusd_epi32(dots[p], lo[p], a);
-                        dots[p] = _mm512_dpbusd_epi32(dots[p], hi[p], b);
+                        // SAFETY: block `j` of panel `first_panel + p` lies inside
+                        // `packed`, checked above.
+                        let v = unsafe {
+                            let at = (first_block + p * nb + j) * BLOCK_BYTES + run * RUN_BYTES;
+                            _mm512_loadu_si512(w.packed.as_ptr().add(at).cast())
+                        };
+                        lo[p] = _mm512_and_si512(v, low);
+                        hi[p] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                    }
+                    for (r, dots) in dots.iter_mut().enumerate() {
+                        // SAFETY: the eight input bytes of this run of row
+                        // `first_row + r` lie inside `values`, checked above.
+                        let (a, b) = unsafe {
+                            let at = xs.add((first_row + r) * k + j * BLOCK + run * RUN);
+                            (
+                                at.cast::<i32>().read_unaligned(),
+                                at.add(RUN / 2).cast::<i32>().read_unaligned(),
+                            )
+                        };
+                        let (a, b) = (_mm512_set1_epi32(a), _mm512_set1_epi32(b));
+                        for p in 0..P {
+                            dots[p] = _mm512_dpbusd_epi32(dots[p], lo[p], a);
+                            dots[p] = _mm512_dpbusd_epi32(dots[p], hi[p], b);
+                        }
                     }
                 }
-            }
-            let mut d = [_mm512_setzero_ps(); P];
-            let mut o = [_mm512_setzero_ps(); P];
-            for p in 0..P {
-                let at = (first_block + p * nb + j) * LANES;
-                // SAFETY: the panel's 16 scales (and offsets) of block `j` lie inside
-                // `scales` (and `offsets`), checked above.
-                unsafe {
-                    d[p] = _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.as_ptr().add(at).cast()));
-                    if q4_1 {
-                        o[p] =
-                            _mm512_cvtph_ps(_mm256_loadu_si256(w.offsets.as_ptr().add(at).cast()));
-                    }
-                }
-            }
-            for (r, (totals, dots)) in totals.iter_mut().zip(&dots).enumerate() {
-                let block = (tile.first_row + r) * nb + j;
-                let e = _mm512_set1_ps(x.scales[block]);
-                let sum = _mm512_set1_ps(x.sums[block]);
+                let mut d = [_mm512_setzero_ps(); P];
+                let mut o = [_mm512_setzero_ps(); P];
                 for p in 0..P {
-                    let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dots[p]), e);
-                    totals[p] = _mm512_fmadd_ps(scaled, d[p], totals[p]);
-                    if q4_1 {
-                        totals[p] = _mm512_fmadd_ps(o[p], sum, totals[p]);
+                    let at = (first_block + p * nb + j) * LANES;
+                    // SAFETY: the panel's 16 scales (and offsets) of block `j` lie inside
+                    // `scales` (and `offsets`), checked above.
+                    unsafe {
+                        d[p] =
+                            _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.as_ptr().add(at).cast()));
+                        if q4_1 {
+                            o[p] = _mm512_cvtph_ps(_mm256_loadu_si256(
+                                w.offsets.as_ptr().add(at).cast(),
+                            ));
+                        }
+                    }
+                }
+                for (r, (totals, dots)) in totals.iter_mut().zip(&dots).enumerate() {
+                    let block = (first_row + r) * nb + j;
+                    let e = _mm512_set1_ps(x.scales[block]);
+                    let sum = _mm512_set1_ps(x.sums[block]);
+                    for p in 0..P {
+                        let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dots[p]), e);
+                        totals[p] = _mm512_fmadd_ps(scaled, d[p], totals[p]);
+                        if q4_1 {
+                            totals[p] = _mm512_fmadd_ps(o[p], sum, totals[p]);
+                        }
                     }
                 }
             }
-        }
-        for (r, totals) in totals.iter().enumerate() {
-            for (p, v) in totals.iter().enumerate() {
-                let col = (tile.first_panel + p) * LANES;
-                if col >= n {
-                    break;
-                }
-                let mask: __mmask16 = if n - col >= LANES {
-                    u16::MAX
-                } else {
-                    (1u16 << (n - col)) - 1
-                };
-                // SAFETY: only lanes below `n` of row `first_row + r` are stored, inside
-                // the output (checked above); the pool gives each tile to one worker.
-                unsafe {
-                    let at = out.ptr.add((tile.first_row + r) * n + col);
-                    _mm512_mask_storeu_ps(at, mask, *v);
+            for (r, totals) in totals.iter().enumerate() {
+                for (p, v) in totals.iter().enumerate() {
+                    let col = (tile.first_panel + p) * LANES;
+                    if col >= n {
+                        break;
+                    }
+                    let mask: __mmask16 = if n - col >= LANES {
+                        u16::MAX
+                    } else {
+                        (1u16 << (n - col)) - 1
+                    };
+                    // SAFETY: only lanes below `n` of row `first_row + r` are stored, inside
+                    // the output (checked above); the pool gives each tile to one worker.
+                    unsafe {
+                        let at = out.ptr.add((first_row + r) * n + col);
+                        _mm512_mask_storeu_ps(at, mask, *v);
+                    }
                 }
             }
         }
@@ -778,7 +796,7 @@ mod tests {
         // partial, in a pair.
         let shapes: [(usize, &[(usize, usize)]); 2] = [(40, &[(0, 2), (2, 1)]), (20, &[(0, 2)])];
         for ((dtype, kind), (n, pairs)) in KINDS.into_iter().flat_map(|t| shapes.map(|s| (t, s))) {
-            let (k, m) = (32 * 5, 7);
+            let (k, m) = (32 * 5, 13);
             let (_, q) = ggml(dtype, n, k, 5);
             let panels = Panels::from_ggml(kind, n, k, &q.data().unwrap()).unwrap();
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 13) % 29) as f32 - 14.0).collect();
@@ -788,7 +806,13 @@ mod tests {
                 .iter()
                 .flat_map(|&kernel| pairs.iter().map(move |p| (kernel, p)))
             {
-                for (first_row, rows) in [(0, 4), (4, 3), (1, 2), (6, 1)] {
+                // The VNNI kernel also takes several groups of four rows in one call.
+                let many: &[(usize, usize)] = match kernel {
+                    Kernel::Vnni => &[(0, 12), (1, 12), (5, 8)],
+                    _ => &[],
+                };
+                let tiles = [(0, 4), (4, 3), (1, 2), (6, 1)];
+                for &(first_row, rows) in tiles.iter().chain(many) {
                     let tile = Tile {
                         first_panel,
                         panels: panels_in_tile,
