@@ -95,19 +95,16 @@ impl Input {
         self.scales.resize(nb, 0.0);
         self.sums.resize(nb, 0.0);
         self.totals.resize(nb, 0);
-        let round = |((((x, q), e), s), t): BlockOut<'_>| {
-            let (scale, sum) = round_block(x, q);
-            (*e, *s, *t) = (scale, scale * sum as f32, sum);
-        };
         if m == 1 || nb < 2 * PARALLEL_BLOCKS {
             // A decoding step's row, or a few short ones: handing them to other threads
             // costs more than rounding them here.
-            x.chunks_exact(BLOCK)
-                .zip(self.values.chunks_exact_mut(BLOCK))
-                .zip(&mut self.scales)
-                .zip(&mut self.sums)
-                .zip(&mut self.totals)
-                .for_each(round);
+            round_blocks((
+                (
+                    ((x, &mut self.values[..]), &mut self.scales[..]),
+                    &mut self.sums[..],
+                ),
+                &mut self.totals[..],
+            ));
             return;
         }
         // On candle's pool, whose threads run the product that follows.
@@ -118,27 +115,40 @@ impl Input {
             .zip(self.sums.chunks_mut(PARALLEL_BLOCKS))
             .zip(self.totals.chunks_mut(PARALLEL_BLOCKS))
             .collect();
-        super::pool::for_each(&mut parts, |_, ((((x, q), e), s), t)| {
-            x.chunks_exact(BLOCK)
-                .zip(q.chunks_exact_mut(BLOCK))
-                .zip(e.iter_mut())
-                .zip(s.iter_mut())
-                .zip(t.iter_mut())
-                .for_each(round);
+        super::pool::for_each(&mut parts, |_, part| {
+            let ((((x, q), e), s), t) = part;
+            round_blocks(((((x, q), e), s), t));
         });
     }
+}
+
+/// Rounds a run of whole blocks (see [`round_block`]), sixteen lanes at a time where
+/// the CPU has AVX-512: the same bits either way.
+fn round_blocks(((((x, q), e), s), t): Part<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::round_blocks(x, q, e, s, t) {
+        return;
+    }
+    portable_round_blocks(((((x, q), e), s), t));
+}
+
+/// [`round_blocks`] one block at a time, on any CPU.
+fn portable_round_blocks(((((x, q), e), s), t): Part<'_>) {
+    x.chunks_exact(BLOCK)
+        .zip(q.chunks_exact_mut(BLOCK))
+        .zip(e.iter_mut())
+        .zip(s.iter_mut())
+        .zip(t.iter_mut())
+        .for_each(|((((x, q), e), s), t)| {
+            let (scale, sum) = round_block(x, q);
+            (*e, *s, *t) = (scale, scale * sum as f32, sum);
+        });
 }
 
 /// A run of blocks of input and where their rounding goes.
 type Part<'a> = (
     (((&'a [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [f32]),
     &'a mut [i32],
-);
-
-/// One block of input and where its rounding goes: values, scale, scaled sum, sum.
-type BlockOut<'a> = (
-    (((&'a [f32], &'a mut [i8]), &'a mut f32), &'a mut f32),
-    &'a mut i32,
 );
 
 /// The blocks of input rounded by one task of the pool; a single row, or an input of
@@ -161,11 +171,7 @@ const PARALLEL_BLOCKS: usize = 128;
 fn round_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = x.iter().fold(0u32, |a, v| a.max(v.to_bits() & 0x7fff_ffff));
     let scale = f32::from_bits(amax) / 127.0;
-    let inverse = if scale >= f32::MIN_POSITIVE {
-        1.0 / scale
-    } else {
-        0.0
-    };
+    let inverse = inverse(scale);
     let mut sum = 0i32;
     for (q, v) in q.iter_mut().zip(x) {
         let r = to_integer((v * inverse).max(-127.0).min(127.0));
@@ -175,11 +181,99 @@ fn round_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     (scale, sum)
 }
 
+/// The inverse of a block's scale, or zero where the scale is too small for its inverse
+/// to be a float (or is NaN).
+#[inline(always)]
+fn inverse(scale: f32) -> f32 {
+    if scale >= f32::MIN_POSITIVE {
+        1.0 / scale
+    } else {
+        0.0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, MAGIC, inverse};
+
+    /// [`kernel`] where the CPU has AVX-512 F and BW; returns whether it ran.
+    pub(super) fn round_blocks(
+        x: &[f32],
+        q: &mut [i8],
+        scales: &mut [f32],
+        sums: &mut [f32],
+        totals: &mut [i32],
+    ) -> bool {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")) {
+            return false;
+        }
+        // SAFETY: the CPU has AVX-512 F and BW (checked above).
+        unsafe { kernel(x, q, scales, sums, totals) };
+        true
+    }
+
+    /// [`super::round_block`] for each block of `x`, two vectors a block, with the
+    /// same operations lane by lane: the largest magnitude on the bits, the product
+    /// with the inverse clamped to ±127 (`max` first, whose second operand, -127,
+    /// replaces a NaN, as `f32::max` does), and the same rounding addition.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn kernel(
+        x: &[f32],
+        q: &mut [i8],
+        scales: &mut [f32],
+        sums: &mut [f32],
+        totals: &mut [i32],
+    ) {
+        let magnitude = _mm512_set1_epi32(0x7fff_ffff);
+        let (low, high) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+        let (magic, magic_bits) = (
+            _mm512_set1_ps(MAGIC),
+            _mm512_set1_epi32(MAGIC.to_bits() as i32),
+        );
+        let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).zip(
+            scales
+                .iter_mut()
+                .zip(sums.iter_mut())
+                .zip(totals.iter_mut()),
+        );
+        for ((x, q), ((e, s), t)) in blocks {
+            // SAFETY: a block is 32 values and 32 bytes: two vectors in, two halves out.
+            unsafe {
+                let a = _mm512_castps_si512(_mm512_loadu_ps(x.as_ptr()));
+                let b = _mm512_castps_si512(_mm512_loadu_ps(x.as_ptr().add(16)));
+                let bits = _mm512_max_epu32(
+                    _mm512_and_si512(a, magnitude),
+                    _mm512_and_si512(b, magnitude),
+                );
+                let scale = f32::from_bits(_mm512_reduce_max_epu32(bits)) / 127.0;
+                let inv = _mm512_set1_ps(inverse(scale));
+                let round = |v: __m512i| {
+                    let v = _mm512_mul_ps(_mm512_castsi512_ps(v), inv);
+                    let v = _mm512_min_ps(_mm512_max_ps(v, low), high);
+                    _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(v, magic)), magic_bits)
+                };
+                let (a, b) = (round(a), round(b));
+                _mm_storeu_si128(q.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(a));
+                _mm_storeu_si128(q.as_mut_ptr().add(16).cast(), _mm512_cvtepi32_epi8(b));
+                let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(a, b));
+                (*e, *s, *t) = (scale, scale * sum as f32, sum);
+            }
+        }
+    }
+}
+
+/// 1.5·2²³: sums with any `|v| ≤ 2²²` share its exponent, so their last bit is 1.
+const MAGIC: f32 = 12_582_912.0;
+
 /// The integer nearest `v` (ties to even), for `|v| ≤ 2²²`.
 #[inline(always)]
 fn to_integer(v: f32) -> i32 {
-    /// 1.5·2²³: sums with any `|v| ≤ 2²²` share its exponent, so their last bit is 1.
-    const MAGIC: f32 = 12_582_912.0;
     (v + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
 }
 
@@ -301,5 +395,58 @@ pub(super) mod tests {
         }
         assert!(all.values[..2 * BLOCK].iter().all(|&v| v == 0));
         assert!(all.values[2 * BLOCK..3 * BLOCK].iter().all(|&v| v == 127));
+    }
+
+    /// The AVX-512 rounding gives the portable loop's bits: bytes, scales, scaled sums
+    /// and sums, for ordinary blocks and for blocks with a NaN, an infinity, tiny
+    /// values, signed zeros and ties.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_rounding_matches_the_portable_loop() {
+        let mut x: Vec<f32> = (0..BLOCK * 40)
+            .map(|i| ((i * 7919 % 4001) as f32 - 2000.0) / (1 + i % 97) as f32)
+            .collect();
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e-40,
+            -0.0,
+            3e38,
+        ];
+        for (b, v) in specials.into_iter().enumerate() {
+            x[b * BLOCK + 5] = v;
+        }
+        x[6 * BLOCK..7 * BLOCK].fill(-2e-37);
+        x[7 * BLOCK..8 * BLOCK].fill(4e-36);
+        // Ties: 127 and 0.5 steps of its scale.
+        for (i, v) in x[8 * BLOCK..9 * BLOCK].iter_mut().enumerate() {
+            *v = if i == 0 { 127.0 } else { i as f32 - 15.5 };
+        }
+        let nb = x.len() / BLOCK;
+        let run = |simd: bool| {
+            let (mut q, mut e, mut s, mut t) = (
+                vec![0i8; x.len()],
+                vec![0f32; nb],
+                vec![0f32; nb],
+                vec![0i32; nb],
+            );
+            if simd {
+                if !avx512::round_blocks(&x, &mut q, &mut e, &mut s, &mut t) {
+                    return None;
+                }
+            } else {
+                portable_round_blocks(((((&x, &mut q), &mut e), &mut s), &mut t));
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            Some((q, bits(&e), bits(&s), t))
+        };
+        let Some(fast) = run(true) else {
+            eprintln!("skipped: this CPU lacks AVX-512 F and BW");
+            return;
+        };
+        let slow = run(false).unwrap();
+        assert!(f32::from_bits(slow.1[0]).is_nan(), "the NaN block's scale");
+        assert_eq!(fast, slow);
     }
 }
