@@ -277,6 +277,7 @@ pub(super) mod avx512 {
                 15.0,
             );
             let mut rescale = [_mm512_setzero_ps(); TILE];
+            let mut rose = [true; TILE];
             for $r in 0..TILE {
                 let own = ($first + $r).min($last);
                 let mut visible = [0u16; BLOCKS];
@@ -293,13 +294,22 @@ pub(super) mod avx512 {
                     sum = _mm512_add_ps(sum, $p);
                     $store;
                 }
-                rescale[$r] = exp(_mm512_sub_ps($high[$r], new_high));
-                $total[$r] = _mm512_fmadd_ps($total[$r], rescale[$r], sum);
+                // Where the highest did not rise, the rescaling would be by e⁰ = 1
+                // exactly, and is skipped; after a row's first chunks it seldom rises.
+                rose[$r] = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>($high[$r], new_high) == 0;
+                if rose[$r] {
+                    rescale[$r] = exp(_mm512_sub_ps($high[$r], new_high));
+                    $total[$r] = _mm512_fmadd_ps($total[$r], rescale[$r], sum);
+                } else {
+                    $total[$r] = _mm512_add_ps($total[$r], sum);
+                }
                 $high[$r] = new_high;
             }
-            for (s, c) in $sums.iter_mut().zip(rescale) {
-                for s in s.iter_mut() {
-                    *s = _mm512_mul_ps(*s, c);
+            for ((s, c), rose) in $sums.iter_mut().zip(rescale).zip(rose) {
+                if rose {
+                    for s in s.iter_mut() {
+                        *s = _mm512_mul_ps(*s, c);
+                    }
                 }
             }
         }};
