@@ -461,12 +461,18 @@ impl Llama {
             });
             let qkv = sized(qkv, rows * qkv_width);
             layer.qkv.forward(h, rows, qkv, bf16)?;
-            for (r, row) in qkv.chunks_exact_mut(qkv_width).enumerate() {
+            let (cos, sin) = (&self.cos, &self.sin);
+            on_row_blocks(qkv, qkv_width, |first, block| {
+                for (r, row) in block.chunks_exact_mut(qkv_width).enumerate() {
+                    let p = position + first + r;
+                    let angles = p * hd / 2..(p + 1) * hd / 2;
+                    // Queries and keys are adjacent: every head of both turns at once.
+                    let (cos, sin) = (&cos[angles.clone()], &sin[angles]);
+                    rope(&mut row[..q_width + kv_width], hd, cos, sin);
+                }
+            });
+            for (r, row) in qkv.chunks_exact(qkv_width).enumerate() {
                 let p = position + r;
-                let angles = p * hd / 2..(p + 1) * hd / 2;
-                let (cos, sin) = (&self.cos[angles.clone()], &self.sin[angles]);
-                // Queries and keys are adjacent: every head of both turns at once.
-                rope(&mut row[..q_width + kv_width], hd, cos, sin);
                 let (k, v) = row[q_width..].split_at(kv_width);
                 for g in 0..s.kv_heads {
                     let head = g * hd..(g + 1) * hd;
@@ -498,7 +504,7 @@ impl Llama {
                 attend_rows(&s, qkv, cache, position, rows, attended)?;
             }
             layer.output.forward(attended, rows, h, bf16)?;
-            add(x, h);
+            add_rows(x, h, hidden);
 
             on_row_blocks(h, hidden, |first, h| {
                 let x = &x[first * hidden..first * hidden + h.len()];
@@ -519,7 +525,7 @@ impl Llama {
                 }
             });
             layer.down.forward(act, rows, h, bf16)?;
-            add(x, h);
+            add_rows(x, h, hidden);
         }
         let h = sized(h, hidden);
         rms_norm_rows(&x[(rows - 1) * hidden..], &self.norm, eps, h);
@@ -981,13 +987,22 @@ fn attend_flash(
             }
         }
     });
-    let width = s.heads * hd;
-    for (&(h, start, _), part) in jobs.iter().zip(parts) {
-        for (r, src) in part.chunks_exact(hd).enumerate() {
-            let at = (start + r) * width + h * hd;
-            out[at..at + hd].copy_from_slice(src);
-        }
+    // Each output row gathers its heads' parts, a block of rows a task of the pool.
+    let mut which = vec![0; rows.div_ceil(block) * s.heads];
+    for (j, &(h, start, _)) in jobs.iter().enumerate() {
+        which[start / block * s.heads + h] = j;
     }
+    let width = s.heads * hd;
+    on_row_blocks(out, width, |first, out| {
+        for (i, row) in out.chunks_exact_mut(width).enumerate() {
+            let r = first + i;
+            for (h, dst) in row.chunks_exact_mut(hd).enumerate() {
+                let j = which[r / block * s.heads + h];
+                let (_, start, _) = jobs[j];
+                dst.copy_from_slice(&parts[j][(r - start) * hd..][..hd]);
+            }
+        }
+    });
 }
 
 /// One key/value head's keys and values as a prompt's attention kernel reads them.
@@ -1058,6 +1073,11 @@ fn on_row_blocks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + 
     }
     let mut blocks: Vec<&mut [f32]> = out.chunks_mut(width * STEP_ROWS).collect();
     pool::for_each(&mut blocks, |i, rows| f(i * STEP_ROWS, rows));
+}
+
+/// `x += h`, rows of `width`, a prompt's across the pool.
+fn add_rows(x: &mut [f32], h: &[f32], width: usize) {
+    on_row_blocks(x, width, |first, x| add(x, &h[first * width..][..x.len()]));
 }
 
 /// `out = x / rms(x) · weight`, row by row.
