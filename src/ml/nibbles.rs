@@ -98,13 +98,13 @@ impl Input {
         if m == 1 || nb < 2 * PARALLEL_BLOCKS {
             // A decoding step's row, or a few short ones: handing them to other threads
             // costs more than rounding them here.
-            round_blocks((
-                (
-                    ((x, &mut self.values[..]), &mut self.scales[..]),
-                    &mut self.sums[..],
-                ),
-                &mut self.totals[..],
-            ));
+            round_blocks(
+                x,
+                &mut self.values,
+                &mut self.scales,
+                &mut self.sums,
+                &mut self.totals,
+            );
             return;
         }
         // On candle's pool, whose threads run the product that follows.
@@ -115,25 +115,25 @@ impl Input {
             .zip(self.sums.chunks_mut(PARALLEL_BLOCKS))
             .zip(self.totals.chunks_mut(PARALLEL_BLOCKS))
             .collect();
-        super::pool::for_each(&mut parts, |_, part| {
-            let ((((x, q), e), s), t) = part;
-            round_blocks(((((x, q), e), s), t));
+        super::pool::for_each(&mut parts, |_, ((((x, q), e), s), t)| {
+            round_blocks(x, q, e, s, t);
         });
     }
 }
 
-/// Rounds a run of whole blocks (see [`round_block`]), sixteen lanes at a time where
-/// the CPU has AVX-512: the same bits either way.
-fn round_blocks(((((x, q), e), s), t): Part<'_>) {
+/// Rounds a run of whole blocks `x` into `q` (see [`round_block`]), with each block's
+/// scale, scaled sum and sum, sixteen lanes at a time where the CPU has AVX-512: the
+/// same bits either way.
+fn round_blocks(x: &[f32], q: &mut [i8], e: &mut [f32], s: &mut [f32], t: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     if avx512::round_blocks(x, q, e, s, t) {
         return;
     }
-    portable_round_blocks(((((x, q), e), s), t));
+    portable_round_blocks(x, q, e, s, t);
 }
 
 /// [`round_blocks`] one block at a time, on any CPU.
-fn portable_round_blocks(((((x, q), e), s), t): Part<'_>) {
+fn portable_round_blocks(x: &[f32], q: &mut [i8], e: &mut [f32], s: &mut [f32], t: &mut [i32]) {
     x.chunks_exact(BLOCK)
         .zip(q.chunks_exact_mut(BLOCK))
         .zip(e.iter_mut())
@@ -436,7 +436,7 @@ pub(super) mod tests {
                     return None;
                 }
             } else {
-                portable_round_blocks(((((&x, &mut q), &mut e), &mut s), &mut t));
+                portable_round_blocks(&x, &mut q, &mut e, &mut s, &mut t);
             }
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             Some((q, bits(&e), bits(&s), t))
