@@ -227,26 +227,46 @@ pub(super) mod avx512 {
     /// Key blocks per chunk.
     const BLOCKS: usize = CHUNK / KEY_BLOCK;
 
-    /// e^x for each lane, the polynomial of [`super::super::ops::exp`]; lanes at or
-    /// below -87 give about 1.6e-38, so masked lanes must be zeroed after.
+    /// e^x for each lane where x ≤ 0, as a softmax takes it (scores less their
+    /// highest), within 5e-6 of it relative; lanes at or below -87 give about 1.6e-38,
+    /// so masked lanes must be zeroed after, and lanes above 0 (only ever masked ones)
+    /// are not bounded. A NaN stays NaN.
+    ///
+    /// With `n` the nearest integer to `x·log₂e` and `f = x - n·ln 2` (one fused
+    /// multiply-add, `|f| ≤ ln 2 / 2`), e^x is `2ⁿ·e^f`. Here e^f is of degree 4: the
+    /// Taylor polynomial of degree 5 with its fifth power traded for the lower powers
+    /// that best match it over `|f| ≤ ln 2 / 2` (Chebyshev's economisation), which keeps
+    /// the error near that of degree 5. Eight instructions, against thirteen for the
+    /// degree-6 polynomial this replaced; the softmax's powers are rounded to bf16 (2⁻⁹)
+    /// or summed in f32 beside an error this small.
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(in crate::ml) fn exp(x: __m512) -> __m512 {
-        // The constant first: where a lane is NaN, the second operand (the NaN) is kept,
-        // so a NaN shows in the output as the scalar `exp` lets it.
-        let x = _mm512_max_ps(
-            _mm512_set1_ps(-87.0),
-            _mm512_min_ps(_mm512_set1_ps(88.0), x),
+        // The constant first: where a lane is NaN, the second operand (the NaN) is kept.
+        let x = _mm512_max_ps(_mm512_set1_ps(-87.0), x);
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-        let f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(std::f32::consts::LN_2));
-        let mut p = _mm512_set1_ps(1.0 / 720.0);
-        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+        let f = _mm512_fnmadd_ps(n, _mm512_set1_ps(std::f32::consts::LN_2), x);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(*c));
         }
         _mm512_scalef_ps(p, n)
     }
+
+    /// [`exp`]'s polynomial in `f`, highest power first. With `a = ln 2 / 2`, the
+    /// fifth power of the Taylor series is replaced by `(20a²f³ - 5a⁴f) / 16` (from the
+    /// Chebyshev polynomial T₅), which moves `a²/96` onto `f³` and takes `a⁴/384` off
+    /// `f`.
+    pub(in crate::ml) const EXP_POLY: [f32; 5] = [
+        1.0 / 24.0,
+        1.0 / 6.0 + A * A / 96.0,
+        0.5,
+        1.0 - A * A * A * A / 384.0,
+        1.0,
+    ];
+    const A: f32 = std::f32::consts::LN_2 / 2.0;
 
     /// The largest of `x`'s lanes, in every lane, without leaving the vector unit.
     #[inline]
@@ -272,10 +292,6 @@ pub(super) mod avx512 {
             $high:ident, $total:ident, $sums:ident;
             |$r:ident, $b:ident, $p:ident| $store:expr
         ) => {{
-            let lane = _mm512_setr_ps(
-                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
-                15.0,
-            );
             let mut rescale = [_mm512_setzero_ps(); TILE];
             let mut rose = [true; TILE];
             for $r in 0..TILE {
@@ -283,11 +299,22 @@ pub(super) mod avx512 {
                 let mut visible = [0u16; BLOCKS];
                 let mut highest = $high[$r];
                 for (b, v) in visible.iter_mut().enumerate() {
-                    let seen = own as f32 - ($start + b * KEY_BLOCK) as f32;
-                    *v = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(lane, _mm512_set1_ps(seen));
+                    // The block's lanes up to the row's own position, counted in
+                    // integers (no vector instruction is spent on the mask).
+                    let seen = (own + 1)
+                        .saturating_sub($start + b * KEY_BLOCK)
+                        .min(KEY_BLOCK);
+                    *v = ((1u32 << seen) - 1) as __mmask16;
                     highest = _mm512_mask_max_ps(highest, *v, highest, $scores[$r][b]);
                 }
-                let new_high = lanes_max(highest);
+                // The highest rises only where a lane of this chunk passed it; where
+                // none did, the lanes' largest is the highest as it was.
+                rose[$r] = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(highest, $high[$r]) != 0;
+                let new_high = if rose[$r] {
+                    lanes_max(highest)
+                } else {
+                    $high[$r]
+                };
                 let mut sum = _mm512_setzero_ps();
                 for ($b, v) in visible.iter().enumerate() {
                     let $p = _mm512_maskz_mov_ps(*v, exp(_mm512_sub_ps($scores[$r][$b], new_high)));
@@ -296,7 +323,6 @@ pub(super) mod avx512 {
                 }
                 // Where the highest did not rise, the rescaling would be by e⁰ = 1
                 // exactly, and is skipped; after a row's first chunks it seldom rises.
-                rose[$r] = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>($high[$r], new_high) == 0;
                 if rose[$r] {
                     rescale[$r] = exp(_mm512_sub_ps($high[$r], new_high));
                     $total[$r] = _mm512_fmadd_ps($total[$r], rescale[$r], sum);
@@ -553,20 +579,20 @@ mod bf16 {
                     }
                 }
             }
-            // The powers in bf16, a block's sixteen into its half of a pair's words.
-            let mut chunk = [[_mm512_setzero_ps(); BLOCKS]; TILE];
+            // The powers in bf16, a block's sixteen into its half of a pair's words: an
+            // even block waits for the odd one after it.
+            let mut even = _mm512_setzero_ps();
             fold_chunk!(scores at start, rows first, last; high, total, sums; |r, b, p| {
-                chunk[r][b] = p
-            });
-            for (powers, p) in powers.iter_mut().zip(chunk) {
-                for (h, p) in p.chunks_exact(2).enumerate() {
+                if b % 2 == 0 {
+                    even = p;
+                } else {
                     // SAFETY: 32 powers, 16 pairs, fit the row's place for them.
                     unsafe {
-                        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(p[1], p[0]));
-                        _mm512_storeu_si512(powers.as_mut_ptr().add(16 * h).cast(), v);
+                        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(p, even));
+                        _mm512_storeu_si512(powers[r].as_mut_ptr().add(16 * (b / 2)).cast(), v);
                     }
                 }
-            }
+            });
             // Pairs of positions; an odd last one is paired with a masked (zero) power.
             let seen = (last + 1 - start).min(CHUNK).div_ceil(2);
             // SAFETY: the pairs of positions `start..start + 2 · seen` are inside
@@ -668,6 +694,50 @@ pub(super) mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_vector_exp_is_within_its_bound_where_a_softmax_uses_it() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            if !std::is_x86_feature_detected!("avx512f") {
+                return;
+            }
+            let run = |x: [f32; 16]| -> [f32; 16] {
+                let mut out = [0f32; 16];
+                // SAFETY: AVX-512 F is present (checked above); both arrays hold 16.
+                unsafe {
+                    let v = avx512::exp(_mm512_loadu_ps(x.as_ptr()));
+                    _mm512_storeu_ps(out.as_mut_ptr(), v);
+                }
+                out
+            };
+            // Every x from -87 to 0 in steps of 1/64, and the ends of each step's
+            // reduced range (x·log₂e halfway between integers).
+            let mut xs: Vec<f32> = (0..=87 * 64).map(|i| -(i as f32) / 64.0).collect();
+            xs.extend((0..=125).map(|n| -((n as f32 + 0.5) * std::f32::consts::LN_2)));
+            xs.retain(|x| *x >= -87.0);
+            let mut worst = 0f64;
+            for x in xs.chunks(16) {
+                let mut lanes = [0f32; 16];
+                lanes[..x.len()].copy_from_slice(x);
+                for (x, got) in lanes.iter().zip(run(lanes)) {
+                    let want = f64::from(*x).exp();
+                    worst = worst.max((f64::from(got) - want).abs() / want);
+                }
+            }
+            assert!(worst < 6e-6, "relative error {worst:e}");
+            // Below the range, a tiny positive number; a NaN stays NaN.
+            let mut lanes = [-1000.0f32; 16];
+            lanes[3] = f32::NAN;
+            lanes[5] = f32::NEG_INFINITY;
+            let out = run(lanes);
+            assert!(out[3].is_nan());
+            for (i, v) in out.iter().enumerate().filter(|(i, _)| *i != 3) {
+                assert!(*v > 0.0 && *v < 2e-38, "lane {i}: {v}");
+            }
+        }
     }
 
     #[test]
