@@ -39,7 +39,7 @@ use super::amx;
 use super::flash;
 use super::gemm::{View, matmul};
 use super::nibbles::Kind;
-use super::ops::{add, exp, exp_shifted, reduce, sized, softmax};
+use super::ops::{add, exp, exp_shifted, reduce, silu_mul, sized, softmax};
 use super::panels::{self, Panels};
 use super::pool;
 use super::widen::{WIDTH, widen, widen16};
@@ -504,12 +504,7 @@ impl Llama {
                 attend_rows(&s, qkv, cache, position, rows, attended)?;
             }
             layer.output.forward(attended, rows, h, bf16)?;
-            add_rows(x, h, hidden);
-
-            on_row_blocks(h, hidden, |first, h| {
-                let x = &x[first * hidden..first * hidden + h.len()];
-                rms_norm_rows(x, &layer.ffn_norm, eps, h);
-            });
+            add_norm_rows(x, h, &layer.ffn_norm, eps);
             let ff = layer.down.cols;
             let ffn = sized(ffn, rows * 2 * ff);
             layer.gate_up.forward(h, rows, ffn, bf16)?;
@@ -519,9 +514,7 @@ impl Llama {
                 let ffn = &ffn[first * 2 * ff..];
                 for (a, f) in act.chunks_exact_mut(ff).zip(ffn.chunks_exact(2 * ff)) {
                     let (gate, up) = f.split_at(ff);
-                    for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
-                        *a = g / (1.0 + exp(-g)) * u;
-                    }
+                    silu_mul(gate, up, a);
                 }
             });
             layer.down.forward(act, rows, h, bf16)?;
@@ -1078,6 +1071,22 @@ fn on_row_blocks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + 
 /// `x += h`, rows of `width`, a prompt's across the pool.
 fn add_rows(x: &mut [f32], h: &[f32], width: usize) {
     on_row_blocks(x, width, |first, x| add(x, &h[first * width..][..x.len()]));
+}
+
+/// `x += h`, then `h = x / rms(x) · weight`, rows of `weight.len()`: a residual add and
+/// the norm after it in one pass over each block of rows, a prompt's across the pool.
+fn add_norm_rows(x: &mut [f32], h: &mut [f32], weight: &[f32], eps: f32) {
+    let width = weight.len() * STEP_ROWS;
+    let mut blocks: Vec<(&mut [f32], &mut [f32])> =
+        x.chunks_mut(width).zip(h.chunks_mut(width)).collect();
+    let step = |(x, h): &mut (&mut [f32], &mut [f32])| {
+        add(x, h);
+        rms_norm_rows(x, weight, eps, h);
+    };
+    if let [one] = blocks.as_mut_slice() {
+        return step(one);
+    }
+    pool::for_each(&mut blocks, |_, block| step(block));
 }
 
 /// `out = x / rms(x) · weight`, row by row.
