@@ -668,7 +668,7 @@ mod x86 {
     /// (zero past `seen`), and the powers' sum (in f32, before rounding) returned.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     fn softmax_row(row: &[f32], seen: usize, r: usize, powers: &mut [u16]) -> f32 {
-        use super::super::flash::avx512::{exp, lanes_max};
+        use super::super::flash::avx512::{lanes_max, quick_exp};
         let lanes = |at: usize| -> __mmask16 {
             match seen.saturating_sub(at) {
                 0 => 0,
@@ -691,7 +691,7 @@ mod x86 {
                 let at = (v + i) * TILE;
                 // SAFETY: `at + 16` ≤ the row's length, a multiple of 32.
                 let x = unsafe { _mm512_loadu_ps(row.as_ptr().add(at)) };
-                *p = _mm512_maskz_mov_ps(lanes(at), exp(_mm512_sub_ps(x, high)));
+                *p = _mm512_maskz_mov_ps(lanes(at), quick_exp(_mm512_sub_ps(x, high)));
                 total = _mm512_add_ps(total, *p);
             }
             // SAFETY: 32 bf16 values are 64 bytes, as the vector of integers is.

@@ -227,21 +227,45 @@ pub(super) mod avx512 {
     /// Key blocks per chunk.
     const BLOCKS: usize = CHUNK / KEY_BLOCK;
 
-    /// e^x for each lane where x ≤ 0, as a softmax takes it (scores less their
-    /// highest), within 5e-6 of it relative; lanes at or below -87 give about 1.6e-38,
-    /// so masked lanes must be zeroed after, and lanes above 0 (only ever masked ones)
-    /// are not bounded. A NaN stays NaN.
+    /// e^x for each lane, the polynomial of [`super::super::ops::exp`]; lanes at or
+    /// below -87 give about 1.6e-38, so masked lanes must be zeroed after. The f32
+    /// kernel's, so that a short prompt's answer does not move with [`quick_exp`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::ml) fn exp(x: __m512) -> __m512 {
+        // The constant first: where a lane is NaN, the second operand (the NaN) is kept,
+        // so a NaN shows in the output as the scalar `exp` lets it.
+        let x = _mm512_max_ps(
+            _mm512_set1_ps(-87.0),
+            _mm512_min_ps(_mm512_set1_ps(88.0), x),
+        );
+        let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(std::f32::consts::LN_2));
+        let mut p = _mm512_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// e^x for each lane up to 88, within 5e-6 of it relative, for the paths whose
+    /// numbers are bf16-rounded already (a long prompt's, see `Llama::forward`); lanes at or below -87
+    /// give about 1.6e-38, so masked lanes must be zeroed after, and lanes above 88 are
+    /// not bounded: a softmax's arguments (scores less their highest) are at most 0
+    /// wherever they are not masked, and [`super::super::ops::silu_mul`] holds its own
+    /// at 88. A NaN stays NaN.
     ///
     /// With `n` the nearest integer to `x·log₂e` and `f = x - n·ln 2` (one fused
     /// multiply-add, `|f| ≤ ln 2 / 2`), e^x is `2ⁿ·e^f`. Here e^f is of degree 4: the
     /// Taylor polynomial of degree 5 with its fifth power traded for the lower powers
     /// that best match it over `|f| ≤ ln 2 / 2` (Chebyshev's economisation), which keeps
-    /// the error near that of degree 5. Eight instructions, against thirteen for the
+    /// the error near that of degree 5. Nine instructions, against thirteen for the
     /// degree-6 polynomial this replaced; the softmax's powers are rounded to bf16 (2⁻⁹)
     /// or summed in f32 beside an error this small.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(in crate::ml) fn exp(x: __m512) -> __m512 {
+    pub(in crate::ml) fn quick_exp(x: __m512) -> __m512 {
         // The constant first: where a lane is NaN, the second operand (the NaN) is kept.
         let x = _mm512_max_ps(_mm512_set1_ps(-87.0), x);
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
@@ -255,7 +279,7 @@ pub(super) mod avx512 {
         _mm512_scalef_ps(p, n)
     }
 
-    /// [`exp`]'s polynomial in `f`, highest power first. With `a = ln 2 / 2`, the
+    /// [`quick_exp`]'s polynomial in `f`, highest power first. With `a = ln 2 / 2`, the
     /// fifth power of the Taylor series is replaced by `(20a²f³ - 5a⁴f) / 16` (from the
     /// Chebyshev polynomial T₅), which moves `a²/96` onto `f³` and takes `a⁴/384` off
     /// `f`.
@@ -289,7 +313,7 @@ pub(super) mod avx512 {
     macro_rules! fold_chunk {
         (
             $scores:ident at $start:expr, rows $first:expr, $last:expr;
-            $high:ident, $total:ident, $sums:ident;
+            $high:ident, $total:ident, $sums:ident; $exp:ident;
             |$r:ident, $b:ident, $p:ident| $store:expr
         ) => {{
             let mut rescale = [_mm512_setzero_ps(); TILE];
@@ -317,14 +341,15 @@ pub(super) mod avx512 {
                 };
                 let mut sum = _mm512_setzero_ps();
                 for ($b, v) in visible.iter().enumerate() {
-                    let $p = _mm512_maskz_mov_ps(*v, exp(_mm512_sub_ps($scores[$r][$b], new_high)));
+                    let $p =
+                        _mm512_maskz_mov_ps(*v, $exp(_mm512_sub_ps($scores[$r][$b], new_high)));
                     sum = _mm512_add_ps(sum, $p);
                     $store;
                 }
                 // Where the highest did not rise, the rescaling would be by e⁰ = 1
                 // exactly, and is skipped; after a row's first chunks it seldom rises.
                 if rose[$r] {
-                    rescale[$r] = exp(_mm512_sub_ps($high[$r], new_high));
+                    rescale[$r] = $exp(_mm512_sub_ps($high[$r], new_high));
                     $total[$r] = _mm512_fmadd_ps($total[$r], rescale[$r], sum);
                 } else {
                     $total[$r] = _mm512_add_ps($total[$r], sum);
@@ -400,7 +425,7 @@ pub(super) mod avx512 {
                 }
             }
             // The running softmax, then the chunk's values, weighted, join the sums.
-            fold_chunk!(scores at start, rows first, last; high, total, sums; |r, b, p| {
+            fold_chunk!(scores at start, rows first, last; high, total, sums; exp; |r, b, p| {
                 // SAFETY: a block's sixteen powers fit its place in the row.
                 unsafe { _mm512_storeu_ps(powers[r].as_mut_ptr().add(b * KEY_BLOCK), p) }
             });
@@ -432,7 +457,7 @@ mod bf16 {
 
     use half::f16;
 
-    use super::avx512::{exp, finish, fold_chunk, lanes_max};
+    use super::avx512::{finish, fold_chunk, lanes_max, quick_exp};
     use super::{CHUNK, KEY_BLOCK, TILE};
 
     const HD: usize = 64;
@@ -582,7 +607,7 @@ mod bf16 {
             // The powers in bf16, a block's sixteen into its half of a pair's words: an
             // even block waits for the odd one after it.
             let mut even = _mm512_setzero_ps();
-            fold_chunk!(scores at start, rows first, last; high, total, sums; |r, b, p| {
+            fold_chunk!(scores at start, rows first, last; high, total, sums; quick_exp; |r, b, p| {
                 if b % 2 == 0 {
                     even = p;
                 } else {
@@ -708,7 +733,7 @@ pub(super) mod tests {
                 let mut out = [0f32; 16];
                 // SAFETY: AVX-512 F is present (checked above); both arrays hold 16.
                 unsafe {
-                    let v = avx512::exp(_mm512_loadu_ps(x.as_ptr()));
+                    let v = avx512::quick_exp(_mm512_loadu_ps(x.as_ptr()));
                     _mm512_storeu_ps(out.as_mut_ptr(), v);
                 }
                 out

@@ -451,6 +451,10 @@ impl Llama {
         }
         let long = position + rows >= self.bf16_from;
         let bf16 = self.bf16_products && long;
+        // Where a long prompt's attention runs in bf16, its activation may also take the
+        // quicker exponential; elsewhere (short prompts, decoding, f32 weights, f32
+        // attention) every bit stays as it was.
+        let quick = long && self.long_attention != Attention::F32;
         let layers = self.layers.len();
         for (l, layer) in self.layers.iter_mut().enumerate() {
             layer.cache.hold(position + rows);
@@ -514,7 +518,7 @@ impl Llama {
                 let ffn = &ffn[first * 2 * ff..];
                 for (a, f) in act.chunks_exact_mut(ff).zip(ffn.chunks_exact(2 * ff)) {
                     let (gate, up) = f.split_at(ff);
-                    silu_mul(gate, up, a);
+                    silu_mul(gate, up, a, quick);
                 }
             });
             layer.down.forward(act, rows, h, bf16)?;

@@ -96,17 +96,27 @@ pub(super) fn exp(x: f32) -> f32 {
 }
 
 /// `out = silu(gate) · up` lane by lane, `silu(g) = g / (1 + e^-g)`: the activation
-/// of a feed-forward block. On CPUs with AVX-512 it runs sixteen lanes at a time
-/// (`avx512::silu_mul`); elsewhere as the scalar loop, which the compiler vectorises.
-pub(super) fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+/// of a feed-forward block, as the scalar loop (which the compiler vectorises) with
+/// [`exp`]. `quick` (a long prompt whose pass runs partly in bf16 already) allows the
+/// AVX-512 kernel instead, where the CPU has it (`avx512::silu_mul`): sixteen lanes at
+/// a time, within 6e-6 of the exact activation, but not the scalar loop's bits, which
+/// a short prompt's or a decoding step's answer keeps.
+pub(super) fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32], quick: bool) {
     assert!(
         gate.len() == out.len() && up.len() == out.len(),
         "silu_mul: slices of different lengths"
     );
     #[cfg(target_arch = "x86_64")]
-    let done = avx512::silu_mul(gate, up, out);
+    let done = if quick {
+        avx512::silu_mul(gate, up, out)
+    } else {
+        0
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let done = 0;
+    let done = {
+        let _ = quick;
+        0
+    };
     for ((a, g), u) in out[done..].iter_mut().zip(&gate[done..]).zip(&up[done..]) {
         *a = g / (1.0 + exp(-g)) * u;
     }
@@ -117,7 +127,7 @@ pub(super) fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::super::flash::avx512::exp;
+    use super::super::flash::avx512::quick_exp;
 
     /// [`super::silu_mul`] on the slices' whole vectors where the CPU has AVX-512 F;
     /// returns how many lanes it wrote (none elsewhere).
@@ -133,7 +143,7 @@ mod avx512 {
         done
     }
 
-    /// [`silu_mul`] on whole vectors: `e^-g` by the softmax's exponential (its
+    /// [`silu_mul`] on whole vectors: `e^-g` by the long prompt's softmax's exponential (its
     /// argument held at or below 88, where e^x is still finite), and `1 / (1 + e^-g)`
     /// as `vrcp14ps` (14 bits) sharpened by one Newton step (`r·(2 - d·r)`, about 28
     /// bits, past f32's 24), instead of a division, which the cores run at a fraction of
@@ -155,7 +165,7 @@ mod avx512 {
                 let u = _mm512_loadu_ps(up.as_ptr().add(i));
                 let minus = _mm512_sub_ps(_mm512_setzero_ps(), g);
                 // The constant first: a NaN lane keeps its NaN.
-                let d = _mm512_add_ps(one, exp(_mm512_min_ps(top, minus)));
+                let d = _mm512_add_ps(one, quick_exp(_mm512_min_ps(top, minus)));
                 let r = _mm512_rcp14_ps(d);
                 let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, two));
                 _mm512_storeu_ps(
@@ -197,8 +207,13 @@ mod tests {
             .map(|i| 0.5 + (i % 7) as f32 / 4.0)
             .collect();
         let mut out = vec![0.0; gate.len()];
-        silu_mul(&gate, &up, &mut out);
-        for ((g, u), got) in gate.iter().zip(&up).zip(&out) {
+        silu_mul(&gate, &up, &mut out, true);
+        let mut exact = vec![0.0; gate.len()];
+        silu_mul(&gate, &up, &mut exact, false);
+        for ((g, u), (got, e)) in gate.iter().zip(&up).zip(out.iter().zip(&exact)) {
+            // Without `quick`, the scalar loop's own bits.
+            let scalar = g / (1.0 + exp(-g)) * u;
+            assert!(e.to_bits() == scalar.to_bits() || (e.is_nan() && scalar.is_nan()));
             let (g64, u64) = (f64::from(*g), f64::from(*u));
             let want = g64 / (1.0 + (-g64).exp()) * u64;
             if g.is_nan() {
