@@ -250,11 +250,11 @@ pub(super) mod avx512 {
     }
 
     /// e^x for each lane up to 88, within 5e-6 of it relative, for the paths whose
-    /// numbers are bf16-rounded already (a long prompt's, see `Llama::forward`); lanes at or below -87
-    /// give about 1.6e-38, so masked lanes must be zeroed after, and lanes above 88 are
-    /// not bounded: a softmax's arguments (scores less their highest) are at most 0
-    /// wherever they are not masked, and [`super::super::ops::silu_mul`] holds its own
-    /// at 88. A NaN stays NaN.
+    /// numbers are bf16-rounded already (a long prompt's, see `Llama::forward`); lanes
+    /// at or below -87 give about 1.6e-38, so masked lanes must be zeroed after, and
+    /// lanes above 88 are not bounded: a softmax's arguments (scores less their
+    /// highest) are at most 0 wherever they are not masked, and
+    /// [`super::super::ops::silu_mul`] holds its own at 88. A NaN stays NaN.
     ///
     /// With `n` the nearest integer to `x·log₂e` and `f = x - n·ln 2` (one fused
     /// multiply-add, `|f| ≤ ln 2 / 2`), e^x is `2ⁿ·e^f`. Here e^f is of degree 4: the
@@ -283,7 +283,7 @@ pub(super) mod avx512 {
     /// fifth power of the Taylor series is replaced by `(20a²f³ - 5a⁴f) / 16` (from the
     /// Chebyshev polynomial T₅), which moves `a²/96` onto `f³` and takes `a⁴/384` off
     /// `f`.
-    pub(in crate::ml) const EXP_POLY: [f32; 5] = [
+    const EXP_POLY: [f32; 5] = [
         1.0 / 24.0,
         1.0 / 6.0 + A * A / 96.0,
         0.5,

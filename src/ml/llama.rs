@@ -1080,17 +1080,18 @@ fn add_rows(x: &mut [f32], h: &[f32], width: usize) {
 /// `x += h`, then `h = x / rms(x) · weight`, rows of `weight.len()`: a residual add and
 /// the norm after it in one pass over each block of rows, a prompt's across the pool.
 fn add_norm_rows(x: &mut [f32], h: &mut [f32], weight: &[f32], eps: f32) {
-    let width = weight.len() * STEP_ROWS;
-    let mut blocks: Vec<(&mut [f32], &mut [f32])> =
-        x.chunks_mut(width).zip(h.chunks_mut(width)).collect();
-    let step = |(x, h): &mut (&mut [f32], &mut [f32])| {
+    let step = |x: &mut [f32], h: &mut [f32]| {
         add(x, h);
         rms_norm_rows(x, weight, eps, h);
     };
-    if let [one] = blocks.as_mut_slice() {
-        return step(one);
+    // One block (a decoding step's row) runs here, before any list of blocks is built.
+    let width = weight.len() * STEP_ROWS;
+    if x.len() <= width {
+        return step(x, h);
     }
-    pool::for_each(&mut blocks, |_, block| step(block));
+    let mut blocks: Vec<(&mut [f32], &mut [f32])> =
+        x.chunks_mut(width).zip(h.chunks_mut(width)).collect();
+    pool::for_each(&mut blocks, |_, (x, h)| step(x, h));
 }
 
 /// `out = x / rms(x) · weight`, row by row.
