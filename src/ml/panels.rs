@@ -15,8 +15,12 @@
 //! `-8·d` enters in integers, as `-8·Σ xⱼ` where the sum starts.
 //!
 //! The kernel keeps a tile of 4 input rows × 2 panels in registers. Tasks of up to 64
-//! input rows × 2 panels are spread over candle's spinning pool. The last panel of a
-//! matrix whose rows are not a multiple of 16 is padded with zero weights and scales.
+//! input rows × 2 panels are spread over candle's spinning pool. Where a task has many
+//! rows, it takes three panels and first widens them to a byte a weight, in the same
+//! order (each run's low nibbles, then its high ones), so that its rows load ready
+//! operands instead of splitting the same nibbles again for every tile of rows; its
+//! tiles are then 4 rows × 3 panels. The last panel of a matrix whose rows are not a
+//! multiple of 16 is padded with zero weights and scales.
 //!
 //! Without VNNI, AVX2 reads each run as two halves of 32 bytes, rows 0–7 and 8–15 of
 //! the panel, and goes over a tile half a panel at a time: `vpmaddubsw` sums two
@@ -44,6 +48,16 @@ const TILE_ROWS: usize = 4;
 const TILE_PANELS: usize = 2;
 /// Input rows of one task of the pool.
 const TASK_ROWS: usize = 64;
+/// Input rows and panels of the VNNI kernel's tile where a task's weights come
+/// widened ([`Panels::widen`]): with no nibbles to split, 4 rows × 3 panels of sums
+/// fit the registers beside their totals, and each broadcast input feeds three
+/// panels.
+const WIDE_ROWS: usize = 4;
+const WIDE_PANELS: usize = 3;
+/// Input rows from which a product's tasks read their panels widened to a byte a
+/// weight: below this (a decoding step, a short prompt) splitting each run's nibbles
+/// in registers as it goes costs less than writing them out first.
+const WIDEN_FROM: usize = 16;
 
 /// Refuses an input `x` of other than `m` rows of `k` values, or an `out` of other than
 /// `m` rows of `n` values, for the product of `x` and `n × k` weights.
@@ -222,14 +236,26 @@ impl Panels {
             input.quantize(x, m, k);
             let input = &*input;
             let out = Output::new(out);
-            let pairs = self.panels().div_ceil(TILE_PANELS);
-            let tasks = m.div_ceil(TASK_ROWS) * pairs;
+            let wide = kernel == Kernel::Vnni && m >= WIDEN_FROM;
+            let group = if wide { WIDE_PANELS } else { TILE_PANELS };
+            let groups = self.panels().div_ceil(group);
+            let tasks = m.div_ceil(TASK_ROWS) * groups;
             candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
                 for task in range {
-                    let (chunk, pair) = (task / pairs, task % pairs);
-                    let first_panel = pair * TILE_PANELS;
-                    let panels = TILE_PANELS.min(self.panels() - first_panel);
+                    let (chunk, g) = (task / groups, task % groups);
+                    let first_panel = g * group;
+                    let panels = group.min(self.panels() - first_panel);
                     let (start, end) = (chunk * TASK_ROWS, m.min((chunk + 1) * TASK_ROWS));
+                    if wide {
+                        let tile = Tile {
+                            first_panel,
+                            panels,
+                            first_row: start,
+                            rows: end - start,
+                        };
+                        WIDE.with_borrow_mut(|wide| self.wide_tile(input, &tile, wide, &out));
+                        continue;
+                    }
                     let mut first_row = start;
                     while first_row < end {
                         // The VNNI kernel takes the task's rows in whole tiles at once.
@@ -338,14 +364,14 @@ impl Panels {
                 // checks the operands' sizes before any load or store.
                 unsafe {
                     match (tile.rows.min(TILE_ROWS), tile.panels) {
-                        (4, 2) => avx512::tile::<4, 2>(self, x, tile, out),
-                        (3, 2) => avx512::tile::<3, 2>(self, x, tile, out),
-                        (2, 2) => avx512::tile::<2, 2>(self, x, tile, out),
-                        (1, 2) => avx512::tile::<1, 2>(self, x, tile, out),
-                        (4, 1) => avx512::tile::<4, 1>(self, x, tile, out),
-                        (3, 1) => avx512::tile::<3, 1>(self, x, tile, out),
-                        (2, 1) => avx512::tile::<2, 1>(self, x, tile, out),
-                        (1, 1) => avx512::tile::<1, 1>(self, x, tile, out),
+                        (4, 2) => avx512::tile::<4, 2, false>(self, x, tile, &[], out),
+                        (3, 2) => avx512::tile::<3, 2, false>(self, x, tile, &[], out),
+                        (2, 2) => avx512::tile::<2, 2, false>(self, x, tile, &[], out),
+                        (1, 2) => avx512::tile::<1, 2, false>(self, x, tile, &[], out),
+                        (4, 1) => avx512::tile::<4, 1, false>(self, x, tile, &[], out),
+                        (3, 1) => avx512::tile::<3, 1, false>(self, x, tile, &[], out),
+                        (2, 1) => avx512::tile::<2, 1, false>(self, x, tile, &[], out),
+                        (1, 1) => avx512::tile::<1, 1, false>(self, x, tile, &[], out),
                         _ => unreachable!("tiles are at most {TILE_PANELS} panels"),
                     }
                 }
@@ -368,6 +394,66 @@ impl Panels {
             _ => portable_tile(self, x, tile, out),
         }
     }
+
+    /// The tile's panels widened to a byte a weight, into `wide`: each run of 64 bytes
+    /// becomes its low nibbles, then its high ones, the two operands of `vpdpbusd` the
+    /// VNNI kernel would otherwise split from it.
+    ///
+    /// # Panics
+    /// When the CPU lacks AVX-512 BW.
+    fn widen(&self, tile: &Tile, wide: &mut Vec<u8>) {
+        let at = tile.first_panel * self.per_row() * BLOCK_BYTES;
+        let packed = &self.packed[at..at + tile.panels * self.per_row() * BLOCK_BYTES];
+        wide.resize(2 * packed.len(), 0);
+        assert!(super::int8::vnni(), "this CPU lacks AVX-512 BW");
+        // SAFETY: the CPU has AVX-512 F and BW (checked above); `wide` holds twice
+        // `packed`'s whole runs.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::widen(packed, wide)
+        };
+    }
+
+    /// The tile on the VNNI kernel (which this CPU must run), its panels widened into
+    /// `wide` first ([`Self::widen`]) and its rows taken [`WIDE_ROWS`] at a time.
+    fn wide_tile(&self, x: &Input, tile: &Tile, wide: &mut Vec<u8>, out: &Output<'_>) {
+        assert!(super::int8::vnni(), "this CPU lacks AVX-512 VNNI");
+        self.widen(tile, wide);
+        let (end, mut first_row) = (tile.first_row + tile.rows, tile.first_row);
+        while first_row < end {
+            let rows = match end - first_row {
+                r if r >= WIDE_ROWS => r / WIDE_ROWS * WIDE_ROWS,
+                r => r,
+            };
+            let part = Tile {
+                first_row,
+                rows,
+                ..*tile
+            };
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above); the kernel
+            // checks the operands' sizes, `wide`'s too, before any load or store.
+            unsafe {
+                let (x, t, w) = (x, &part, &wide[..]);
+                match (rows.min(WIDE_ROWS), tile.panels) {
+                    (4, 3) => avx512::tile::<4, 3, true>(self, x, t, w, out),
+                    (3, 3) => avx512::tile::<3, 3, true>(self, x, t, w, out),
+                    (2, 3) => avx512::tile::<2, 3, true>(self, x, t, w, out),
+                    (1, 3) => avx512::tile::<1, 3, true>(self, x, t, w, out),
+                    (4, 2) => avx512::tile::<4, 2, true>(self, x, t, w, out),
+                    (3, 2) => avx512::tile::<3, 2, true>(self, x, t, w, out),
+                    (2, 2) => avx512::tile::<2, 2, true>(self, x, t, w, out),
+                    (1, 2) => avx512::tile::<1, 2, true>(self, x, t, w, out),
+                    (4, 1) => avx512::tile::<4, 1, true>(self, x, t, w, out),
+                    (3, 1) => avx512::tile::<3, 1, true>(self, x, t, w, out),
+                    (2, 1) => avx512::tile::<2, 1, true>(self, x, t, w, out),
+                    (1, 1) => avx512::tile::<1, 1, true>(self, x, t, w, out),
+                    _ => unreachable!("tiles are at most {WIDE_PANELS} panels"),
+                }
+            }
+            first_row += rows;
+        }
+    }
 }
 
 thread_local! {
@@ -377,10 +463,14 @@ thread_local! {
     static ROUNDED: std::cell::RefCell<Vec<u16>> = std::cell::RefCell::default();
     /// A pair of panels widened to bf16, on each worker of the pool.
     static WIDENED: std::cell::RefCell<Vec<u16>> = std::cell::RefCell::default();
+    /// A task's panels (up to [`WIDE_PANELS`]) widened to a byte a weight, on each
+    /// worker of the pool: 74 KB at most for SmolLM2's widest rows.
+    static WIDE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::default();
 }
 
 /// Input rows `first_row..first_row + rows` times panels
 /// `first_panel..first_panel + panels`.
+#[derive(Clone, Copy)]
 struct Tile {
     first_panel: usize,
     panels: usize,
@@ -472,17 +562,40 @@ mod avx512 {
     use super::{BLOCK, BLOCK_BYTES, Input, Kind, LANES, Output, Panels, Q4_0_OFFSET, RUN};
     use super::{RUN_BYTES, Tile};
 
+    /// Each run of 64 bytes of `packed` as its low nibbles, then its high ones, into
+    /// twice as many bytes of `wide`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn widen(packed: &[u8], wide: &mut [u8]) {
+        let low = _mm512_set1_epi8(0xF);
+        let runs = packed.chunks_exact(RUN_BYTES);
+        for (run, out) in runs.zip(wide.chunks_exact_mut(2 * RUN_BYTES)) {
+            // SAFETY: `run` is 64 bytes and `out` 128.
+            unsafe {
+                let v = _mm512_loadu_si512(run.as_ptr().cast());
+                let (lo, hi) = (out.as_mut_ptr(), out.as_mut_ptr().add(RUN_BYTES));
+                _mm512_storeu_si512(lo.cast(), _mm512_and_si512(v, low));
+                let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                _mm512_storeu_si512(hi.cast(), high);
+            }
+        }
+    }
+
     /// The tile's input rows, `R` at a time, times its `P` panels, written to `out`.
     /// One call covers a task's rows, so that the checks and what depends only on the
-    /// panels are done once for all of them.
+    /// panels are done once for all of them. With `W`, the weights come from `wide`:
+    /// the tile's panels as [`widen`] leaves them.
     ///
     /// # Safety
     /// The CPU has AVX-512 F, BW and VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn tile<const R: usize, const P: usize>(
+    pub(super) unsafe fn tile<const R: usize, const P: usize, const W: bool>(
         w: &Panels,
         x: &Input,
         tile: &Tile,
+        wide: &[u8],
         out: &Output<'_>,
     ) {
         let (n, k, nb) = (w.rows, w.cols, w.per_row());
@@ -492,6 +605,10 @@ mod avx512 {
             "rows in groups of {R} × {P} panels"
         );
         w.check(x, tile, out);
+        assert!(
+            !W || wide.len() == 2 * P * nb * BLOCK_BYTES,
+            "widened panels of another size"
+        );
         let low = _mm512_set1_epi8(0xF);
         let first_block = tile.first_panel * nb;
         let xs = x.values.as_ptr();
@@ -509,6 +626,17 @@ mod avx512 {
                     let mut lo = [_mm512_setzero_si512(); P];
                     let mut hi = [_mm512_setzero_si512(); P];
                     for p in 0..P {
+                        if W {
+                            // SAFETY: both halves of run `run` of block `j` of the
+                            // tile's panel `p` lie inside `wide`, checked above.
+                            unsafe {
+                                let at = (p * nb + j) * BLOCK_BYTES + run * RUN_BYTES;
+                                let at = wide.as_ptr().add(2 * at);
+                                lo[p] = _mm512_loadu_si512(at.cast());
+                                hi[p] = _mm512_loadu_si512(at.add(RUN_BYTES).cast());
+                            }
+                            continue;
+                        }
                         // SAFETY: block `j` of panel `first_panel + p` lies inside
                         // `packed`, checked above.
                         let v = unsafe {
@@ -776,8 +904,8 @@ mod tests {
         }
     }
 
-    /// Each SIMD kernel this CPU runs (VNNI, AVX2) gives the very bits of the portable
-    /// loop, for every tile shape.
+    /// Each SIMD kernel this CPU runs (VNNI, its widened panels too, AVX2) gives the
+    /// very bits of the portable loop, for every tile shape.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_simd_kernels_agree_with_the_portable_loop() {
@@ -792,9 +920,10 @@ mod tests {
             eprintln!("skipped: this CPU has neither AVX-512 VNNI nor AVX2");
             return;
         }
-        // Three panels, the last one partial, in a pair of one; two, the second one
-        // partial, in a pair.
-        let shapes: [(usize, &[(usize, usize)]); 2] = [(40, &[(0, 2), (2, 1)]), (20, &[(0, 2)])];
+        // Three panels, the last one partial, in a pair and one, or in three (widened
+        // only); two, the second one partial, in a pair.
+        let shapes: [(usize, &[(usize, usize)]); 2] =
+            [(40, &[(0, 2), (2, 1), (0, 3)]), (20, &[(0, 2)])];
         for ((dtype, kind), (n, pairs)) in KINDS.into_iter().flat_map(|t| shapes.map(|s| (t, s))) {
             let (k, m) = (32 * 5, 13);
             let (_, q) = ggml(dtype, n, k, 5);
@@ -808,7 +937,7 @@ mod tests {
             {
                 // The VNNI kernel also takes several groups of four rows in one call.
                 let many: &[(usize, usize)] = match kernel {
-                    Kernel::Vnni => &[(0, 12), (1, 12), (5, 8)],
+                    Kernel::Vnni => &[(0, 12), (1, 12), (5, 8), (1, 11), (0, 13)],
                     _ => &[],
                 };
                 let tiles = [(0, 4), (4, 3), (1, 2), (6, 1)];
@@ -820,14 +949,24 @@ mod tests {
                         rows,
                     };
                     let (mut fast, mut slow) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-                    panels.tile(kernel, &input, &tile, &Output::new(&mut fast));
                     portable_tile(&panels, &input, &tile, &Output::new(&mut slow));
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(&fast),
-                        bits(&slow),
-                        "{kernel:?} {kind:?} {first_panel} {first_row}"
-                    );
+                    let label = format!("{kernel:?} {kind:?} {first_panel} {first_row} {rows}");
+                    // The VNNI kernel takes more than one tile's rows in whole tiles, and
+                    // at most a pair of panels where they are not widened.
+                    let whole = rows <= TILE_ROWS || rows % TILE_ROWS == 0;
+                    if panels_in_tile <= TILE_PANELS && (kernel != Kernel::Vnni || whole) {
+                        panels.tile(kernel, &input, &tile, &Output::new(&mut fast));
+                        assert_eq!(bits(&fast), bits(&slow), "{label}");
+                    }
+                    if kernel == Kernel::Vnni {
+                        // Widened panels, in tiles of 4 rows and what is left: 13 rows
+                        // are three tiles and one row, 11 two tiles and 3 rows.
+                        let mut wide = Vec::new();
+                        fast.fill(f32::NAN);
+                        panels.wide_tile(&input, &tile, &mut wide, &Output::new(&mut fast));
+                        assert_eq!(bits(&fast), bits(&slow), "widened: {label}");
+                    }
                 }
             }
         }
