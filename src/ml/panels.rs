@@ -598,8 +598,30 @@ mod avx512 {
         wide: &[u8],
         out: &Output<'_>,
     ) {
+        // SAFETY: as the caller promises.
+        unsafe {
+            match w.kind {
+                Kind::Q4_0 => kernel::<R, P, W, false>(w, x, tile, wide, out),
+                Kind::Q4_1 => kernel::<R, P, W, true>(w, x, tile, wide, out),
+            }
+        }
+    }
+
+    /// [`tile`] for one kind of weights: Q4_1's where `Q4_1` is true, else Q4_0's,
+    /// so that neither kind's loop carries the other's steps.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn kernel<const R: usize, const P: usize, const W: bool, const Q4_1: bool>(
+        w: &Panels,
+        x: &Input,
+        tile: &Tile,
+        wide: &[u8],
+        out: &Output<'_>,
+    ) {
         let (n, k, nb) = (w.rows, w.cols, w.per_row());
-        let q4_1 = w.kind == Kind::Q4_1;
+        assert_eq!(w.kind == Kind::Q4_1, Q4_1, "weights of the other kind");
         assert!(
             tile.rows.is_multiple_of(R) && tile.panels == P,
             "rows in groups of {R} × {P} panels"
@@ -614,12 +636,17 @@ mod avx512 {
         let xs = x.values.as_ptr();
         for first_row in (tile.first_row..tile.first_row + tile.rows).step_by(R) {
             let mut totals = [[_mm512_setzero_ps(); P]; R];
+            // Each row's blocks: their sums, scales and scaled sums, `nb` of each.
+            let blocks: [_; R] = std::array::from_fn(|r| {
+                let at = (first_row + r) * nb..(first_row + r + 1) * nb;
+                let (t, e, s) = (&x.totals[at.clone()], &x.scales[at.clone()], &x.sums[at]);
+                (t, e, s)
+            });
             for j in 0..nb {
                 let mut dots = [[_mm512_setzero_si512(); P]; R];
-                if !q4_1 {
-                    for (r, dots) in dots.iter_mut().enumerate() {
-                        let t = x.totals[(first_row + r) * nb + j];
-                        *dots = [_mm512_set1_epi32(Q4_0_OFFSET as i32 * t); P];
+                if !Q4_1 {
+                    for (dots, (t, _, _)) in dots.iter_mut().zip(&blocks) {
+                        *dots = [_mm512_set1_epi32(Q4_0_OFFSET as i32 * t[j]); P];
                     }
                 }
                 for run in 0..BLOCK / RUN {
@@ -672,21 +699,19 @@ mod avx512 {
                     unsafe {
                         d[p] =
                             _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.as_ptr().add(at).cast()));
-                        if q4_1 {
+                        if Q4_1 {
                             o[p] = _mm512_cvtph_ps(_mm256_loadu_si256(
                                 w.offsets.as_ptr().add(at).cast(),
                             ));
                         }
                     }
                 }
-                for (r, (totals, dots)) in totals.iter_mut().zip(&dots).enumerate() {
-                    let block = (first_row + r) * nb + j;
-                    let e = _mm512_set1_ps(x.scales[block]);
-                    let sum = _mm512_set1_ps(x.sums[block]);
+                for ((totals, dots), (_, e, s)) in totals.iter_mut().zip(&dots).zip(&blocks) {
+                    let (e, sum) = (_mm512_set1_ps(e[j]), _mm512_set1_ps(s[j]));
                     for p in 0..P {
                         let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(dots[p]), e);
                         totals[p] = _mm512_fmadd_ps(scaled, d[p], totals[p]);
-                        if q4_1 {
+                        if Q4_1 {
                             totals[p] = _mm512_fmadd_ps(o[p], sum, totals[p]);
                         }
                     }
