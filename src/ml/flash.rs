@@ -147,35 +147,80 @@ fn amd() -> bool {
     }
 }
 
+/// Whether this CPU runs [`attend_f16`] for heads of width `hd`: AVX-512 with FP16
+/// (Intel's Sapphire Rapids and later).
+pub(super) fn f16_available(hd: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        available(hd)
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512fp16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = hd;
+        false
+    }
+}
+
+/// The words pairs of keys and values are made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Words {
+    /// bf16, rounded to nearest (ties to even), for [`attend_bf16`] and AMX.
+    Bf16,
+    /// The cache's own f16, for [`attend_f16`].
+    F16,
+}
+
+impl Words {
+    /// Whether this CPU makes and reads such pairs for heads of 64.
+    fn available(self) -> bool {
+        match self {
+            Words::Bf16 => bf16_available(64),
+            Words::F16 => f16_available(64),
+        }
+    }
+}
+
 /// Keys of one head, from the cache's f16 blocks (`[block][dim][position in block]`)
-/// into the pairs [`attend_bf16`] reads: `[block][dim / 2][position in block][dim % 2]`
-/// in bf16 (rounded to nearest, ties to even). `src` and `dst` hold the same whole
-/// number of blocks.
+/// into the pairs [`attend_bf16`] and [`attend_f16`] read:
+/// `[block][dim / 2][position in block][dim % 2]`, in `words`. `src` and `dst` hold the
+/// same whole number of blocks.
 ///
 /// # Panics
-/// When [`bf16_available`] is false for heads of 64, or the slices disagree.
-pub(super) fn pair_keys(src: &[half::f16], dst: &mut [u16]) {
-    assert!(bf16_available(64), "no bf16 attention kernel for this CPU");
+/// When `words` are not available on this CPU, or the slices disagree.
+pub(super) fn pair_keys(src: &[half::f16], dst: &mut [u16], words: Words) {
+    assert!(
+        words.available(),
+        "no {words:?} attention kernel for this CPU"
+    );
     let block = KEY_BLOCK * 64;
     assert!(
         src.len() == dst.len() && src.len().is_multiple_of(block),
         "inconsistent key blocks"
     );
-    // SAFETY: the CPU has AVX-512 F, BW and BF16 (checked above); the lengths are
-    // whole blocks, checked above.
+    // SAFETY: the CPU has AVX-512 F and BW, and BF16 where the words are bf16
+    // (checked above); the lengths are whole blocks, checked above.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        bf16::pair_keys(src, dst)
+        match words {
+            Words::Bf16 => bf16::pair_keys::<true>(src, dst),
+            Words::F16 => bf16::pair_keys::<false>(src, dst),
+        }
     };
 }
 
 /// Values of one head, a position per row of 64 dims (`src`, an even number of rows),
-/// into the pairs [`attend_bf16`] reads: `[position / 2][dim][position % 2]` in bf16.
+/// into the pairs [`attend_bf16`] and [`attend_f16`] read:
+/// `[position / 2][dim][position % 2]`, in `words`.
 ///
 /// # Panics
-/// When [`bf16_available`] is false for heads of 64, or the slices disagree.
-pub(super) fn pair_values(src: &[half::f16], dst: &mut [u16]) {
-    assert!(bf16_available(64), "no bf16 attention kernel for this CPU");
+/// When `words` are not available on this CPU, or the slices disagree.
+pub(super) fn pair_values(src: &[half::f16], dst: &mut [u16], words: Words) {
+    assert!(
+        words.available(),
+        "no {words:?} attention kernel for this CPU"
+    );
     assert!(
         src.len() == dst.len() && src.len().is_multiple_of(2 * 64),
         "inconsistent values"
@@ -183,7 +228,41 @@ pub(super) fn pair_values(src: &[half::f16], dst: &mut [u16]) {
     // SAFETY: as in `pair_keys`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        bf16::pair_values(src, dst)
+        match words {
+            Words::Bf16 => bf16::pair_values::<true>(src, dst),
+            Words::F16 => bf16::pair_values::<false>(src, dst),
+        }
+    };
+}
+
+/// [`attend`] in f16 pairs (AVX-512 FP16, `vfmadd231ph`: 32 multiply-adds an
+/// instruction, twice f32's), on CPUs that have it but whose `vdpbf16ps` is slow
+/// (Intel's, see [`bf16_pays`]). Keys and values come paired by [`pair_keys`] and
+/// [`pair_values`] in [`Words::F16`], as the cache keeps them; the queries and each
+/// chunk's powers are rounded to f16. A lane sums one half of a pair's products in
+/// f16: over the 32 pairs of a head's dimensions for a score, over the 32 pairs of a
+/// chunk's positions for a weighted sum of values; the halves are then added and
+/// widened, and the chunks' sums are summed in f32, as the softmax is. Each sum in f16
+/// carries 11 significant bits over at most 32 terms.
+///
+/// # Panics
+/// When [`f16_available`] is false for `hd`, or a slice is shorter than the shapes say.
+pub(super) fn attend_f16(
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    hd: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    assert!(
+        f16_available(hd),
+        "no f16 attention kernel for this CPU and head width"
+    );
+    // SAFETY: AVX-512 F, BW and FP16 are present (`f16_available`).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        by_tiles(q, keys, values, hd, first, out, halves::tile)
     };
 }
 
@@ -502,40 +581,72 @@ mod bf16 {
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
     }
 
+    /// The sixteen f16 at `a` and at `b` as pairs: rounded to bf16 where `ROUND`,
+    /// else as they are.
+    ///
     /// # Safety
-    /// The CPU has AVX-512 F, BW and BF16; the slices are as [`super::pair_keys`]
-    /// checks.
+    /// The CPU has AVX-512 F and BW, and BF16 where `ROUND`; sixteen values are
+    /// readable at `a` and at `b`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn paired<const ROUND: bool>(a: *const f16, b: *const f16) -> __m512i {
+        // SAFETY: as the caller promises.
+        unsafe {
+            if ROUND {
+                return rounded_pairs(a, b);
+            }
+            let idx = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
+            let low = _mm512_castsi256_si512(_mm256_loadu_si256(a.cast()));
+            let both = _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(b.cast()));
+            _mm512_permutexvar_epi16(idx, both)
+        }
+    }
+
+    /// [`pairs`] of the sixteen f16 at `a` and at `b`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and BF16; sixteen values are readable at `a` and `b`.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn pair_keys(src: &[f16], dst: &mut [u16]) {
+    unsafe fn rounded_pairs(a: *const f16, b: *const f16) -> __m512i {
+        // SAFETY: as the caller promises.
+        unsafe { pairs(widen(a), widen(b)) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512 F and BW, and BF16 where `ROUND`; the slices are as
+    /// [`super::pair_keys`] checks.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn pair_keys<const ROUND: bool>(src: &[f16], dst: &mut [u16]) {
         for (src, dst) in src
             .chunks_exact(KEY_BLOCK * HD)
             .zip(dst.chunks_exact_mut(KEY_BLOCK * HD))
         {
             for d in 0..PAIRS {
                 // SAFETY: dims `2d` and `2d + 1` of the block are 16 values each,
-                // and their pairs the 32 words at `d · 32`, inside the block.
+                // and their pairs the 32 words at `d · 32`, inside the block; the
+                // CPU is as the caller promises.
                 unsafe {
-                    let a = widen(src.as_ptr().add(2 * d * KEY_BLOCK));
-                    let b = widen(src.as_ptr().add((2 * d + 1) * KEY_BLOCK));
-                    _mm512_storeu_si512(dst.as_mut_ptr().add(d * 32).cast(), pairs(a, b));
+                    let a = src.as_ptr().add(2 * d * KEY_BLOCK);
+                    let v = paired::<ROUND>(a, a.add(KEY_BLOCK));
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(d * 32).cast(), v);
                 }
             }
         }
     }
 
     /// # Safety
-    /// The CPU has AVX-512 F, BW and BF16; the slices are as [`super::pair_values`]
-    /// checks.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn pair_values(src: &[f16], dst: &mut [u16]) {
+    /// The CPU has AVX-512 F and BW, and BF16 where `ROUND`; the slices are as
+    /// [`super::pair_values`] checks.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn pair_values<const ROUND: bool>(src: &[f16], dst: &mut [u16]) {
         for (src, dst) in src.chunks_exact(2 * HD).zip(dst.chunks_exact_mut(2 * HD)) {
             for c in 0..VECS {
                 // SAFETY: dims `16c..16c + 16` of both positions, and their 32 words
-                // at `c · 32`, lie inside the pair.
+                // at `c · 32`, lie inside the pair; the CPU is as the caller promises.
                 unsafe {
-                    let a = widen(src.as_ptr().add(c * 16));
-                    let b = widen(src.as_ptr().add(HD + c * 16));
-                    _mm512_storeu_si512(dst.as_mut_ptr().add(c * 32).cast(), pairs(a, b));
+                    let a = src.as_ptr().add(c * 16);
+                    let v = paired::<ROUND>(a, a.add(HD));
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(c * 32).cast(), v);
                 }
             }
         }
@@ -635,6 +746,137 @@ mod bf16 {
                             *s = _mm512_dpbf16_ps(*s, w, bh(*v));
                         }
                     }
+                }
+            }
+        }
+        finish(total, sums, out);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod halves {
+    use std::arch::x86_64::*;
+
+    use super::avx512::{finish, fold_chunk, lanes_max, quick_exp};
+    use super::{CHUNK, KEY_BLOCK, TILE};
+
+    const HD: usize = 64;
+    const VECS: usize = HD / 16;
+    const BLOCKS: usize = CHUNK / KEY_BLOCK;
+    /// Pairs of dimensions in a head (and positions in a chunk).
+    const PAIRS: usize = HD / 2;
+    /// Rounding to nearest, ties to even, without exceptions.
+    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+    /// Sixteen pairs of f16 sums (`a₀ b₀ a₁ b₁ …`), each pair added, widened to f32.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512fp16")]
+    fn pair_sums(v: __m512h) -> __m512 {
+        let odd = _mm512_srli_epi32::<16>(_mm512_castph_si512(v));
+        let sum = _mm512_add_ph(v, _mm512_castsi512_ph(odd));
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_castph_si512(sum)))
+    }
+
+    /// A pair of f16, in every pair of lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512fp16")]
+    fn broadcast(pair: u32) -> __m512h {
+        _mm512_castsi512_ph(_mm512_set1_epi32(pair as i32))
+    }
+
+    /// One tile, as [`super::avx512::tile`] but in f16 pairs.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and FP16; `keys` and `values` hold every position up
+    /// to the last row's, rounded up to a whole chunk, `out` as many values as `q`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512fp16")]
+    pub(super) unsafe fn tile(
+        q: &[f32],
+        keys: &[u16],
+        values: &[u16],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let rows = q.len() / HD;
+        debug_assert!((1..=TILE).contains(&rows) && out.len() == q.len());
+        let last = first + rows - 1;
+        // The tile's queries in f16, a pair of dimensions a word; short tiles repeat
+        // their last row, whose results are dropped.
+        let mut qh = [[0u32; PAIRS]; TILE];
+        for (r, qh) in qh.iter_mut().enumerate() {
+            let at = r.min(rows - 1) * HD;
+            for c in 0..VECS {
+                // SAFETY: the row's 64 values are inside `q`; `qh` holds 32 pairs.
+                unsafe {
+                    let v = _mm512_loadu_ps(q.as_ptr().add(at + 16 * c));
+                    let h = _mm512_cvtps_ph::<NEAREST>(v);
+                    _mm256_storeu_si256(qh.as_mut_ptr().add(8 * c).cast(), h);
+                }
+            }
+        }
+        let mut high = [_mm512_set1_ps(f32::NEG_INFINITY); TILE];
+        let mut total = [_mm512_setzero_ps(); TILE];
+        let mut sums = [[_mm512_setzero_ps(); VECS]; TILE];
+        // Each row's powers of the chunk in f16, a pair of positions a word.
+        let mut powers = [[0u32; CHUNK / 2]; TILE];
+        for start in (0..=last).step_by(CHUNK) {
+            // Per row and key block: each lane pair's halves of sixteen scores.
+            let mut parts = [[_mm512_setzero_ph(); BLOCKS]; TILE];
+            // SAFETY: the chunk's blocks end at `(start + CHUNK) · HD` words, inside
+            // `keys` (the caller's bound).
+            unsafe {
+                let kp = keys.as_ptr().add(start * HD);
+                for d in 0..PAIRS {
+                    let mut k = [_mm512_setzero_ph(); BLOCKS];
+                    for (b, k) in k.iter_mut().enumerate() {
+                        let at = kp.add(b * KEY_BLOCK * HD + d * 32);
+                        *k = _mm512_castsi512_ph(_mm512_loadu_si512(at.cast()));
+                    }
+                    for (s, qh) in parts.iter_mut().zip(&qh) {
+                        let qd = broadcast(qh[d]);
+                        for (s, k) in s.iter_mut().zip(&k) {
+                            *s = _mm512_fmadd_ph(qd, *k, *s);
+                        }
+                    }
+                }
+            }
+            let mut scores = [[_mm512_setzero_ps(); BLOCKS]; TILE];
+            for (s, p) in scores.iter_mut().zip(&parts) {
+                for (s, p) in s.iter_mut().zip(p) {
+                    *s = pair_sums(*p);
+                }
+            }
+            fold_chunk!(scores at start, rows first, last; high, total, sums; quick_exp; |r, b, p| {
+                // SAFETY: a block's sixteen powers, eight pairs, fit the row's place.
+                unsafe {
+                    let h = _mm512_cvtps_ph::<NEAREST>(p);
+                    _mm256_storeu_si256(powers[r].as_mut_ptr().add(8 * b).cast(), h);
+                }
+            });
+            // Pairs of positions; an odd last one is paired with a masked (zero) power.
+            let seen = (last + 1 - start).min(CHUNK).div_ceil(2);
+            let mut parts = [[_mm512_setzero_ph(); VECS]; TILE];
+            // SAFETY: the pairs of positions `start..start + 2 · seen` are inside
+            // `values` (whole chunks, the caller's bound).
+            unsafe {
+                let vp = values.as_ptr().add(start * HD);
+                for t in 0..seen {
+                    let mut v = [_mm512_setzero_ph(); VECS];
+                    for (c, v) in v.iter_mut().enumerate() {
+                        let at = vp.add(t * 2 * HD + c * 32);
+                        *v = _mm512_castsi512_ph(_mm512_loadu_si512(at.cast()));
+                    }
+                    for (s, p) in parts.iter_mut().zip(&powers) {
+                        let w = broadcast(p[t]);
+                        for (s, v) in s.iter_mut().zip(&v) {
+                            *s = _mm512_fmadd_ph(w, *v, *s);
+                        }
+                    }
+                }
+            }
+            for (s, p) in sums.iter_mut().zip(&parts) {
+                for (s, p) in s.iter_mut().zip(p) {
+                    *s = _mm512_add_ps(*s, pair_sums(*p));
                 }
             }
         }
@@ -788,20 +1030,24 @@ pub(super) mod tests {
         }
     }
 
-    /// The bf16 kernels (pairs, and AMX tiles where the CPU has them), fed the cache's
-    /// f16 keys and values through [`pair_keys`] and [`pair_values`], against plain
-    /// attention on the same operands rounded to bf16: what is left is the powers'
-    /// rounding to bf16 (a part in 512 of each weight), within 1% of the values' reach
-    /// of ±2. The pairs themselves are checked word by word.
-    #[test]
-    fn bf16_pairs_match_plain_attention_on_rounded_operands() {
-        use half::{bf16, f16};
+    /// A kernel over paired keys and values, as the tests call it.
+    type PairKernel = fn(&[f32], &[u16], &[u16], usize, &mut [f32]);
+    /// How a pair's words round: a value to its word, a word to its value, and a
+    /// query as the kernel rounds it.
+    type Rounding = (fn(f32) -> u16, fn(u16) -> f32, fn(f32) -> f32);
+
+    /// `kernels`, fed the cache's f16 keys and values through [`pair_keys`] and
+    /// [`pair_values`] in `words`, against plain attention on the same operands as the
+    /// words hold them (`word`, then `value`) and the queries rounded by `query`: each
+    /// output within `bound`. The pairs themselves are checked word by word.
+    fn pairs_match_plain_attention(
+        words: Words,
+        (word, value, query): Rounding,
+        kernels: &[(&str, PairKernel)],
+        bound: f32,
+    ) {
+        use half::f16;
         let hd = 64;
-        if !bf16_available(hd) {
-            eprintln!("skipped: this CPU has no AVX-512 BF16");
-            return;
-        }
-        let to_bf16 = |x: f32| bf16::from_f32(f16::from_f32(x).to_f32()).to_f32();
         let (keys, values, mut next) = operands(|x| x);
         let halves = |rows: &[Vec<f32>]| -> Vec<Vec<f16>> {
             rows.iter()
@@ -809,14 +1055,13 @@ pub(super) mod tests {
                 .collect()
         };
         let mut paired_keys = vec![0u16; keys.len() * hd];
-        pair_keys(&blocked(&halves(&keys)), &mut paired_keys);
+        pair_keys(&blocked(&halves(&keys)), &mut paired_keys, words);
         let mut paired_values = vec![0u16; values.len() * hd];
-        pair_values(&halves(&values).concat(), &mut paired_values);
-        let word = |x: f32| bf16::from_f32(f16::from_f32(x).to_f32()).to_bits();
+        pair_values(&halves(&values).concat(), &mut paired_values, words);
         for (p, d) in [(0, 0), (1, 0), (0, 1), (17, 63), (100, 33), (191, 62)] {
             let (block, i) = (p / KEY_BLOCK, p % KEY_BLOCK);
             let k = paired_keys[((block * hd / 2 + d / 2) * KEY_BLOCK + i) * 2 + d % 2];
-            assert_eq!(k, word(keys[p][d]), "key {p} {d}");
+            assert_eq!(k, word(keys[p][d]), "{words:?} key {p} {d}");
             assert_eq!(
                 paired_values[(p / 2 * hd + d) * 2 + p % 2],
                 word(values[p][d])
@@ -824,17 +1069,10 @@ pub(super) mod tests {
         }
         let round = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
             rows.iter()
-                .map(|r| r.iter().map(|&x| to_bf16(x)).collect())
+                .map(|r| r.iter().map(|&x| value(word(x))).collect())
                 .collect()
         };
         let (keys, values) = (round(&keys), round(&values));
-        type Kernel = fn(&[f32], &[u16], &[u16], usize, &mut [f32]);
-        let mut kernels: Vec<(&str, Kernel)> = vec![("pairs", |q, k, v, first, out| {
-            attend_bf16(q, k, v, 64, first, out)
-        })];
-        if super::super::amx::available() {
-            kernels.push(("AMX tiles", super::super::amx::attend));
-        }
         for ((name, kernel), (first, rows)) in kernels
             .iter()
             .flat_map(|k| CASES.iter().map(move |&c| (k, c)))
@@ -842,14 +1080,57 @@ pub(super) mod tests {
             let q: Vec<f32> = (0..rows * hd).map(|_| next()).collect();
             let mut got = vec![0.0; q.len()];
             kernel(&q, &paired_keys, &paired_values, first, &mut got);
-            let rounded: Vec<f32> = q.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
+            let rounded: Vec<f32> = q.iter().map(|&x| query(x)).collect();
             let want = reference(&rounded, &keys, &values, first);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
-                    (g - w).abs() < 0.02,
+                    (g - w).abs() < bound,
                     "{name}: first {first}, rows {rows}, at {i}: {g} vs {w}"
                 );
             }
         }
+    }
+
+    /// The bf16 kernels (pairs, and AMX tiles where the CPU has them) against plain
+    /// attention on the operands rounded to bf16: what is left is the powers'
+    /// rounding to bf16 (a part in 512 of each weight), within 1% of the values' reach
+    /// of ±2.
+    #[test]
+    fn bf16_pairs_match_plain_attention_on_rounded_operands() {
+        use half::{bf16, f16};
+        if !bf16_available(64) {
+            eprintln!("skipped: this CPU has no AVX-512 BF16");
+            return;
+        }
+        let mut kernels: Vec<(&str, PairKernel)> = vec![("pairs", |q, k, v, first, out| {
+            attend_bf16(q, k, v, 64, first, out)
+        })];
+        if super::super::amx::available() {
+            kernels.push(("AMX tiles", super::super::amx::attend));
+        }
+        let word = |x: f32| bf16::from_f32(f16::from_f32(x).to_f32()).to_bits();
+        let value = |w: u16| bf16::from_bits(w).to_f32();
+        let query = |x: f32| bf16::from_f32(x).to_f32();
+        pairs_match_plain_attention(Words::Bf16, (word, value, query), &kernels, 0.02);
+    }
+
+    /// The f16 kernel against plain attention on the cache's f16 operands and the
+    /// queries rounded to f16: what is left is each score's and each chunk's weighted
+    /// sums in f16 (11 significant bits over 32 terms) and the powers' rounding, within
+    /// 3% of the values' reach of ±2.
+    #[test]
+    fn f16_pairs_match_plain_attention_on_rounded_operands() {
+        use half::f16;
+        if !f16_available(64) {
+            eprintln!("skipped: this CPU has no AVX-512 FP16");
+            return;
+        }
+        let kernels: [(&str, PairKernel); 1] = [("f16 pairs", |q, k, v, first, out| {
+            attend_f16(q, k, v, 64, first, out)
+        })];
+        let word = |x: f32| f16::from_f32(x).to_bits();
+        let value = |w: u16| f16::from_bits(w).to_f32();
+        let query = |x: f32| f16::from_f32(x).to_f32();
+        pairs_match_plain_attention(Words::F16, (word, value, query), &kernels, 0.06);
     }
 }

@@ -36,7 +36,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::amx;
-use super::flash;
+use super::flash::{self, Words};
 use super::gemm::{View, matmul};
 use super::nibbles::Kind;
 use super::ops::{add, exp, exp_shifted, reduce, silu_mul, sized, softmax};
@@ -667,22 +667,23 @@ impl KvCache {
         (keys, values)
     }
 
-    /// Keys and values of head `g` at positions `..total` as [`flash::attend_bf16`]
-    /// reads them, padded with zeros to whole chunks.
-    fn paired_blocks(&self, g: usize, total: usize) -> (Vec<u16>, Vec<u16>) {
+    /// Keys and values of head `g` at positions `..total` in pairs of `words`, as
+    /// [`flash::attend_bf16`] and [`flash::attend_f16`] read them, padded with zeros to
+    /// whole chunks.
+    fn paired_blocks(&self, g: usize, total: usize, words: Words) -> (Vec<u16>, Vec<u16>) {
         let hd = self.hd;
         let (stored, padded) = self.chunked(total);
         let (head_keys, head_values) = (&self.keys[g], &self.values[g]);
         let mut keys = vec![0; padded];
-        flash::pair_keys(&head_keys[..stored], &mut keys[..stored]);
+        flash::pair_keys(&head_keys[..stored], &mut keys[..stored], words);
         let mut values = vec![0; padded];
         let even = total / 2 * 2 * hd;
-        flash::pair_values(&head_values[..even], &mut values[..even]);
+        flash::pair_values(&head_values[..even], &mut values[..even], words);
         if total % 2 == 1 {
             // The last position, paired with zeros.
             let mut last = vec![f16::ZERO; 2 * hd];
             last[..hd].copy_from_slice(&head_values[even..even + hd]);
-            flash::pair_values(&last, &mut values[even..even + 2 * hd]);
+            flash::pair_values(&last, &mut values[even..even + 2 * hd], words);
         }
         (keys, values)
     }
@@ -948,8 +949,12 @@ fn attend_flash(
         .collect();
     pool::for_each(&mut heads, |g, head| {
         *head = if kernel != Attention::F32 {
-            let (keys, values) = cache.paired_blocks(g, total);
-            Operands::Bf16 { keys, values }
+            let words = match kernel {
+                Attention::F16Pairs => Words::F16,
+                _ => Words::Bf16,
+            };
+            let (keys, values) = cache.paired_blocks(g, total, words);
+            Operands::Pairs { keys, values }
         } else {
             let (keys, values) = cache.widened_blocks(g, total);
             Operands::F32 { keys, values }
@@ -976,10 +981,13 @@ fn attend_flash(
         let first = position + start;
         match &heads[h / rep] {
             Operands::F32 { keys, values } => flash::attend(&q, keys, values, hd, first, part),
-            Operands::Bf16 { keys, values } if kernel == Attention::AmxTiles => {
+            Operands::Pairs { keys, values } if kernel == Attention::F16Pairs => {
+                flash::attend_f16(&q, keys, values, hd, first, part);
+            }
+            Operands::Pairs { keys, values } if kernel == Attention::AmxTiles => {
                 amx::attend(&q, keys, values, first, part);
             }
-            Operands::Bf16 { keys, values } => {
+            Operands::Pairs { keys, values } => {
                 flash::attend_bf16(&q, keys, values, hd, first, part);
             }
         }
@@ -1006,8 +1014,9 @@ fn attend_flash(
 enum Operands {
     /// For [`flash::attend`].
     F32 { keys: Vec<f32>, values: Vec<f32> },
-    /// For [`flash::attend_bf16`] and [`amx::attend`].
-    Bf16 { keys: Vec<u16>, values: Vec<u16> },
+    /// For [`flash::attend_bf16`] and [`amx::attend`] in bf16, [`flash::attend_f16`]
+    /// in f16.
+    Pairs { keys: Vec<u16>, values: Vec<u16> },
 }
 
 /// The kernels of a prompt's attention on CPUs with AVX-512.
@@ -1017,29 +1026,37 @@ pub(crate) enum Attention {
     F32,
     /// [`flash::attend_bf16`]: one pass in bf16 pairs.
     Bf16Pairs,
+    /// [`flash::attend_f16`]: one pass in f16 pairs.
+    F16Pairs,
     /// [`amx::attend`]: scores and sums on AMX tiles in bf16, the softmax between.
     AmxTiles,
 }
 
 impl Attention {
     /// The fastest kernel this CPU runs for heads of `hd`: AMX tiles where it has
-    /// them, bf16 pairs where those are faster than f32 ([`flash::bf16_pays`]).
+    /// them, bf16 pairs where those are faster than f32 ([`flash::bf16_pays`]), else
+    /// f16 pairs where it has AVX-512 FP16.
     fn fastest(hd: usize) -> Self {
         if hd == 64 && amx::available() {
             Attention::AmxTiles
         } else if flash::bf16_pays(hd) {
             Attention::Bf16Pairs
+        } else if flash::f16_available(hd) {
+            Attention::F16Pairs
         } else {
             Attention::F32
         }
     }
 
-    /// The bf16 kernels this CPU runs for heads of `hd`.
+    /// The bf16 and f16 kernels this CPU runs for heads of `hd`.
     #[cfg(test)]
     fn runnable(hd: usize) -> Vec<Self> {
         let mut kernels = Vec::new();
         if flash::bf16_available(hd) {
             kernels.push(Attention::Bf16Pairs);
+        }
+        if flash::f16_available(hd) {
+            kernels.push(Attention::F16Pairs);
         }
         if hd == 64 && amx::available() {
             kernels.push(Attention::AmxTiles);
