@@ -562,12 +562,19 @@ mod bf16 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     fn pairs(a: __m512, b: __m512) -> __m512i {
-        // SAFETY: `INTERLEAVE` is 64 bytes; a vector of bf16 is one of 16-bit words.
-        unsafe {
-            let idx = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
-            let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
-            _mm512_permutexvar_epi16(idx, both)
-        }
+        // SAFETY: a vector of bf16 is one of 16-bit words.
+        let both: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(b, a)) };
+        interleave(both)
+    }
+
+    /// The sixteen words of each half of `both`, interleaved: `a₀ b₀ a₁ b₁ …` from
+    /// `a` in the low half and `b` in the high one.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn interleave(both: __m512i) -> __m512i {
+        // SAFETY: `INTERLEAVE` is 64 bytes.
+        let idx = unsafe { _mm512_loadu_si512(INTERLEAVE.as_ptr().cast()) };
+        _mm512_permutexvar_epi16(idx, both)
     }
 
     /// Sixteen f16 at `p`, widened.
@@ -595,10 +602,8 @@ mod bf16 {
             if ROUND {
                 return rounded_pairs(a, b);
             }
-            let idx = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
             let low = _mm512_castsi256_si512(_mm256_loadu_si256(a.cast()));
-            let both = _mm512_inserti64x4::<1>(low, _mm256_loadu_si256(b.cast()));
-            _mm512_permutexvar_epi16(idx, both)
+            interleave(_mm512_inserti64x4::<1>(low, _mm256_loadu_si256(b.cast())))
         }
     }
 
