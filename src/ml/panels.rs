@@ -25,8 +25,10 @@
 //! Without VNNI, AVX2 reads each run as two halves of 32 bytes, rows 0–7 and 8–15 of
 //! the panel, and goes over a tile half a panel at a time: `vpmaddubsw` sums two
 //! products into 16 bits, a block's eight such vectors add up in 16 bits, and one
-//! `vpmaddwd` widens the block's sums to 32 bits before they are scaled. All kernels,
-//! and a portable loop for other CPUs, give the same bits.
+//! `vpmaddwd` widens the block's sums to 32 bits before they are scaled. A task of many
+//! rows widens its pair of panels to bytes first, as the VNNI kernel does, and its
+//! tiles of 4 rows load them ready. All kernels, and a portable loop for other CPUs,
+//! give the same bits.
 #![allow(unsafe_code)]
 
 use half::f16;
@@ -236,8 +238,11 @@ impl Panels {
             input.quantize(x, m, k);
             let input = &*input;
             let out = Output::new(out);
-            let wide = kernel == Kernel::Vnni && m >= WIDEN_FROM;
-            let group = if wide { WIDE_PANELS } else { TILE_PANELS };
+            let wide = kernel != Kernel::Portable && m >= WIDEN_FROM;
+            let group = match kernel {
+                Kernel::Vnni if wide => WIDE_PANELS,
+                _ => TILE_PANELS,
+            };
             let groups = self.panels().div_ceil(group);
             let tasks = m.div_ceil(TASK_ROWS) * groups;
             candle_core::utils::barrier_pool().execute_chunked(tasks, |range| {
@@ -253,7 +258,9 @@ impl Panels {
                             first_row: start,
                             rows: end - start,
                         };
-                        WIDE.with_borrow_mut(|wide| self.wide_tile(input, &tile, wide, &out));
+                        WIDE.with_borrow_mut(|wide| {
+                            self.wide_tile(kernel, input, &tile, wide, &out)
+                        });
                         continue;
                     }
                     let mut first_row = start;
@@ -383,10 +390,10 @@ impl Panels {
                 // checks the operands' sizes before any load or store.
                 unsafe {
                     match tile.rows {
-                        4 => avx2::tile::<4>(self, x, tile, out),
-                        3 => avx2::tile::<3>(self, x, tile, out),
-                        2 => avx2::tile::<2>(self, x, tile, out),
-                        1 => avx2::tile::<1>(self, x, tile, out),
+                        4 => avx2::tile::<4, false>(self, x, tile, &[], out),
+                        3 => avx2::tile::<3, false>(self, x, tile, &[], out),
+                        2 => avx2::tile::<2, false>(self, x, tile, &[], out),
+                        1 => avx2::tile::<1, false>(self, x, tile, &[], out),
                         _ => unreachable!("tiles have at most {TILE_ROWS} rows"),
                     }
                 }
@@ -396,29 +403,45 @@ impl Panels {
     }
 
     /// The tile's panels widened to a byte a weight, into `wide`: each run of 64 bytes
-    /// becomes its low nibbles, then its high ones, the two operands of `vpdpbusd` the
-    /// VNNI kernel would otherwise split from it.
+    /// becomes its low nibbles, then its high ones, the operands of `vpdpbusd` (or
+    /// `vpmaddubsw`) the kernel would otherwise split from it.
     ///
     /// # Panics
-    /// When the CPU lacks AVX-512 BW.
-    fn widen(&self, tile: &Tile, wide: &mut Vec<u8>) {
+    /// When the CPU does not run `kernel`, or `kernel` is the portable loop.
+    fn widen(&self, kernel: Kernel, tile: &Tile, wide: &mut Vec<u8>) {
         let at = tile.first_panel * self.per_row() * BLOCK_BYTES;
         let packed = &self.packed[at..at + tile.panels * self.per_row() * BLOCK_BYTES];
         wide.resize(2 * packed.len(), 0);
-        assert!(super::int8::vnni(), "this CPU lacks AVX-512 BW");
-        // SAFETY: the CPU has AVX-512 F and BW (checked above); `wide` holds twice
-        // `packed`'s whole runs.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            avx512::widen(packed, wide)
-        };
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni => {
+                assert!(super::int8::vnni(), "this CPU lacks AVX-512 BW");
+                // SAFETY: the CPU has AVX-512 F and BW (checked above); `wide` holds
+                // twice `packed`'s whole runs.
+                unsafe { avx512::widen(packed, wide) };
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                assert!(avx2(), "this CPU lacks AVX2");
+                // SAFETY: the CPU has AVX2 (checked above); `wide` holds twice
+                // `packed`'s whole runs.
+                unsafe { avx2::widen(packed, wide) };
+            }
+            _ => unreachable!("the portable loop reads the nibbles as they are"),
+        }
     }
 
-    /// The tile on the VNNI kernel (which this CPU must run), its panels widened into
-    /// `wide` first ([`Self::widen`]) and its rows taken [`WIDE_ROWS`] at a time.
-    fn wide_tile(&self, x: &Input, tile: &Tile, wide: &mut Vec<u8>, out: &Output<'_>) {
-        assert!(super::int8::vnni(), "this CPU lacks AVX-512 VNNI");
-        self.widen(tile, wide);
+    /// The tile on `kernel` (VNNI or AVX2, which this CPU must run), its panels widened
+    /// into `wide` first ([`Self::widen`]) and its rows taken [`WIDE_ROWS`] at a time.
+    fn wide_tile(
+        &self,
+        kernel: Kernel,
+        x: &Input,
+        tile: &Tile,
+        wide: &mut Vec<u8>,
+        out: &Output<'_>,
+    ) {
+        self.widen(kernel, tile, wide);
         let (end, mut first_row) = (tile.first_row + tile.rows, tile.first_row);
         while first_row < end {
             let rows = match end - first_row {
@@ -430,11 +453,28 @@ impl Panels {
                 rows,
                 ..*tile
             };
+            let (x, t, w) = (x, &part, &wide[..]);
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above); the kernel
+            if kernel == Kernel::Avx2 {
+                // SAFETY: the CPU has AVX2, FMA and F16C (as `widen` checked); the
+                // kernel checks the operands' sizes, `wide`'s too, before any load or
+                // store.
+                unsafe {
+                    match rows.min(WIDE_ROWS) {
+                        4 => avx2::tile::<4, true>(self, x, t, w, out),
+                        3 => avx2::tile::<3, true>(self, x, t, w, out),
+                        2 => avx2::tile::<2, true>(self, x, t, w, out),
+                        1 => avx2::tile::<1, true>(self, x, t, w, out),
+                        _ => unreachable!("tiles have at most {WIDE_ROWS} rows"),
+                    }
+                }
+                first_row += rows;
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has AVX-512 F, BW and VNNI (as `widen` checked); the kernel
             // checks the operands' sizes, `wide`'s too, before any load or store.
             unsafe {
-                let (x, t, w) = (x, &part, &wide[..]);
                 match (rows.min(WIDE_ROWS), tile.panels) {
                     (4, 3) => avx512::tile::<4, 3, true>(self, x, t, w, out),
                     (3, 3) => avx512::tile::<3, 3, true>(self, x, t, w, out),
@@ -753,99 +793,149 @@ mod avx2 {
     /// the first or second 32 of each run.
     const HALF: usize = LANES / 2;
 
-    /// `R` input rows times the tile's panels, written to `out`, half a panel at a
-    /// time. `vpmaddubsw` sums two products of a 4-bit weight and an input byte into
-    /// 16 bits (at most 2·15·127 in magnitude), and a block's eight such vectors are
-    /// added in 16 bits before `vpmaddwd` widens them: 8·3,810 cannot overflow.
+    /// Each run of 64 bytes of `packed` as its low nibbles, then its high ones, into
+    /// twice as many bytes of `wide`: the layout of the VNNI kernel's widened panels.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn widen(packed: &[u8], wide: &mut [u8]) {
+        let low = _mm256_set1_epi8(0xF);
+        let runs = packed.chunks_exact(RUN_BYTES);
+        for (run, out) in runs.zip(wide.chunks_exact_mut(2 * RUN_BYTES)) {
+            for h in 0..2 {
+                // SAFETY: `run` is 64 bytes and `out` 128; half `h` of the run goes to
+                // bytes `32h..32h + 32` of the low nibbles and of the high ones.
+                unsafe {
+                    let v = _mm256_loadu_si256(run.as_ptr().add(h * HALF * 4).cast());
+                    let lo = out.as_mut_ptr().add(h * HALF * 4);
+                    _mm256_storeu_si256(lo.cast(), _mm256_and_si256(v, low));
+                    let high = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                    _mm256_storeu_si256(lo.add(RUN_BYTES).cast(), high);
+                }
+            }
+        }
+    }
+
+    /// The tile's input rows, `R` at a time, times its panels, written to `out`, half a
+    /// panel at a time. `vpmaddubsw` sums two products of a 4-bit weight and an input
+    /// byte into 16 bits (at most 2·15·127 in magnitude), and a block's eight such
+    /// vectors are added in 16 bits before `vpmaddwd` widens them: 8·3,810 cannot
+    /// overflow. With `W`, the weights come from `wide`: the tile's panels as
+    /// [`widen`] leaves them.
     ///
     /// # Safety
     /// The CPU has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn tile<const R: usize>(
+    pub(super) unsafe fn tile<const R: usize, const W: bool>(
         w: &Panels,
         x: &Input,
         tile: &Tile,
+        wide: &[u8],
         out: &Output<'_>,
     ) {
         let (n, k, nb) = (w.rows, w.cols, w.per_row());
         let q4_1 = w.kind == Kind::Q4_1;
-        assert_eq!(tile.rows, R, "a tile of {R} rows");
+        assert!(tile.rows.is_multiple_of(R), "rows in groups of {R}");
         w.check(x, tile, out);
+        assert!(
+            !W || wide.len() == 2 * tile.panels * nb * BLOCK_BYTES,
+            "widened panels of another size"
+        );
         let low = _mm256_set1_epi8(0xF);
         let ones = _mm256_set1_epi16(1);
         let xs = x.values.as_ptr();
-        for part in 0..2 * tile.panels {
-            let panel = tile.first_panel + part / 2;
-            let col = panel * LANES + (part % 2) * HALF;
-            if col >= n {
-                break;
-            }
-            let mut totals = [_mm256_setzero_ps(); R];
-            for j in 0..nb {
-                let block = panel * nb + j;
-                let mut pairs = [_mm256_setzero_si256(); R];
-                for run in 0..BLOCK / RUN {
-                    // SAFETY: block `j` of the panel lies inside `packed`, checked above.
-                    let v = unsafe {
-                        let at = block * BLOCK_BYTES + run * RUN_BYTES + (part % 2) * RUN_BYTES / 2;
-                        _mm256_loadu_si256(w.packed.as_ptr().add(at).cast())
-                    };
-                    let lo = _mm256_and_si256(v, low);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
-                    for (r, pairs) in pairs.iter_mut().enumerate() {
-                        // SAFETY: the eight input bytes of this run of row
-                        // `first_row + r` lie inside `values`, checked above.
-                        let (a, b) = unsafe {
-                            let at = xs.add((tile.first_row + r) * k + j * BLOCK + run * RUN);
+        for first_row in (tile.first_row..tile.first_row + tile.rows).step_by(R) {
+            for part in 0..2 * tile.panels {
+                let panel = tile.first_panel + part / 2;
+                let col = panel * LANES + (part % 2) * HALF;
+                if col >= n {
+                    break;
+                }
+                let mut totals = [_mm256_setzero_ps(); R];
+                for j in 0..nb {
+                    let block = panel * nb + j;
+                    let mut pairs = [_mm256_setzero_si256(); R];
+                    for run in 0..BLOCK / RUN {
+                        let half = (part % 2) * RUN_BYTES / 2;
+                        let (lo, hi) = if W {
+                            // SAFETY: both halves of run `run` of block `j` of the
+                            // tile's panel `part / 2` lie inside `wide`, checked above.
+                            unsafe {
+                                let at = ((part / 2) * nb + j) * BLOCK_BYTES + run * RUN_BYTES;
+                                let at = wide.as_ptr().add(2 * at + half);
+                                (
+                                    _mm256_loadu_si256(at.cast()),
+                                    _mm256_loadu_si256(at.add(RUN_BYTES).cast()),
+                                )
+                            }
+                        } else {
+                            // SAFETY: block `j` of the panel lies inside `packed`,
+                            // checked above.
+                            let v = unsafe {
+                                let at = block * BLOCK_BYTES + run * RUN_BYTES + half;
+                                _mm256_loadu_si256(w.packed.as_ptr().add(at).cast())
+                            };
                             (
-                                at.cast::<i32>().read_unaligned(),
-                                at.add(RUN / 2).cast::<i32>().read_unaligned(),
+                                _mm256_and_si256(v, low),
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(v), low),
                             )
                         };
-                        let a = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a));
-                        let b = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(b));
-                        *pairs = _mm256_add_epi16(*pairs, _mm256_add_epi16(a, b));
+                        for (r, pairs) in pairs.iter_mut().enumerate() {
+                            // SAFETY: the eight input bytes of this run of row
+                            // `first_row + r` lie inside `values`, checked above.
+                            let (a, b) = unsafe {
+                                let at = xs.add((first_row + r) * k + j * BLOCK + run * RUN);
+                                (
+                                    at.cast::<i32>().read_unaligned(),
+                                    at.add(RUN / 2).cast::<i32>().read_unaligned(),
+                                )
+                            };
+                            let a = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a));
+                            let b = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(b));
+                            *pairs = _mm256_add_epi16(*pairs, _mm256_add_epi16(a, b));
+                        }
                     }
-                }
-                let at = block * LANES + (part % 2) * HALF;
-                // SAFETY: the half panel's 8 scales (and offsets) of block `j` lie inside
-                // `scales` (and `offsets`), checked above.
-                let (d, o) = unsafe {
-                    let load =
-                        |v: &[f16]| _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(at).cast()));
-                    (
-                        load(&w.scales),
+                    let at = block * LANES + (part % 2) * HALF;
+                    // SAFETY: the half panel's 8 scales (and offsets) of block `j` lie
+                    // inside `scales` (and `offsets`), checked above.
+                    let (d, o) = unsafe {
+                        let load =
+                            |v: &[f16]| _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(at).cast()));
+                        (
+                            load(&w.scales),
+                            if q4_1 {
+                                load(&w.offsets)
+                            } else {
+                                _mm256_setzero_ps()
+                            },
+                        )
+                    };
+                    for (r, (totals, pairs)) in totals.iter_mut().zip(&pairs).enumerate() {
+                        let i = (first_row + r) * nb + j;
+                        let mut dot = _mm256_madd_epi16(*pairs, ones);
+                        if !q4_1 {
+                            let offset = _mm256_set1_epi32(Q4_0_OFFSET as i32 * x.totals[i]);
+                            dot = _mm256_add_epi32(dot, offset);
+                        }
+                        let scaled =
+                            _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.scales[i]));
+                        *totals = _mm256_fmadd_ps(scaled, d, *totals);
                         if q4_1 {
-                            load(&w.offsets)
-                        } else {
-                            _mm256_setzero_ps()
-                        },
-                    )
-                };
-                for (r, (totals, pairs)) in totals.iter_mut().zip(&pairs).enumerate() {
-                    let i = (tile.first_row + r) * nb + j;
-                    let mut dot = _mm256_madd_epi16(*pairs, ones);
-                    if !q4_1 {
-                        let offset = _mm256_set1_epi32(Q4_0_OFFSET as i32 * x.totals[i]);
-                        dot = _mm256_add_epi32(dot, offset);
-                    }
-                    let scaled =
-                        _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x.scales[i]));
-                    *totals = _mm256_fmadd_ps(scaled, d, *totals);
-                    if q4_1 {
-                        *totals = _mm256_fmadd_ps(o, _mm256_set1_ps(x.sums[i]), *totals);
+                            *totals = _mm256_fmadd_ps(o, _mm256_set1_ps(x.sums[i]), *totals);
+                        }
                     }
                 }
-            }
-            let lanes = HALF.min(n - col);
-            for (r, totals) in totals.iter().enumerate() {
-                let mut row = [0.0f32; HALF];
-                // SAFETY: `row` holds 8 floats.
-                unsafe { _mm256_storeu_ps(row.as_mut_ptr(), *totals) };
-                for (c, &v) in row[..lanes].iter().enumerate() {
-                    // SAFETY: `col + c < n`, in row `first_row + r` of the output
-                    // (checked above); the pool gives each tile to one worker.
-                    unsafe { out.write((tile.first_row + r) * n + col + c, v) };
+                let lanes = HALF.min(n - col);
+                for (r, totals) in totals.iter().enumerate() {
+                    let mut row = [0.0f32; HALF];
+                    // SAFETY: `row` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(row.as_mut_ptr(), *totals) };
+                    for (c, &v) in row[..lanes].iter().enumerate() {
+                        // SAFETY: `col + c < n`, in row `first_row + r` of the output
+                        // (checked above); the pool gives each tile to one worker.
+                        unsafe { out.write((first_row + r) * n + col + c, v) };
+                    }
                 }
             }
         }
@@ -960,13 +1050,11 @@ mod tests {
                 .iter()
                 .flat_map(|&kernel| pairs.iter().map(move |p| (kernel, p)))
             {
-                // The VNNI kernel also takes several groups of four rows in one call.
-                let many: &[(usize, usize)] = match kernel {
-                    Kernel::Vnni => &[(0, 12), (1, 12), (5, 8), (1, 11), (0, 13)],
-                    _ => &[],
-                };
+                // Widened panels, and the VNNI kernel's, also take several groups of
+                // four rows in one call.
+                let many = [(0, 12), (1, 12), (5, 8), (1, 11), (0, 13)];
                 let tiles = [(0, 4), (4, 3), (1, 2), (6, 1)];
-                for &(first_row, rows) in tiles.iter().chain(many) {
+                for &(first_row, rows) in tiles.iter().chain(&many) {
                     let tile = Tile {
                         first_panel,
                         panels: panels_in_tile,
@@ -977,21 +1065,24 @@ mod tests {
                     portable_tile(&panels, &input, &tile, &Output::new(&mut slow));
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     let label = format!("{kernel:?} {kind:?} {first_panel} {first_row} {rows}");
-                    // The VNNI kernel takes more than one tile's rows in whole tiles, and
-                    // at most a pair of panels where they are not widened.
-                    let whole = rows <= TILE_ROWS || rows % TILE_ROWS == 0;
-                    if panels_in_tile <= TILE_PANELS && (kernel != Kernel::Vnni || whole) {
+                    // Where the panels are not widened, the VNNI kernel takes more than
+                    // one tile's rows in whole tiles, AVX2 one tile; both at most a pair
+                    // of panels.
+                    let direct = match kernel {
+                        Kernel::Vnni => rows <= TILE_ROWS || rows % TILE_ROWS == 0,
+                        _ => rows <= TILE_ROWS,
+                    };
+                    if panels_in_tile <= TILE_PANELS && direct {
                         panels.tile(kernel, &input, &tile, &Output::new(&mut fast));
                         assert_eq!(bits(&fast), bits(&slow), "{label}");
                     }
-                    if kernel == Kernel::Vnni {
-                        // Widened panels, in tiles of 4 rows and what is left: 13 rows
-                        // are three tiles and one row, 11 two tiles and 3 rows.
-                        let mut wide = Vec::new();
-                        fast.fill(f32::NAN);
-                        panels.wide_tile(&input, &tile, &mut wide, &Output::new(&mut fast));
-                        assert_eq!(bits(&fast), bits(&slow), "widened: {label}");
-                    }
+                    // Widened panels, in tiles of 4 rows and what is left: 13 rows are
+                    // three tiles and one row, 11 two tiles and 3 rows.
+                    let mut wide = Vec::new();
+                    fast.fill(f32::NAN);
+                    let target = Output::new(&mut fast);
+                    panels.wide_tile(kernel, &input, &tile, &mut wide, &target);
+                    assert_eq!(bits(&fast), bits(&slow), "widened: {label}");
                 }
             }
         }
