@@ -139,10 +139,10 @@ impl Embedder {
             encoder
                 .quantize_int8(&sample)
                 .map_err(|e| EmbedError::Load(format!("int8 layers: {e}")))?;
-            if !int8::vnni() {
+            if int8::Kernel::detect() == int8::Kernel::Portable {
                 tracing::warn!(
-                    "embedding.precision = \"int8\": this CPU lacks AVX-512 VNNI, so the \
-                     int8 layers run a portable loop, slower than f32"
+                    "embedding.precision = \"int8\": this CPU lacks AVX-512 VNNI and AVX2, \
+                     so the int8 layers run a portable loop, slower than f32"
                 );
             }
         }
@@ -373,10 +373,10 @@ fn truncate(ids: &[u32], max: usize) -> Vec<u32> {
 
 /// Which kernel runs int8 layers on this CPU.
 pub fn int8_kernel() -> &'static str {
-    if int8::vnni() {
-        "AVX-512 VNNI"
-    } else {
-        "portable loop"
+    match int8::Kernel::detect() {
+        int8::Kernel::Vnni => "AVX-512 VNNI",
+        int8::Kernel::Avx2 => "AVX2",
+        int8::Kernel::Portable => "portable loop",
     }
 }
 

@@ -21,8 +21,9 @@
 //! On CPUs with AMX-INT8, a product of at least [`amx::ROWS`] rows runs on the tiles
 //! instead ([`amx::sums_i8`]: the panels are already in the layout `tdpbusd` reads),
 //! 32 rows at a time, and the same vector code turns the integer sums into outputs.
-//! Rows are split over rayon's threads. CPUs without AVX-512 VNNI run a portable loop
-//! that computes the very same integer sums.
+//! Rows are split over rayon's threads. CPUs with AVX2 but not AVX-512 VNNI sum the
+//! same tiles in 16-bit operands ([`avx2`]), and other CPUs in a portable loop; both
+//! compute the very same integer sums.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
@@ -45,6 +46,36 @@ const TILE_COLS: usize = LANES * TILE_PANELS;
 const LIMIT: f32 = 127.0;
 /// Steps between a row's smallest and largest rounded input.
 const STEPS: f32 = 255.0;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// The kernels that sum a tile, all giving the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX-512 VNNI: `vpdpbusd` on the bytes as they are.
+    Vnni,
+    /// AVX2: `vpmaddwd` on operands widened to 16 bits ([`avx2`]).
+    Avx2,
+    /// One weight at a time.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if vnni() {
+                return Kernel::Vnni;
+            }
+            if avx2::available() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Portable
+    }
+}
 
 /// Whether this CPU runs the AVX-512 VNNI kernel.
 pub fn vnni() -> bool {
@@ -75,6 +106,8 @@ pub(super) struct Int8Matrix {
     scales: Vec<f32>,
     /// Per column (padded as `packed`): `Σ q`, which each input row's minimum multiplies.
     sums: Vec<f32>,
+    /// `packed` widened to 16 bits, for the AVX2 kernel; empty where another runs.
+    wide: Vec<i16>,
 }
 
 impl Int8Matrix {
@@ -130,6 +163,13 @@ impl Int8Matrix {
                 sums[j] += f32::from(q);
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        let wide = match Kernel::detect() {
+            Kernel::Avx2 => avx2::widen(&packed),
+            _ => Vec::new(),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = Vec::new();
         Ok(Self {
             n_in,
             smoothing: factors.iter().map(|f| 1.0 / f).collect(),
@@ -138,6 +178,7 @@ impl Int8Matrix {
             packed,
             scales,
             sums,
+            wide,
         })
     }
 
@@ -166,6 +207,10 @@ impl Int8Matrix {
         let tiles =
             rows >= amx::ROWS && self.depth.is_multiple_of(amx::I8_STEP) && amx::int8_available();
         let pad = if tiles { amx::ROWS } else { TILE_ROWS };
+        let kernel = match Kernel::detect() {
+            Kernel::Avx2 if self.wide.is_empty() => Kernel::Portable,
+            kernel => kernel,
+        };
         x.quantize(
             &src[..rows * self.n_in],
             rows,
@@ -173,6 +218,9 @@ impl Int8Matrix {
             &self.smoothing,
             pad,
         );
+        if kernel == Kernel::Avx2 {
+            x.widen();
+        }
         let x = &*x;
         let dst = &mut dst[..rows * self.n_out];
         #[cfg(target_arch = "x86_64")]
@@ -180,7 +228,6 @@ impl Int8Matrix {
             self.product_on_tiles(dst, x, accumulate);
             return Ok(());
         }
-        let fast = vnni();
         // Enough tasks for every thread, each a whole number of tiles.
         let tasks = rayon::current_num_threads() * 4;
         let per_task = rows
@@ -202,15 +249,20 @@ impl Int8Matrix {
                             rows: (rows - start).min(TILE_ROWS),
                         };
                         let out = &mut out[start * self.n_out..];
-                        #[cfg(target_arch = "x86_64")]
-                        if fast {
+                        match kernel {
+                            #[cfg(target_arch = "x86_64")]
                             // SAFETY: `vnni()` found AVX-512 F, BW and VNNI on this CPU;
                             // the kernel checks every length it relies on.
-                            unsafe { avx512::tile(self, &tile, out, accumulate) };
-                            continue;
+                            Kernel::Vnni => unsafe { avx512::tile(self, &tile, out, accumulate) },
+                            #[cfg(target_arch = "x86_64")]
+                            Kernel::Avx2 => {
+                                let x = &x.wide[(first + start) * self.depth..];
+                                // SAFETY: `Kernel::detect` found AVX2 and FMA on this
+                                // CPU; the kernel checks every length it relies on.
+                                unsafe { avx2::tile(self, &tile, x, out, accumulate) };
+                            }
+                            _ => portable_tile(self, &tile, out, accumulate),
                         }
-                        let _ = fast;
-                        portable_tile(self, &tile, out, accumulate);
                     }
                 }
             });
@@ -248,6 +300,8 @@ pub(super) struct Int8Rows {
     steps: Vec<f32>,
     /// Per row (padded as `values`): the minimum `m`, level 0.
     mins: Vec<f32>,
+    /// `values` widened to 16 bits, for the AVX2 kernel.
+    wide: Vec<i16>,
 }
 
 impl Int8Rows {
@@ -286,6 +340,22 @@ impl Int8Rows {
                 }
             });
     }
+
+    /// Copies the rounded rows into `wide`, a value in 16 bits, spread over rayon's
+    /// threads.
+    fn widen(&mut self) {
+        const PART: usize = 1 << 14;
+        self.wide.resize(self.values.len(), 0);
+        let parts = self
+            .wide
+            .par_chunks_mut(PART)
+            .zip(self.values.par_chunks(PART));
+        parts.for_each(|(wide, values)| {
+            for (w, &v) in wide.iter_mut().zip(values) {
+                *w = i16::from(v);
+            }
+        });
+    }
 }
 
 /// One tile's operands: [`TILE_ROWS`] input rows (the last ones may be padding) and the
@@ -297,6 +367,27 @@ struct Tile<'a> {
     group: usize,
     /// Rows to write, at most [`TILE_ROWS`].
     rows: usize,
+}
+
+impl Tile<'_> {
+    /// Panics unless the tile's rows lie inside an input of `x` values (of `m.depth`
+    /// each), its panels inside `weights` values (of `m`'s layout), and its rows inside
+    /// an output of `out` values, as the kernels' loads and stores need.
+    fn check(&self, m: &Int8Matrix, x: usize, weights: usize, out: usize) {
+        let first_col = self.group * TILE_COLS;
+        assert!(
+            x >= TILE_ROWS * m.depth
+                && self.steps.len() >= TILE_ROWS
+                && self.mins.len() >= TILE_ROWS
+                && (1..=TILE_ROWS).contains(&self.rows)
+                && weights >= (first_col / LANES + TILE_PANELS) * (m.depth / QUAD) * RUN
+                && m.scales.len() >= first_col + TILE_COLS
+                && m.sums.len() >= first_col + TILE_COLS
+                && first_col < m.n_out
+                && out >= self.rows * m.n_out,
+            "inconsistent operands"
+        );
+    }
 }
 
 /// The kernel's sums, one weight at a time.
@@ -313,12 +404,25 @@ fn portable_tile(m: &Int8Matrix, tile: &Tile<'_>, out: &mut [f32], accumulate: b
                     sum += i32::from(*w) * i32::from(*v);
                 }
             }
-            let value =
-                (sum as f32).mul_add(tile.steps[r], tile.mins[r] * m.sums[col]) * m.scales[col];
             let slot = &mut out[r * m.n_out + col];
-            *slot = if accumulate { *slot + value } else { value };
+            scale_one(m, sum, tile.steps[r], tile.mins[r], col, slot, accumulate);
         }
     }
+}
+
+/// Output column `col` of a row from its integer sum and the row's rounding (`step`,
+/// `min`): `s_w · (e · sum + m · Σ q)`, written to `slot` or added to it.
+fn scale_one(
+    m: &Int8Matrix,
+    sum: i32,
+    step: f32,
+    min: f32,
+    col: usize,
+    slot: &mut f32,
+    accumulate: bool,
+) {
+    let value = (sum as f32).mul_add(step, min * m.sums[col]) * m.scales[col];
+    *slot = if accumulate { *slot + value } else { value };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -335,19 +439,7 @@ mod avx512 {
     pub(super) unsafe fn tile(m: &Int8Matrix, tile: &Tile<'_>, out: &mut [f32], accumulate: bool) {
         let runs = m.depth / QUAD;
         let first_col = tile.group * TILE_COLS;
-        assert!(
-            tile.x.len() >= TILE_ROWS * m.depth
-                && tile.steps.len() >= TILE_ROWS
-                && tile.mins.len() >= TILE_ROWS
-                && tile.rows <= TILE_ROWS
-                && m.packed.len() >= (first_col / LANES + TILE_PANELS) * runs * RUN
-                && m.scales.len() >= first_col + TILE_COLS
-                && m.sums.len() >= first_col + TILE_COLS
-                && first_col < m.n_out
-                && tile.rows >= 1
-                && out.len() >= tile.rows * m.n_out,
-            "inconsistent operands"
-        );
+        tile.check(m, tile.x.len(), m.packed.len(), out.len());
         let mut sums = [[_mm512_setzero_si512(); TILE_PANELS]; TILE_ROWS];
         // SAFETY: the group's first panel is inside `packed`, checked above.
         let panels = unsafe { m.packed.as_ptr().add(first_col / LANES * runs * RUN) };
@@ -567,11 +659,11 @@ mod tests {
         }
         let (rows, n_in, n_out) = (13, 70, 150);
         let (m, x, mut rounded) = case((rows, n_in, n_out), 3, TILE_ROWS);
-        let slow = by_tiles(&m, &rounded, rows, |tile, out| {
+        let slow = by_tiles(&m, &rounded, rows, |_, tile, out| {
             portable_tile(&m, tile, out, true)
         });
         // SAFETY: `vnni()` found the features; the operands are a product's own.
-        let fast = by_tiles(&m, &rounded, rows, |tile, out| unsafe {
+        let fast = by_tiles(&m, &rounded, rows, |_, tile, out| unsafe {
             avx512::tile(&m, tile, out, true)
         });
         assert_eq!(fast, slow);
@@ -579,6 +671,42 @@ mod tests {
         let mut whole = vec![0.5; rows * n_out];
         m.product(&mut whole, &x, rows, true, &mut rounded).unwrap();
         assert_eq!(whole, fast);
+    }
+
+    /// The AVX2 kernel gives exactly the portable loop's outputs, tile by tile (a
+    /// partial last panel and half panel, a partial tile of rows, a partial run of
+    /// four inputs, added onto the output); where it is this CPU's kernel, the whole
+    /// product runs it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_kernel_agrees_with_the_portable_loop() {
+        if !avx2::available() {
+            eprintln!("skipped: this CPU lacks AVX2");
+            return;
+        }
+        for (rows, n_in, n_out) in [(13, 70, 150), (7, 384, 92)] {
+            let (mut m, x, mut rounded) = case((rows, n_in, n_out), 4, TILE_ROWS);
+            if m.wide.is_empty() {
+                m.wide = avx2::widen(&m.packed);
+            }
+            assert_eq!(m.wide.len(), m.packed.len());
+            rounded.widen();
+            let slow = by_tiles(&m, &rounded, rows, |_, tile, out| {
+                portable_tile(&m, tile, out, true)
+            });
+            let fast = by_tiles(&m, &rounded, rows, |start, tile, out| {
+                let x = &rounded.wide[start * m.depth..];
+                // SAFETY: `avx2::available()` found the features; the operands are a
+                // product's own.
+                unsafe { avx2::tile(&m, tile, x, out, true) }
+            });
+            assert_eq!(fast, slow, "{rows}×{n_in}×{n_out}");
+            if Kernel::detect() == Kernel::Avx2 {
+                let mut whole = vec![0.5; rows * n_out];
+                m.product(&mut whole, &x, rows, true, &mut rounded).unwrap();
+                assert_eq!(whole, fast, "{rows}×{n_in}×{n_out}, whole product");
+            }
+        }
     }
 
     /// Weights of `n_in × n_out` rounded, `rows` rows of input, and those rounded (padded
@@ -597,12 +725,13 @@ mod tests {
     }
 
     /// `rows` rows of 0.5, plus the product of `rounded` (rounded for the tiles of
-    /// [`TILE_ROWS`] rows) tile by tile by `kernel`.
+    /// [`TILE_ROWS`] rows) tile by tile by `kernel`, which is given each tile's first
+    /// row.
     fn by_tiles(
         m: &Int8Matrix,
         rounded: &Int8Rows,
         rows: usize,
-        kernel: impl Fn(&Tile<'_>, &mut [f32]),
+        kernel: impl Fn(usize, &Tile<'_>, &mut [f32]),
     ) -> Vec<f32> {
         let mut out = vec![0.5; rows * m.n_out];
         for group in 0..m.scales.len() / TILE_COLS {
@@ -614,7 +743,7 @@ mod tests {
                     group,
                     rows: (rows - start).min(TILE_ROWS),
                 };
-                kernel(&tile, &mut out[start * m.n_out..]);
+                kernel(start, &tile, &mut out[start * m.n_out..]);
             }
         }
         out
@@ -657,7 +786,7 @@ mod tests {
         let mut whole = vec![0.5; rows * n_out];
         m.product(&mut whole, &x, rows, true, &mut rounded).unwrap();
         rounded.quantize(&x, rows, n_in, &m.smoothing, TILE_ROWS);
-        let slow = by_tiles(&m, &rounded, rows, |tile, out| {
+        let slow = by_tiles(&m, &rounded, rows, |_, tile, out| {
             portable_tile(&m, tile, out, true)
         });
         assert_eq!(whole, slow);
