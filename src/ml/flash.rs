@@ -12,6 +12,10 @@
 //! head, and the tile's value sums stay in registers (`TILE × head_dim / 16` of them)
 //! while a chunk's values are added.
 //!
+//! CPUs with AVX2 and FMA but no AVX-512 run the same pass in vectors of eight lanes
+//! ([`avx2`]), with the tile's scores and sums in the first-level cache instead of
+//! registers.
+//!
 //! On CPUs with AVX-512 BF16, [`attend_bf16`] runs the same pass on bf16 pairs:
 //! `vdpbf16ps` multiplies two pairs of bf16 and adds both products to an f32 lane, so
 //! an instruction does twice the multiply-adds of an f32 one. Its keys pair two
@@ -27,11 +31,15 @@ pub(super) const CHUNK: usize = 4 * KEY_BLOCK;
 /// Query rows per tile.
 const TILE: usize = 6;
 
-/// Whether this CPU runs the kernel, for heads of width `hd`.
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// Whether this CPU runs the kernel, for heads of width `hd`: on AVX-512, or in
+/// vectors of eight on AVX2 with FMA ([`avx2`]).
 pub(super) fn available(hd: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        hd == 64 && std::is_x86_feature_detected!("avx512f")
+        hd == 64 && (avx512() || avx2())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -59,11 +67,24 @@ pub(super) fn attend(
         available(hd),
         "no attention kernel for this CPU and head width"
     );
-    // SAFETY: AVX-512 F is present (`available`).
+    // SAFETY: AVX-512 F, or else AVX2 and FMA, are present (`available`).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        by_tiles(q, keys, values, hd, first, out, avx512::tile)
+        let tile: TileKernel<f32> = if avx512() { avx512::tile } else { avx2::tile };
+        by_tiles(q, keys, values, hd, first, out, tile)
     };
+}
+
+/// Whether this CPU has AVX-512 F, which every kernel here but [`avx2`]'s needs.
+#[cfg(target_arch = "x86_64")]
+fn avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether this CPU runs [`avx2`]'s kernel.
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
 /// A kernel's tile: query rows, keys, values, the first row's position, the output.
@@ -111,6 +132,7 @@ pub(super) fn bf16_available(hd: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         available(hd)
+            && avx512()
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512bf16")
     }
@@ -153,6 +175,7 @@ pub(super) fn f16_available(hd: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         available(hd)
+            && avx512()
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512fp16")
     }
@@ -976,9 +999,9 @@ pub(super) mod tests {
             if !std::is_x86_feature_detected!("avx512f") {
                 return;
             }
-            let run = |x: [f32; 16]| -> [f32; 16] {
-                let mut out = [0f32; 16];
-                // SAFETY: AVX-512 F is present (checked above); both arrays hold 16.
+            let run = |x: &[f32]| -> Vec<f32> {
+                let mut out = vec![0f32; 16];
+                // SAFETY: AVX-512 F is present (checked above); both hold 16 lanes.
                 unsafe {
                     let v = avx512::quick_exp(_mm512_loadu_ps(x.as_ptr()));
                     _mm512_storeu_ps(out.as_mut_ptr(), v);
@@ -990,47 +1013,107 @@ pub(super) mod tests {
             let mut xs: Vec<f32> = (0..=87 * 64).map(|i| -(i as f32) / 64.0).collect();
             xs.extend((0..=125).map(|n| -((n as f32 + 0.5) * std::f32::consts::LN_2)));
             xs.retain(|x| *x >= -87.0);
-            let mut worst = 0f64;
-            for x in xs.chunks(16) {
-                let mut lanes = [0f32; 16];
-                lanes[..x.len()].copy_from_slice(x);
-                for (x, got) in lanes.iter().zip(run(lanes)) {
-                    let want = f64::from(*x).exp();
-                    worst = worst.max((f64::from(got) - want).abs() / want);
-                }
-            }
-            assert!(worst < 6e-6, "relative error {worst:e}");
-            // Below the range, a tiny positive number; a NaN stays NaN.
-            let mut lanes = [-1000.0f32; 16];
-            lanes[3] = f32::NAN;
-            lanes[5] = f32::NEG_INFINITY;
-            let out = run(lanes);
-            assert!(out[3].is_nan());
-            for (i, v) in out.iter().enumerate().filter(|(i, _)| *i != 3) {
-                assert!(*v > 0.0 && *v < 2e-38, "lane {i}: {v}");
-            }
+            check_exp(16, run, &xs, 6e-6);
         }
     }
 
+    /// `exp`, `width` lanes at a time, against f64's e^x over `xs`: within `bound`
+    /// relative; below the range a tiny positive number; a NaN stays NaN.
+    fn check_exp(width: usize, exp: impl Fn(&[f32]) -> Vec<f32>, xs: &[f32], bound: f64) {
+        let mut worst = 0f64;
+        for x in xs.chunks(width) {
+            let mut lanes = vec![0f32; width];
+            lanes[..x.len()].copy_from_slice(x);
+            for (x, got) in lanes.iter().zip(exp(&lanes)) {
+                let want = f64::from(*x).exp();
+                worst = worst.max((f64::from(got) - want).abs() / want);
+            }
+        }
+        assert!(worst < bound, "relative error {worst:e}");
+        let mut lanes = vec![-1000.0f32; width];
+        lanes[3] = f32::NAN;
+        lanes[5] = f32::NEG_INFINITY;
+        let out = exp(&lanes);
+        assert!(out[3].is_nan());
+        for (i, v) in out.iter().enumerate().filter(|(i, _)| *i != 3) {
+            assert!(*v > 0.0 && *v < 2e-38, "lane {i}: {v}");
+        }
+    }
+
+    /// The AVX2 kernel's e^x is within 6e-6 of it relative from -87 to 88 (as the scalar
+    /// [`super::super::ops::exp`], it rounds `x·log₂e` to f32 before taking its
+    /// fraction, a few millionths where |x| is large), gives a tiny positive number
+    /// below, and keeps a NaN.
+    #[test]
+    fn the_avx2_exp_is_within_its_bound() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            if !super::avx2() {
+                eprintln!("skipped: this CPU has no AVX2 with FMA");
+                return;
+            }
+            let run = |x: &[f32]| -> Vec<f32> {
+                let mut out = vec![0f32; 8];
+                // SAFETY: AVX2 and FMA are present (checked above); both hold 8 lanes.
+                unsafe {
+                    let v = avx2::exp(_mm256_loadu_ps(x.as_ptr()));
+                    _mm256_storeu_ps(out.as_mut_ptr(), v);
+                }
+                out
+            };
+            let xs: Vec<f32> = (0..=175 * 64).map(|i| i as f32 / 64.0 - 87.0).collect();
+            check_exp(8, run, &xs, 6e-6);
+        }
+    }
+
+    /// The f32 tile kernels this CPU runs: AVX-512's, AVX2's, or both.
+    fn f32_kernels() -> Vec<(&'static str, TileKernel<f32>)> {
+        let mut kernels: Vec<(&'static str, TileKernel<f32>)> = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::avx512() {
+                kernels.push(("AVX-512", avx512::tile));
+            }
+            if super::avx2() {
+                kernels.push(("AVX2", avx2::tile));
+            }
+        }
+        kernels
+    }
+
+    /// Every f32 kernel this CPU runs, and [`attend`]'s choice among them.
     #[test]
     fn matches_plain_attention_at_every_offset() {
         let hd = 64;
-        if !available(hd) {
-            eprintln!("skipped: this CPU has no AVX-512");
+        let kernels = f32_kernels();
+        if kernels.is_empty() {
+            eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 with FMA");
             return;
         }
+        assert!(available(hd));
         let (keys, values, mut next) = operands(|x| x);
         let (blocked, rows_flat) = (blocked(&keys), values.concat());
         for (first, rows) in CASES {
             let q: Vec<f32> = (0..rows * hd).map(|_| next()).collect();
-            let mut got = vec![0.0; q.len()];
-            attend(&q, &blocked, &rows_flat, hd, first, &mut got);
             let want = reference(&q, &keys, &values, first);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() < 1e-4,
-                    "first {first}, rows {rows}, at {i}: {g} vs {w}"
-                );
+            let mut chosen = vec![0.0; q.len()];
+            attend(&q, &blocked, &rows_flat, hd, first, &mut chosen);
+            let mut outputs = vec![("attend", chosen)];
+            for &(name, tile) in &kernels {
+                let mut got = vec![0.0; q.len()];
+                // SAFETY: the CPU runs `tile` (listed by `f32_kernels`); the operands
+                // cover three chunks, more than every case reads.
+                unsafe { by_tiles(&q, &blocked, &rows_flat, hd, first, &mut got, tile) };
+                outputs.push((name, got));
+            }
+            for (name, got) in &outputs {
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() < 1e-4,
+                        "{name}: first {first}, rows {rows}, at {i}: {g} vs {w}"
+                    );
+                }
             }
         }
     }

@@ -16,9 +16,9 @@
 //!   or on CPUs without those kernels, multiply through the f32 gemm kernel against
 //!   tiles of weights dequantized into a cache-sized buffer, tile by tile across
 //!   rayon's threads; prompts attend per (head, block of rows), each block reading only
-//!   the positions it may see: on AVX-512 in one pass over the keys and values
-//!   ([`super::flash`], on candle's pool, the threads the products run on, longest
-//!   blocks first), elsewhere in two f32 products with a softmax between; a prompt's
+//!   the positions it may see: on AVX-512, or AVX2 with FMA, in one pass over the keys
+//!   and values ([`super::flash`], on candle's pool, the threads the products run on,
+//!   longest blocks first), elsewhere in two f32 products with a softmax between; a prompt's
 //!   norms and activation run on that pool too, in blocks of rows;
 //! - the token embeddings stay in the weight type; a step dequantizes only its own row,
 //!   and a model with tied embeddings keeps one copy for both ends.
@@ -1019,7 +1019,8 @@ enum Operands {
     Pairs { keys: Vec<u16>, values: Vec<u16> },
 }
 
-/// The kernels of a prompt's attention on CPUs with AVX-512.
+/// The kernels of a prompt's one-pass attention: f32 on AVX-512 or AVX2, the others on
+/// AVX-512 or AMX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Attention {
     /// [`flash::attend`]: one pass in f32.
