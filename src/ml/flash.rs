@@ -321,6 +321,7 @@ pub(super) fn attend_bf16(
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::super::ops::EXP_TAYLOR;
     use super::{CHUNK, KEY_BLOCK, TILE};
 
     /// Head width the kernel is built for, and its vectors.
@@ -344,9 +345,9 @@ pub(super) mod avx512 {
         let t = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
         let f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(std::f32::consts::LN_2));
-        let mut p = _mm512_set1_ps(1.0 / 720.0);
-        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
+        let mut p = _mm512_set1_ps(EXP_TAYLOR[0]);
+        for c in &EXP_TAYLOR[1..] {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(*c));
         }
         _mm512_scalef_ps(p, n)
     }

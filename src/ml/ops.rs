@@ -76,6 +76,18 @@ pub(super) fn exp_shifted(row: &mut [f32]) -> (f32, f32) {
     (max, acc.iter().fold(tail, |a, x| a + x))
 }
 
+/// The Taylor polynomial of e^f to degree 6, highest power first: [`exp`]'s, and the
+/// f32 attention kernels' in [`super::flash`], so that all give the same bits.
+pub(super) const EXP_TAYLOR: [f32; 7] = [
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
 /// e^x to about 2e-7 relative error, branch-free so that loops over it vectorise.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
@@ -84,12 +96,10 @@ pub(super) fn exp(x: f32) -> f32 {
     let n = (t + 0.5).floor();
     let f = (t - n) * std::f32::consts::LN_2;
     // Horner's rule in fused multiply-adds: half the instructions of separate ones.
-    let p = (1.0 / 720.0f32).mul_add(f, 1.0 / 120.0);
-    let p = p.mul_add(f, 1.0 / 24.0);
-    let p = p.mul_add(f, 1.0 / 6.0);
-    let p = p.mul_add(f, 1.0 / 2.0);
-    let p = p.mul_add(f, 1.0);
-    let p = p.mul_add(f, 1.0);
+    let mut p = EXP_TAYLOR[0];
+    for c in &EXP_TAYLOR[1..] {
+        p = p.mul_add(f, *c);
+    }
     // 2^n: with n + 127 + 2^23 as a float, n + 127 sits in the low mantissa bits;
     // shifted up they are the exponent field. (Unlike `as i32`, this vectorises.)
     p * f32::from_bits((n + 8_388_735.0).to_bits() << 23)

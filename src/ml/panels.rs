@@ -807,8 +807,8 @@ mod avx2 {
                 // SAFETY: `run` is 64 bytes and `out` 128; half `h` of the run goes to
                 // bytes `32h..32h + 32` of the low nibbles and of the high ones.
                 unsafe {
-                    let v = _mm256_loadu_si256(run.as_ptr().add(h * HALF * 4).cast());
-                    let lo = out.as_mut_ptr().add(h * HALF * 4);
+                    let v = _mm256_loadu_si256(run.as_ptr().add(h * RUN_BYTES / 2).cast());
+                    let lo = out.as_mut_ptr().add(h * RUN_BYTES / 2);
                     _mm256_storeu_si256(lo.cast(), _mm256_and_si256(v, low));
                     let high = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
                     _mm256_storeu_si256(lo.add(RUN_BYTES).cast(), high);

@@ -10,6 +10,7 @@
 
 use std::arch::x86_64::*;
 
+use super::super::ops::EXP_TAYLOR;
 use super::{CHUNK, KEY_BLOCK, TILE};
 
 /// Head width the kernel is built for.
@@ -39,9 +40,9 @@ pub(super) fn exp(x: __m256) -> __m256 {
     let t = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E));
     let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
     let f = _mm256_mul_ps(_mm256_sub_ps(t, n), _mm256_set1_ps(std::f32::consts::LN_2));
-    let mut p = _mm256_set1_ps(1.0 / 720.0);
-    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(c));
+    let mut p = _mm256_set1_ps(EXP_TAYLOR[0]);
+    for c in &EXP_TAYLOR[1..] {
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(*c));
     }
     // 2ⁿ from its exponent bits: after the clamp, n lies in -126..=127.
     let biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
