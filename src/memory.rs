@@ -17,10 +17,11 @@ use std::ffi::{c_int, c_long};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a model thread waits for more work before it lets go what its last burst
-/// grew (buffers, caches) and gives its free pages back: long enough that a burst of
-/// requests reuses them, short enough that an idle server holds little beyond the
-/// weights. The embedding and generation models' threads both wait this long.
+/// How long the embedding model's thread waits for more work before it lets go what
+/// its last burst grew (batch buffers) and gives its free pages back: long enough that
+/// a burst of requests reuses them, short enough that an idle server holds little
+/// beyond the weights. The generation model's thread waits `generation.keep_warm_secs`
+/// instead: its buffers cost a chat's first token more to grow back.
 pub const MODEL_IDLE: Duration = Duration::from_secs(2);
 
 /// `mi_option_purge_delay` in the `mi_option_t` of the mimalloc that `mimalloc` builds

@@ -27,6 +27,9 @@ impl Config {
                 "embedding.max_tokens must be at most 512 (the model's position limit)",
             );
         }
+        if self.generation.keep_warm_secs > 86_400 {
+            return invalid("generation.keep_warm_secs must be at most 86400 (a day)");
+        }
         if self.metrics.tenant_series > 10_000 {
             return invalid(
                 "metrics.tenant_series must be at most 10000 (each tenant adds 8 series)",
@@ -212,6 +215,18 @@ mod tests {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(named), "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn the_generators_keep_warm_is_bounded() {
+        let ok = Config::from_toml("[generation]\nkeep_warm_secs = 0\n").unwrap();
+        assert_eq!(ok.generation.keep_warm_secs, 0);
+        assert_eq!(Config::default().generation.keep_warm_secs, 30);
+        let err = Config::from_toml("[generation]\nkeep_warm_secs = 86401\n").unwrap_err();
+        assert!(
+            err.to_string().contains("generation.keep_warm_secs"),
+            "{err}"
+        );
     }
 
     #[test]

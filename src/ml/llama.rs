@@ -421,6 +421,24 @@ impl Llama {
         self.buffers = Buffers::default();
     }
 
+    /// Bytes the key/value cache and the work buffers hold now.
+    pub fn held_bytes(&self) -> usize {
+        let cache: usize = self.layers.iter().map(|l| l.cache.held_bytes()).sum();
+        let Buffers {
+            x,
+            h,
+            qkv,
+            attended,
+            ffn,
+            act,
+        } = &self.buffers;
+        let floats: usize = [x, h, qkv, attended, ffn, act]
+            .iter()
+            .map(|b| b.capacity())
+            .sum();
+        cache + floats * std::mem::size_of::<f32>()
+    }
+
     /// Runs `ids` at positions `position..`, whose keys and values join the cache (the
     /// cache beyond `position` is overwritten), and returns the logits of the last one.
     pub fn forward(&mut self, ids: &[u32], position: usize) -> Result<Tensor> {
@@ -604,6 +622,17 @@ impl KvCache {
             row.reserve_exact(len - row.len());
             row.resize(len, f16::ZERO);
         }
+    }
+
+    /// Bytes the heads' keys and values hold.
+    fn held_bytes(&self) -> usize {
+        let halves: usize = self
+            .keys
+            .iter()
+            .chain(&self.values)
+            .map(Vec::capacity)
+            .sum();
+        halves * std::mem::size_of::<f16>()
     }
 
     /// Lets every position go, and the memory that held them.
@@ -1234,6 +1263,8 @@ mod tests {
             2000usize.div_ceil(KEY_BLOCK) * KEY_BLOCK,
             "the context caps it"
         );
+        // Three heads' keys and values, 2 bytes a number.
+        assert!(cache.held_bytes() >= 3 * 2 * cache.held() * hd * 2);
         let (keys, values) = cache.widened(2, 6);
         assert_eq!(
             &keys[5 * hd..6 * hd],
@@ -1251,6 +1282,7 @@ mod tests {
         );
         cache.release();
         assert_eq!(cache.held(), 0);
+        assert_eq!(cache.held_bytes(), 0);
         assert!(
             cache
                 .keys

@@ -140,6 +140,7 @@ pub struct GenMeters {
     prompt_rate: Histogram,
     decode_rate: Histogram,
     load: Gauge,
+    held: IntGauge,
 }
 
 impl GenMeters {
@@ -200,6 +201,11 @@ impl GenMeters {
                 "generate_model_load_seconds",
                 "Seconds the generation model's weights took to load",
             )?,
+            held: IntGauge::new(
+                "generate_held_bytes",
+                "Bytes the bundled model's key/value cache and work buffers hold between \
+                 answers (0 once given back, generation.keep_warm_secs after the last one)",
+            )?,
         })
     }
 
@@ -216,6 +222,7 @@ impl GenMeters {
                 Box::new(self.prompt_rate.clone()),
                 Box::new(self.decode_rate.clone()),
                 Box::new(self.load.clone()),
+                Box::new(self.held.clone()),
             ],
         )
     }
@@ -226,6 +233,15 @@ impl GenMeters {
 
     pub(crate) fn set_depth(&self, waiting: usize) {
         self.depth.set(waiting as i64);
+    }
+
+    pub(crate) fn set_held(&self, bytes: usize) {
+        self.held.set(bytes as i64);
+    }
+
+    /// What the model thread last reported in [`GenMeters::set_held`].
+    pub(crate) fn held(&self) -> usize {
+        usize::try_from(self.held.get()).unwrap_or(0)
     }
 
     /// Counts a generation as running until the guard drops.

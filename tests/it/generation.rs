@@ -12,10 +12,13 @@ fn model_file() -> std::path::PathBuf {
 }
 
 fn load(queue: usize) -> Generator {
-    let config = GenerationConfig {
+    load_with(GenerationConfig {
         queue_capacity: queue,
         ..GenerationConfig::default()
-    };
+    })
+}
+
+fn load_with(config: GenerationConfig) -> Generator {
     Generator::load(&model_file(), &config)
         .expect("generation model: run ./install.sh --models-only first")
 }
@@ -70,7 +73,16 @@ async fn the_prompt_follows_the_gguf_chat_template_and_tokenizes_its_markers() {
 
 #[tokio::test]
 async fn greedy_generation_is_deterministic_and_answers() {
-    let g = load(2);
+    let g = load_with(GenerationConfig {
+        queue_capacity: 2,
+        keep_warm_secs: 1,
+        ..GenerationConfig::default()
+    });
+    assert_eq!(
+        g.held_bytes(),
+        0,
+        "nothing is grown before the first answer"
+    );
     let ids = g
         .tokenize(&g.render(&ask("What is the capital of France?")).unwrap())
         .unwrap();
@@ -79,9 +91,20 @@ async fn greedy_generation_is_deterministic_and_answers() {
     assert!(!first.trim().is_empty());
     assert_eq!(first, second, "greedy output differs between runs");
     assert!(first.contains("Paris"), "{first}");
-    // Idle past the model thread's release, the cache and buffers grow back anew.
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    // The cache and buffers stay between answers, and go once the model has been
+    // idle for `keep_warm_secs`.
+    assert!(g.held_bytes() > 0, "the answer's cache is kept warm");
+    let idle = std::time::Instant::now();
+    while g.held_bytes() > 0 {
+        assert!(
+            idle.elapsed() < std::time::Duration::from_secs(10),
+            "the cache was not given back after keep_warm_secs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Grown back anew, they give the same answer.
     let (after_idle, _) = collect(g.generate(ids.clone(), greedy(24)).unwrap()).await;
+    assert!(g.held_bytes() > 0);
     assert_eq!(
         first, after_idle,
         "greedy output differs after the model went idle"

@@ -132,6 +132,8 @@ async fn model_and_tenant_series_move_when_a_search_a_chat_and_an_embedding_run(
         assert_eq!(moved("ragbox_generate_decode_tokens_per_second_count"), 1.0);
     }
     assert_eq!(after.value("ragbox_generate_active"), 0.0);
+    // The answer's cache and buffers stay for the next chat (30 s by default).
+    assert!(after.value("ragbox_generate_held_bytes") > 0.0);
     // The tenant's own series.
     assert_eq!(
         after.value(r#"ragbox_tenant_tokens_total{kind="prompt",tenant="acme"}"#),

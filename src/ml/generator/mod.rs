@@ -145,6 +145,7 @@ impl Generator {
         let shared = Arc::new(shared);
         let (tx, mut rx) = mpsc::channel::<Job>(config.queue_capacity.max(1));
         let (mine, path, weights) = (shared.clone(), path.to_path_buf(), config.weights);
+        let keep_warm = std::time::Duration::from_secs(config.keep_warm_secs);
         std::thread::Builder::new()
             .name("ragbox-generate".into())
             .spawn(move || {
@@ -165,6 +166,7 @@ impl Generator {
                             tokenizer: mine.tokenizer.clone(),
                             context: mine.context,
                             meters: mine.meters.clone(),
+                            keep_warm,
                         };
                         model.serve(rx);
                     }
@@ -280,6 +282,12 @@ impl Generator {
                 mpsc::error::TrySendError::Closed(_) => GenError::Stopped,
             })?;
         Ok(rx)
+    }
+
+    /// Bytes the model's key/value cache and work buffers held after its last answer,
+    /// or 0 once it gave them back (`generation.keep_warm_secs` later).
+    pub fn held_bytes(&self) -> usize {
+        self.shared.meters.held()
     }
 
     /// Tokens generated since load (all requests).

@@ -14,7 +14,6 @@ use super::penalty::Penalties;
 use super::stream::TextStream;
 use crate::config::WeightType;
 use crate::domain::{Event, FinishReason, GenError, Sampling, Usage};
-use crate::memory::MODEL_IDLE;
 use crate::ml::llama::{Llama, Shape};
 use crate::ml::meters::GenMeters;
 
@@ -39,11 +38,14 @@ pub(super) struct Model {
     pub(super) context: usize,
     /// The series the thread keeps.
     pub(super) meters: GenMeters,
+    /// How long after the last answer the cache and buffers stay
+    /// (`generation.keep_warm_secs`).
+    pub(super) keep_warm: Duration,
 }
 
 impl Model {
-    /// Answers jobs one at a time until the queue closes; [`MODEL_IDLE`] after the
-    /// last one, lets the memory its answers grew go (the key/value cache and work
+    /// Answers jobs one at a time until the queue closes; [`Model::keep_warm`] after
+    /// the last one, lets the memory its answers grew go (the key/value cache and work
     /// buffers).
     pub(super) fn serve(mut self, mut rx: mpsc::Receiver<Job>) {
         // A clock for the idle timer (without one, nothing is released).
@@ -56,7 +58,8 @@ impl Model {
             let next = match &clock {
                 Ok(clock) if holding => {
                     // The timer is made inside the clock's context.
-                    clock.block_on(async { tokio::time::timeout(MODEL_IDLE, rx.recv()).await })
+                    let keep = self.keep_warm;
+                    clock.block_on(async { tokio::time::timeout(keep, rx.recv()).await })
                 }
                 _ => Ok(rx.blocking_recv()),
             };
@@ -66,6 +69,7 @@ impl Model {
                 Err(_idle) => {
                     self.weights.release();
                     crate::memory::give_back_everywhere();
+                    self.meters.set_held(self.weights.held_bytes());
                     holding = false;
                     continue;
                 }
@@ -76,7 +80,9 @@ impl Model {
             holding = true;
             let events = job.events.clone();
             let _running = self.meters.running();
-            if let Err(e) = self.run(job) {
+            let answered = self.run(job);
+            self.meters.set_held(self.weights.held_bytes());
+            if let Err(e) = answered {
                 self.meters.finished("error", 0, Duration::ZERO);
                 let _ = events.blocking_send(Err(e));
             }
@@ -151,6 +157,8 @@ impl Model {
         }
         let decoding = first.map(|t| t.elapsed()).unwrap_or_default();
         self.meters.finished(finish.as_str(), generated, decoding);
+        // Before the end is sent, so that whoever reads the answer's end reads this too.
+        self.meters.set_held(self.weights.held_bytes());
         let _ = events.blocking_send(Ok(Event::Done(Usage {
             prompt_tokens: prompt.len(),
             completion_tokens: generated,
