@@ -63,8 +63,12 @@ impl CommitWatch {
         // SAFETY: the mapping is only ever read through `read_volatile` in `stamp`,
         // never as a Rust reference, because other processes write it; the file keeps
         // at least these bytes while the watch's connection is open (module docs).
-        let Ok(shm) = (unsafe { memmap2::MmapOptions::new().len(2 * HEADER).map(&file) }) else {
-            return Ok(None);
+        let shm = match unsafe { memmap2::MmapOptions::new().len(2 * HEADER).map(&file) } {
+            Ok(shm) => shm,
+            Err(e) => {
+                tracing::warn!(error = %e, "the log index could not be mapped: no commit watch");
+                return Ok(None);
+            }
         };
         Ok(Some(Self {
             shm,
