@@ -326,17 +326,12 @@ impl Int8Rows {
             .zip(self.steps.par_iter_mut().zip(self.mins.par_iter_mut()))
             .zip(x.par_chunks(n_in.max(1)))
             .for_each(|((q, (step, min)), x)| {
-                let (lo, hi) = x
-                    .iter()
-                    .zip(smoothing)
-                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (v, f)| {
-                        (lo.min(v * f), hi.max(v * f))
-                    });
+                let (lo, hi) = smoothed_range(x, smoothing);
                 *min = lo;
                 *step = (hi - lo) / STEPS;
                 let inverse = if hi > lo { STEPS / (hi - lo) } else { 0.0 };
                 for ((q, v), f) in q.iter_mut().zip(x).zip(smoothing) {
-                    *q = ((v * f - lo) * inverse).round().clamp(0.0, STEPS) as u8;
+                    *q = level((v * f - lo) * inverse);
                 }
             });
     }
@@ -356,6 +351,47 @@ impl Int8Rows {
             }
         });
     }
+}
+
+/// The smallest and largest of `x[i] · smoothing[i]`, NaNs skipped; (∞, -∞) if none.
+/// Eight running minima and maxima, merged at the end, so that the loop vectorises
+/// (`f32::min` in a fold does not); the extremes are the same values either way.
+fn smoothed_range(x: &[f32], smoothing: &[f32]) -> (f32, f32) {
+    const WAYS: usize = 8;
+    let mut lo = [f32::INFINITY; WAYS];
+    let mut hi = [f32::NEG_INFINITY; WAYS];
+    let (mut xs, mut fs) = (x.chunks_exact(WAYS), smoothing.chunks_exact(WAYS));
+    for (x, f) in (&mut xs).zip(&mut fs) {
+        for i in 0..WAYS {
+            let v = x[i] * f[i];
+            // A NaN compares false, so it never replaces a bound.
+            lo[i] = if v < lo[i] { v } else { lo[i] };
+            hi[i] = if v > hi[i] { v } else { hi[i] };
+        }
+    }
+    let tail = xs
+        .remainder()
+        .iter()
+        .zip(fs.remainder())
+        .map(|(v, f)| v * f);
+    let (lo, hi) = (
+        lo.into_iter().fold(f32::INFINITY, f32::min),
+        hi.into_iter().fold(f32::NEG_INFINITY, f32::max),
+    );
+    tail.fold((lo, hi), |(lo, hi), v| (lo.min(v), hi.max(v)))
+}
+
+/// `y` rounded half away from zero and clamped to `0..=STEPS`, as a byte; NaN gives 0.
+/// The same as `y.round().clamp(0.0, STEPS) as u8`, in operations that vectorise:
+/// `y - trunc(y)` is exact below 2²³, where every positive tie rounds up, and above
+/// it `y` is a whole number; a whole number up to 255 plus 2²³ holds itself in the
+/// low bits of its mantissa.
+#[inline(always)]
+fn level(y: f32) -> u8 {
+    let t = y.trunc();
+    let r = if y - t >= 0.5 { t + 1.0 } else { t };
+    let r = if r > 0.0 { r.min(STEPS) } else { 0.0 };
+    (r + 8_388_608.0).to_bits() as u8
 }
 
 /// One tile's operands: [`TILE_ROWS`] input rows (the last ones may be padding) and the
@@ -706,6 +742,52 @@ mod tests {
                 m.product(&mut whole, &x, rows, true, &mut rounded).unwrap();
                 assert_eq!(whole, fast, "{rows}×{n_in}×{n_out}, whole product");
             }
+        }
+    }
+
+    /// The vectorised rounding gives the bytes of `round().clamp() as u8` for ties,
+    /// values either side of them, negatives, the clamp's edges, huge values, the
+    /// infinities and NaN; and the vectorised range the fold's extremes.
+    #[test]
+    fn the_rounding_and_range_match_the_plain_formulas() {
+        let mut ys = vec![
+            -0.0,
+            0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            -f32::MAX,
+            8_388_608.0,
+            16_777_215.0,
+            1e30,
+            255.5,
+            254.5,
+            -0.5,
+            -1.5,
+        ];
+        for k in -300..600 {
+            let y = k as f32 * 0.5;
+            ys.extend([y, y.next_up(), y.next_down()]);
+        }
+        ys.extend((0..100_000).map(|i| i as f32 * 0.003_1 - 20.0));
+        for y in ys {
+            let want = y.round().clamp(0.0, STEPS) as u8;
+            assert_eq!(level(y), want, "{y:e}");
+        }
+        for n in [0, 1, 7, 8, 9, 37, 384] {
+            let mut x = values(n, n + 11);
+            let f = values(n, n + 12);
+            if n > 9 {
+                x[5] = f32::NAN;
+            }
+            let want = x
+                .iter()
+                .zip(&f)
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (v, f)| {
+                    (lo.min(v * f), hi.max(v * f))
+                });
+            assert_eq!(smoothed_range(&x, &f), want, "{n} values");
         }
     }
 

@@ -81,17 +81,48 @@ pub(super) unsafe fn tile(
                 }
             }
         }
+        // SAFETY: `scales` and `sums` are padded to whole tiles (checked above), so
+        // the 8 columns from `col` lie inside both.
+        let (scales, col_sums) = unsafe {
+            (
+                _mm256_loadu_ps(m.scales.as_ptr().add(col)),
+                _mm256_loadu_ps(m.sums.as_ptr().add(col)),
+            )
+        };
         for (r, [a, b]) in sums.iter().enumerate().take(tile.rows) {
             // Lanes of `a` are columns 0, 0, 1, 1 | 2, 2, 3, 3 and of `b` 4, 4, 5, 5 |
             // 6, 6, 7, 7: the pairwise sums come as 0, 1, 4, 5 | 2, 3, 6, 7.
             let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(*a, *b));
-            let mut lanes = [0i32; HALF];
-            // SAFETY: `lanes` holds 8 integers.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s) };
             let row = &mut out[r * m.n_out..(r + 1) * m.n_out];
             let (step, min) = (tile.steps[r], tile.mins[r]);
-            for (c, (slot, sum)) in row[col..].iter_mut().zip(lanes).enumerate() {
-                scale_one(m, sum, step, min, col + c, slot, accumulate);
+            if let Some(slots) = row.get_mut(col..col + HALF) {
+                // `scale_one`'s operations in its order, 8 columns at once: the same
+                // bits.
+                let value = _mm256_mul_ps(
+                    _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(s),
+                        _mm256_set1_ps(step),
+                        _mm256_mul_ps(_mm256_set1_ps(min), col_sums),
+                    ),
+                    scales,
+                );
+                let at = slots.as_mut_ptr();
+                // SAFETY: `slots` holds the 8 floats read and written.
+                unsafe {
+                    let value = if accumulate {
+                        _mm256_add_ps(_mm256_loadu_ps(at), value)
+                    } else {
+                        value
+                    };
+                    _mm256_storeu_ps(at, value);
+                }
+            } else {
+                let mut lanes = [0i32; HALF];
+                // SAFETY: `lanes` holds 8 integers.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s) };
+                for (c, (slot, sum)) in row[col..].iter_mut().zip(lanes).enumerate() {
+                    scale_one(m, sum, step, min, col + c, slot, accumulate);
+                }
             }
         }
     }
