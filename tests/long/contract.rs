@@ -109,7 +109,9 @@ async fn schemathesis(app: &TestApp, token: &str, filter: &[&str], examples: u32
         )
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .current_dir(app.dir.path());
-    run(cmd, Duration::from_secs(900)).await
+    // A hang, not a slow host, is what this limit is for: on a 2-vCPU Zen 3 host whose
+    // builds ran a third slower than usual, the tenant's run alone passed 900 s.
+    run(cmd, Duration::from_secs(1800)).await
 }
 
 #[tokio::test]
