@@ -1,6 +1,7 @@
 //! The BERT encoder behind the embedder, written for the CPU.
 //!
-//! Weights are read with candle from the model's safetensors file; matrix products run on
+//! Weights are read from the model's safetensors file through a read-only map (each
+//! tensor straight into its layout, no copy of the whole file); matrix products run on
 //! `gemm`, candle's own CPU kernel, or, with `embedding.precision = "int8"`, on ragbox's
 //! int8 kernel (`int8.rs`), calibrated at load on a few sentences read in f32. What
 //! differs from a general tensor library is the data layout: the sequences of a batch
@@ -9,11 +10,11 @@
 //! residual, layer norm, softmax) are fused loops that the compiler vectorises, spread
 //! over rayon's threads, on buffers reused across layers.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use half::f16;
+use candle_core::DType;
+use candle_core::safetensors::SliceSafetensors;
+use half::{bf16, f16};
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -139,21 +140,44 @@ pub struct Encoder {
 
 type LoadResult<T> = Result<T, String>;
 
-struct Weights {
-    tensors: HashMap<String, Tensor>,
+struct Weights<'a> {
+    file: SliceSafetensors<'a>,
     prefix: &'static str,
 }
 
-impl Weights {
-    fn get(&self, name: &str) -> LoadResult<&Tensor> {
-        self.tensors
+impl Weights<'_> {
+    /// A tensor's values as f32 (stored as f32, f16 or bf16), with its shape.
+    fn get(&self, name: &str) -> LoadResult<(Vec<usize>, Vec<f32>)> {
+        let view = self
+            .file
             .get(&format!("{}{name}", self.prefix))
-            .ok_or_else(|| format!("tensor {name} is missing"))
+            .map_err(|_| format!("tensor {name} is missing"))?;
+        let bytes = view.data();
+        let values = match DType::try_from(view.dtype()) {
+            Ok(DType::F32) => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Ok(DType::F16) => bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Ok(DType::BF16) => bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => {
+                return Err(format!(
+                    "tensor {name} is stored as {:?}; only f32, f16 and bf16 are read",
+                    view.dtype()
+                ));
+            }
+        };
+        Ok((view.shape().to_vec(), values))
     }
 
     fn vec(&self, name: &str, len: usize) -> LoadResult<Vec<f32>> {
-        let t = self.get(name)?;
-        let v = flat(t)?;
+        let (_, v) = self.get(name)?;
         if v.len() != len {
             return Err(format!(
                 "tensor {name} has {} values, expected {len}",
@@ -170,25 +194,24 @@ impl Weights {
 
     /// Several linear layers over the same input, side by side in one `in × Σout`.
     fn dense_of(&self, names: &[&str], n_in: usize, n_out: usize) -> LoadResult<Dense> {
-        let mut ws = Vec::new();
-        let mut b = Vec::new();
-        for name in names {
-            let w = self.get(&format!("{name}.weight"))?;
-            if w.dims() != [n_out, n_in] {
+        let width = n_out * names.len();
+        let mut w = vec![0.0f32; n_in * width];
+        let mut b = Vec::with_capacity(width);
+        for (j, name) in names.iter().enumerate() {
+            let (shape, values) = self.get(&format!("{name}.weight"))?;
+            if shape != [n_out, n_in] {
                 return Err(format!(
-                    "{name}.weight has shape {:?}, expected [{n_out}, {n_in}]",
-                    w.dims()
+                    "{name}.weight has shape {shape:?}, expected [{n_out}, {n_in}]"
                 ));
             }
-            ws.push(w.t().map_err(err)?);
+            transpose_into(&mut w, width, j * n_out, &values, n_out, n_in);
             b.extend(self.vec(&format!("{name}.bias"), n_out)?);
         }
-        let w = Tensor::cat(&ws, 1).map_err(err)?;
         Ok(Dense {
-            w: Matrix::F32(flat(&w)?),
+            w: Matrix::F32(w),
             b,
             n_in,
-            n_out: n_out * names.len(),
+            n_out: width,
         })
     }
 
@@ -200,15 +223,30 @@ impl Weights {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Writes `src` (`rows × cols`, row-major) transposed into the columns `first..first +
+/// rows` of `dst` (rows of `width`), a block at a time so that both sides stay in cache.
+fn transpose_into(
+    dst: &mut [f32],
+    width: usize,
+    first: usize,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+) {
+    const BLOCK: usize = 32;
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    dst[c * width + first + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
 }
 
-fn flat(t: &Tensor) -> LoadResult<Vec<f32>> {
-    t.to_dtype(DType::F32)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(err)
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 impl Encoder {
@@ -224,13 +262,14 @@ impl Encoder {
         {
             return Err("hidden_size must be a multiple of num_attention_heads".into());
         }
-        let tensors = candle_core::safetensors::load(weights, &Device::Cpu).map_err(err)?;
-        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+        let map = super::mapped::map(weights).map_err(err)?;
+        let file = SliceSafetensors::new(&map).map_err(err)?;
+        let prefix = if file.get("bert.embeddings.word_embeddings.weight").is_ok() {
             "bert."
         } else {
             ""
         };
-        let w = Weights { tensors, prefix };
+        let w = Weights { file, prefix };
         let h = cfg.hidden_size;
         let i = cfg.intermediate_size;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -254,9 +293,10 @@ impl Encoder {
                 out_norm: w.norm(&format!("{p}.output.LayerNorm"), h)?,
             });
         }
-        let token_type = w.get("embeddings.token_type_embeddings.weight")?;
-        let token_type = flat(&token_type.get(0).map_err(err)?)?;
-        if token_type.len() != h {
+        // The first row: every token is of type 0.
+        let (shape, mut token_type) = w.get("embeddings.token_type_embeddings.weight")?;
+        token_type.truncate(h);
+        if shape.last() != Some(&h) || token_type.len() != h {
             return Err("token type embeddings have the wrong width".into());
         }
         Ok(Self {
@@ -566,6 +606,189 @@ mod tests {
         sized(&mut scratch.x, KEEP_ALWAYS);
         scratch.fit(1);
         assert!(scratch.x.capacity() >= KEEP_ALWAYS);
+    }
+
+    /// The weights as candle reads the whole file, laid out as the encoder keeps them:
+    /// `[out, in]` matrices transposed and set side by side.
+    fn read_whole(path: &Path, names: &[&str]) -> Vec<f32> {
+        use candle_core::{Device, Tensor};
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+        let ws: Vec<Tensor> = names
+            .iter()
+            .map(|n| tensors[&format!("{n}.weight")].t().unwrap())
+            .collect();
+        Tensor::cat(&ws, 1)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    fn f32s(m: &Matrix) -> &[f32] {
+        match m {
+            Matrix::F32(w) => w,
+            Matrix::Int8(_) => panic!("an f32 layer was expected"),
+        }
+    }
+
+    #[test]
+    fn the_mapped_model_holds_the_weights_candle_reads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+        let text = std::fs::read_to_string(dir.join("config.json"))
+            .expect("config.json: run ./install.sh --models-only first");
+        let cfg: BertConfig = serde_json::from_str(&text).unwrap();
+        let path = dir.join("model.safetensors");
+        let encoder = Encoder::load(cfg.clone(), &path).unwrap();
+        assert_eq!(encoder.layers.len(), cfg.num_hidden_layers);
+        let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
+        let whole = |name: &str| -> Vec<f32> {
+            tensors[&format!("{prefix}{name}")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        for (n, layer) in [(0, &encoder.layers[0]), (5, &encoder.layers[5])] {
+            let attn = format!("{prefix}encoder.layer.{n}.attention.self");
+            let qkv = ["query", "key", "value"].map(|k| format!("{attn}.{k}"));
+            let qkv: Vec<&str> = qkv.iter().map(String::as_str).collect();
+            assert_eq!(f32s(&layer.qkv.w), read_whole(&path, &qkv), "layer {n} qkv");
+            assert_eq!(layer.qkv.n_out, 3 * cfg.hidden_size);
+            let down = format!("{prefix}encoder.layer.{n}.output.dense");
+            assert_eq!(
+                f32s(&layer.down.w),
+                read_whole(&path, &[&down]),
+                "layer {n} down"
+            );
+            let up = format!("{prefix}encoder.layer.{n}.intermediate.dense");
+            assert_eq!(f32s(&layer.up.w), read_whole(&path, &[&up]), "layer {n} up");
+            assert_eq!(
+                layer.up.b,
+                whole(&format!("encoder.layer.{n}.intermediate.dense.bias"))
+            );
+            assert_eq!(
+                layer.out_norm.gamma,
+                whole(&format!("encoder.layer.{n}.output.LayerNorm.weight"))
+            );
+        }
+        let word: Vec<f16> = whole("embeddings.word_embeddings.weight")
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        assert!(encoder.word == word, "word embeddings");
+        assert_eq!(
+            encoder.position,
+            whole("embeddings.position_embeddings.weight")
+        );
+        let token_type = whole("embeddings.token_type_embeddings.weight");
+        assert_eq!(encoder.token_type, token_type[..cfg.hidden_size]);
+    }
+
+    /// A BERT of width 4 with one layer, every tensor stored as `dtype`, and its config.
+    fn tiny(dtype: DType, skip: &str, stretch: &str) -> (BertConfig, tempfile::TempPath) {
+        use candle_core::{Device, Tensor};
+        let cfg = BertConfig {
+            vocab_size: 7,
+            hidden_size: 4,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 8,
+            max_position_embeddings: 5,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+        };
+        let (h, i) = (4, 8);
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("embeddings.word_embeddings.weight".into(), vec![7, h]),
+            ("embeddings.position_embeddings.weight".into(), vec![5, h]),
+            ("embeddings.token_type_embeddings.weight".into(), vec![2, h]),
+        ];
+        let p = "encoder.layer.0";
+        for (name, out, inn) in [
+            (format!("{p}.attention.self.query"), h, h),
+            (format!("{p}.attention.self.key"), h, h),
+            (format!("{p}.attention.self.value"), h, h),
+            (format!("{p}.attention.output.dense"), h, h),
+            (format!("{p}.intermediate.dense"), i, h),
+            (format!("{p}.output.dense"), h, i),
+        ] {
+            shapes.push((format!("{name}.weight"), vec![out, inn]));
+            shapes.push((format!("{name}.bias"), vec![out]));
+        }
+        for norm in [
+            "embeddings.LayerNorm".to_owned(),
+            format!("{p}.attention.output.LayerNorm"),
+            format!("{p}.output.LayerNorm"),
+        ] {
+            shapes.push((format!("{norm}.weight"), vec![h]));
+            shapes.push((format!("{norm}.bias"), vec![h]));
+        }
+        let mut tensors = std::collections::HashMap::new();
+        for (k, (name, mut shape)) in shapes.into_iter().enumerate() {
+            if name == skip {
+                continue;
+            }
+            if name == stretch {
+                shape[0] += 1;
+            }
+            let len: usize = shape.iter().product();
+            // Values an f16 and a bf16 both hold exactly: multiples of 1/8 below 16.
+            let values: Vec<f32> = (0..len)
+                .map(|n| ((n * 7 + k * 3) % 97) as f32 / 8.0)
+                .collect();
+            let t = Tensor::from_vec(values, shape, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            tensors.insert(format!("bert.{name}"), t);
+        }
+        let path = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        (cfg, path)
+    }
+
+    #[test]
+    fn half_width_files_load_and_bad_ones_are_named() {
+        let dense = "encoder.layer.0.intermediate.dense";
+        let (cfg, f32_file) = tiny(DType::F32, "", "");
+        let reference = Encoder::load(cfg.clone(), &f32_file).unwrap();
+        let up = read_whole(&f32_file, &[&format!("bert.{dense}")]);
+        assert_eq!(f32s(&reference.layers[0].up.w), up);
+        for dtype in [DType::F16, DType::BF16] {
+            let (cfg, file) = tiny(dtype, "", "");
+            let encoder = Encoder::load(cfg, &file).unwrap();
+            assert_eq!(f32s(&encoder.layers[0].up.w), up, "{dtype:?}");
+            assert_eq!(
+                f32s(&encoder.layers[0].qkv.w),
+                f32s(&reference.layers[0].qkv.w)
+            );
+            assert_eq!(encoder.position, reference.position, "{dtype:?}");
+            assert_eq!(encoder.token_type, reference.token_type, "{dtype:?}");
+            assert!(encoder.word == reference.word, "{dtype:?}");
+        }
+        let (cfg, file) = tiny(DType::F32, &format!("{dense}.bias"), "");
+        let e = Encoder::load(cfg, &file).err().unwrap();
+        assert!(
+            e.contains(&format!("tensor {dense}.bias is missing")),
+            "{e}"
+        );
+        let (cfg, file) = tiny(DType::F32, "", &format!("{dense}.weight"));
+        let e = Encoder::load(cfg, &file).err().unwrap();
+        assert!(e.contains("has shape [9, 4], expected [8, 4]"), "{e}");
+        let (cfg, file) = tiny(DType::F64, "", "");
+        let e = Encoder::load(cfg, &file).err().unwrap();
+        assert!(e.contains("only f32, f16 and bf16 are read"), "{e}");
+        let garbage = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        std::fs::write(&garbage, b"not a safetensors file").unwrap();
+        assert!(Encoder::load(reference.cfg.clone(), &garbage).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod gemm;
 pub mod generator;
 mod int8;
 pub mod llama;
+mod mapped;
 pub mod meters;
 mod nibbles;
 mod ops;
