@@ -462,31 +462,24 @@ impl Encoder {
         let jobs: Vec<(usize, usize)> = (0..spans.len())
             .flat_map(|s| (0..heads).map(move |head| (s, head)))
             .collect();
+        // The scores of one job are written whole by the product, so each of rayon's
+        // tasks reuses one buffer for them instead of a fresh zeroed one a job.
         let parts: Vec<Result<Vec<f32>, String>> = jobs
             .par_iter()
-            .map(|&(s, head)| {
+            .map_init(Vec::new, |scores, &(s, head)| {
                 let (start, len) = spans[s];
                 let rows = &qkv[start * stride..(start + len) * stride];
                 let q = View::rows(&rows[head * d..], stride);
                 let k = View::rows(&rows[h + head * d..], stride);
                 let v = View::rows(&rows[2 * h + head * d..], stride);
-                let mut scores = vec![0.0f32; len * len];
-                matmul(
-                    &mut scores,
-                    len,
-                    q,
-                    k.t(),
-                    (len, len, d),
-                    scale,
-                    false,
-                    false,
-                )?;
+                let scores = sized(scores, len * len);
+                matmul(scores, len, q, k.t(), (len, len, d), scale, false, false)?;
                 scores.chunks_exact_mut(len).for_each(softmax);
                 let mut out = vec![0.0f32; len * d];
                 matmul(
                     &mut out,
                     d,
-                    View::rows(&scores, len),
+                    View::rows(scores, len),
                     v,
                     (len, d, len),
                     1.0,
