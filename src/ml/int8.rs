@@ -752,9 +752,6 @@ mod tests {
         }
     }
 
-    /// The vectorised rounding gives the bytes of `round().clamp() as u8` for ties,
-    /// values either side of them, negatives, the clamp's edges, huge values, the
-    /// infinities and NaN; and the vectorised range the fold's extremes.
     #[test]
     fn reused_rows_hold_no_bytes_of_the_last_product() {
         let smoothing = vec![1.0f32; 70];
@@ -783,6 +780,9 @@ mod tests {
         assert_eq!((rows.steps[5], rows.mins[5]), (0.0, 0.0));
     }
 
+    /// The vectorised rounding gives the bytes of `round().clamp() as u8` for ties,
+    /// values either side of them, negatives, the clamp's edges, huge values, the
+    /// infinities and NaN; and the vectorised range the fold's extremes.
     #[test]
     fn the_rounding_and_range_match_the_plain_formulas() {
         let mut ys = vec![
